@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN ?= runs/demo
+
+.PHONY: help install demo test lint format clean
+
+help:
+	@echo "make demo    set up .venv and run the demo (digits, every line measured) into $(RUN)"
+	@echo "make test    set up .venv and run the test suite (CPU, ~minutes)"
+	@echo "make lint    ruff check + format check"
+
+$(BIN)/steplines: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+install: $(BIN)/steplines
+
+demo: install
+	$(BIN)/steplines run --preset demo --out $(RUN)
+
+test: install
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: install
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
