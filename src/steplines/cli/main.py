@@ -1,1 +1,237 @@
-def main(): pass
+"""Command line: ``steplines run|train|measure|info|lr-grid``.
+
+Each command parses options, builds a configuration and calls one library function. A
+:class:`~steplines.errors.SteplinesError` is printed as one line ``error: …`` with exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import PRESETS, RunConfig, load_config
+from ..errors import SteplinesError
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SteplinesError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; every finished line is kept — rerun to continue", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option(
+            "--preset", type=str, default=None, help=f"named configuration: {', '.join(PRESETS)}"
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="TOML file with [problem], [train], [measure] tables",
+        ),
+        click.option("--data-dir", type=str, default=None, help="where the data set lives"),
+        click.option(
+            "--download",
+            is_flag=True,
+            default=False,
+            help="download the data set (checksum-verified) if it is missing",
+        ),
+        click.option("--steps", type=int, default=None, help="override train.steps"),
+        click.option("--device", type=str, default=None, help="auto | cpu | cuda | cuda:N"),
+        click.option("--engine", type=click.Choice(["auto", "fast", "reference"]), default=None),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _resolve(
+    preset: str | None,
+    config_file: Path | None,
+    data_dir: str | None,
+    download: bool,
+    steps: int | None,
+    device: str | None,
+    engine: str | None,
+) -> RunConfig:
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["problem.data_dir"] = data_dir
+    if download:
+        overrides["problem.download"] = True
+    if steps is not None:
+        overrides["train.steps"] = steps
+    if device is not None:
+        overrides["measure.device"] = device
+    if engine is not None:
+        overrides["measure.engine"] = engine
+    return load_config(preset, config_file, overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="log one line per segment")
+def main(verbose: bool) -> None:
+    """steplines: measure the loss along every SGD update-step line (Mutschler & Zell 2021)."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s"
+    )
+
+
+@main.command()
+@_config_options
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_user_errors
+def run(out: Path, quiet: bool, **kw: Any) -> None:
+    """Train, measure every line, and write the run directory (resumes an existing one)."""
+    from ..measure import run_all
+    from ..rundir import RunDir
+
+    cfg = _resolve(**kw)
+    rd = RunDir.prepare(out, cfg)
+    _, measured = run_all(rd, progress=not quiet)
+    click.echo(f"measured {measured} new lines; {_done_summary(rd)}")
+    click.echo(f"results: {rd.path.resolve()}  (inspect: steplines info {rd.path})")
+
+
+@main.command()
+@_config_options
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_user_errors
+def train(out: Path, quiet: bool, **kw: Any) -> None:
+    """Record the trajectory only (checkpoints + per-step records)."""
+    from ..measure import record_trajectory
+    from ..problems.problem import make_problem
+    from ..rundir import RunDir, resolve_device
+
+    rd = RunDir.prepare(out, _resolve(**kw))
+    device = resolve_device(rd.config.measure.device)
+    rd.write_provenance(device)
+    record_trajectory(rd, make_problem(rd.config.problem), device, progress=not quiet)
+    click.echo(f"trajectory of {rd.config.train.steps} steps in {rd.trajectory.path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data-dir", type=str, default=None, help="where the data set lives")
+@click.option("--device", type=str, default=None)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_user_errors
+def measure(run_dir: Path, data_dir: str | None, device: str | None, quiet: bool) -> None:
+    """Measure every missing line of a recorded trajectory."""
+    from ..measure import measure_lines
+    from ..problems.problem import make_problem
+    from ..rundir import RunDir, resolve_device
+
+    rd = RunDir.open(run_dir)
+    upd: dict[str, Any] = {}
+    if data_dir or device:
+        cfg = rd.config
+        problem = cfg.problem.model_copy(update={"data_dir": data_dir}) if data_dir else cfg.problem
+        meas = cfg.measure.model_copy(update={"device": device}) if device else cfg.measure
+        upd = {"problem": problem, "measure": meas}
+        rd = RunDir(rd.path, cfg.model_copy(update=upd))
+    dev = resolve_device(rd.config.measure.device)
+    rd.write_provenance(dev)
+    n = measure_lines(rd, make_problem(rd.config.problem), dev, progress=not quiet)
+    click.echo(f"measured {n} new lines; {_done_summary(rd)}")
+
+
+def _done_summary(rd: Any) -> str:
+    from ..store import LineStore
+
+    if not rd.lines_path.exists():
+        return "no lines measured yet"
+    store = LineStore.open(rd.lines_path)
+    done = store.done()
+    return f"{int(done.sum())}/{done.size} lines done"
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print a JSON record")
+@_user_errors
+def info(run_dir: Path, as_json: bool) -> None:
+    """What was run, how many lines are done, and the store size."""
+    from ..rundir import RunDir
+    from ..store import LineStore
+
+    rd = RunDir.open(run_dir)
+    cfg = rd.config
+    steps, every = cfg.train.steps, cfg.train.checkpoint_every
+    out: dict[str, Any] = {
+        "run": str(rd.path),
+        "problem": f"{cfg.problem.dataset} / {cfg.problem.model}",
+        "optimizer": f"{cfg.train.optimizer} lr={cfg.train.lr} momentum={cfg.train.momentum}",
+        "steps_recorded": rd.trajectory.recorded_steps(steps, every),
+        "steps": steps,
+        "grid": f"{cfg.measure.grid} ±{cfg.measure.interval} step {cfg.measure.resolution}, "
+        f"≤{cfg.measure.max_passes} passes",
+    }
+    if (d := rd.trajectory.divergence()) is not None:
+        out["diverged_at"] = d["step"]
+    if rd.lines_path.exists():
+        store = LineStore.open(rd.lines_path)
+        done = store.done()
+        out.update(
+            lines_done=int(done.sum()),
+            lines=int(done.size),
+            shape=f"N={store.n_train} M={store.n_val} B={store.n_direction} K={store.n_positions}",
+            store_bytes=_dir_bytes(rd.lines_path),
+        )
+    else:
+        out.update(lines_done=0, lines=steps)
+    out["trajectory_bytes"] = _dir_bytes(rd.trajectory.path) if rd.trajectory.path.exists() else 0
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for k, v in out.items():
+        if k.endswith("_bytes"):
+            v = f"{v / 2**20:.1f} MiB"
+        click.echo(f"{k:>16}: {v}")
+
+
+@main.command("lr-grid")
+@_config_options
+@click.option("--lrs", type=str, default=None, help="comma-separated list (default: the paper's)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_user_errors
+def lr_grid_cmd(lrs: str | None, quiet: bool, **kw: Any) -> None:
+    """The paper's λ grid search: train per λ, pick the best final validation accuracy."""
+    from ..lr_grid import PAPER_LRS, best_lr, lr_grid
+
+    cfg = _resolve(**kw)
+    grid = tuple(float(v) for v in lrs.split(",")) if lrs else PAPER_LRS
+    results = lr_grid(cfg, grid, progress=not quiet)
+    click.echo(f"{'lr':>10} {'val acc':>8} {'val loss':>9} {'train loss':>10}")
+    for r in results:
+        if r.diverged_at is not None:
+            click.echo(f"{r.lr:>10.4g} diverged at step {r.diverged_at}")
+        else:
+            click.echo(
+                f"{r.lr:>10.4g} {r.val_accuracy:>8.4f} {r.val_loss:>9.4f} {r.train_loss:>10.4f}"
+            )
+    click.echo(f"best lr: {best_lr(results):.4g} ({cfg.train.steps} steps each)")

@@ -24,7 +24,9 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {self.images.shape}")
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {self.images.dtype} {self.images.shape}"
+            )
         n = self.images.shape[0]
         if self.labels.shape != (n,) or self.indices.shape != (n,):
             raise ValueError("labels and indices must have shape [N]")

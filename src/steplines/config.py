@@ -1,0 +1,271 @@
+"""Run configuration: one TOML file, validated by pydantic, frozen.
+
+A run is fully described by :class:`RunConfig` (problem, training, measurement). The resolved
+configuration is written to ``RUN/config.toml``; named presets live in ``steplines/presets``.
+Every invalid or unknown field is reported at once, in one line, by :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DATASETS = ("digits", "cifar10", "fashion-mnist")
+MODELS = ("digits-resnet", "resnet20", "resnet18", "mobilenetv2")
+# torch.optim classes selectable by lower-case name (any other class name of torch.optim works too).
+OPTIMIZER_ALIASES = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProblemConfig(_Section):
+    """What is trained: data set, model, subset sizes and augmentation.
+
+    ``train_size``/``val_size`` default per data set: digits 1280/517 (fixed seeded split of the
+    1,797 images), CIFAR-10 4000/1000 (the paper's 8 % subset, SPEC §1.1), Fashion-MNIST
+    4800/1200 (8 % and 2 % of its 60,000 training images, the same protocol).
+    """
+
+    dataset: Literal["digits", "cifar10", "fashion-mnist"] = "digits"
+    model: str = "digits-resnet"
+    data_dir: str | None = None
+    download: bool = False
+    train_size: int | None = Field(default=None, gt=0)
+    val_size: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    augment: bool = True
+    split_seed: int = 42
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r} (choose one of {', '.join(MODELS)})")
+        return v
+
+
+class TrainConfig(_Section):
+    """How the trajectory is produced: optimizer, schedule, steps, seed, checkpoints."""
+
+    optimizer: str = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    milestones: tuple[int, ...] = ()
+    gamma: float = Field(default=0.1, gt=0)
+    optimizer_kwargs: dict[str, Any] = Field(default_factory=dict)
+    steps: int = Field(default=100, gt=0)
+    seed: int = 1
+    checkpoint_every: int = Field(default=100, gt=0)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        import torch.optim
+
+        name = OPTIMIZER_ALIASES.get(v.lower(), v)
+        cls_ = getattr(torch.optim, name, None)
+        if not (isinstance(cls_, type) and issubclass(cls_, torch.optim.Optimizer)):
+            raise ValueError(
+                f"unknown optimizer {v!r} (use a torch.optim class name, e.g. sgd, adam, adamw)"
+            )
+        return v
+
+    @field_validator("milestones")
+    @classmethod
+    def _sorted_milestones(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(m <= 0 for m in v) or list(v) != sorted(v):
+            raise ValueError("milestones must be positive step indices in ascending order")
+        return v
+
+
+class MeasureConfig(_Section):
+    """How every line is measured (SPEC §3.3–§3.6, with the bugs of §9 fixed).
+
+    Attributes:
+        grid: ``paper`` — both halves of ``arange`` with ``resolution`` on
+            [−interval, interval) plus 0 and s_update (SPEC §3.3); ``symmetric`` — k·resolution
+            for |k·resolution| ≤ interval, plus s_update.
+        max_passes: passes of interval enlargement (rings of width ``interval``), 1 = none.
+        full_batch: ``epoch`` — a fresh augmented ``drop_last`` epoch per line (paper);
+            ``fixed`` — the whole un-augmented training set, the same for every line.
+        batchnorm: ``batch`` — train-mode statistics of each fixed evaluation batch (paper);
+            ``running`` — eval mode with the running statistics of θ_t.
+        dropout: ``fixed`` — one mask per batch per line (paper); ``off``.
+        engine: ``auto`` (fast), ``fast`` or ``reference`` (slow, obvious; the test oracle).
+    """
+
+    grid: Literal["paper", "symmetric"] = "paper"
+    interval: float = Field(default=0.5, gt=0)
+    resolution: float = Field(default=0.006, gt=0)
+    max_passes: int = Field(default=5, ge=1, le=50)
+    full_batch: Literal["epoch", "fixed"] = "epoch"
+    batchnorm: Literal["batch", "running"] = "batch"
+    dropout: Literal["fixed", "off"] = "fixed"
+    engine: Literal["auto", "fast", "reference"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "auto"
+    max_eval_batch: int = Field(default=2048, gt=0)
+
+    @model_validator(mode="after")
+    def _grid_not_too_fine(self) -> MeasureConfig:
+        if self.interval / self.resolution > 100_000:
+            raise ValueError("interval/resolution gives more than 100,000 positions per side")
+        return self
+
+
+class RunConfig(_Section):
+    """A whole run: ``[problem]``, ``[train]`` and ``[measure]`` tables of the TOML file."""
+
+    problem: ProblemConfig = Field(default_factory=ProblemConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+
+    def to_toml(self) -> str:
+        """Return the resolved configuration as TOML (None values are left out)."""
+        return tomli_w.dumps(_drop_none(self.model_dump(mode="json")))
+
+    def diff(self, other: RunConfig) -> list[str]:
+        """Return ``["train.lr: 0.1 -> 0.05", ...]`` for every field that differs."""
+        a, b = _flatten(self.model_dump(mode="json")), _flatten(other.model_dump(mode="json"))
+        return [
+            f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)
+        ]
+
+
+def _drop_none(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "optimizer_kwargs":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}")
+    return f"invalid configuration in {source}: " + "; ".join(parts) + " (fix these fields)"
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a nested dict; raise :class:`ConfigError` listing every bad field in one line."""
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+    for name, value in (("train.lr", cfg.train.lr), ("measure.interval", cfg.measure.interval)):
+        if not math.isfinite(value):
+            raise ConfigError(f"invalid configuration in {source}: {name} must be finite")
+    return cfg
+
+
+PRESETS = (
+    "demo",
+    "fashion-mnist",
+    "paper-resnet20-sgd",
+    "paper-resnet20-momentum",
+    "paper-resnet18-sgd",
+    "paper-resnet18-momentum",
+    "paper-mobilenetv2-sgd",
+    "paper-mobilenetv2-momentum",
+)
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """Return the raw dict of a named preset; unknown names raise :class:`ConfigError`."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    text = resources.files("steplines").joinpath(f"presets/{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file raises :class:`ConfigError`."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; check the path") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML ({err}); fix its syntax") from None
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (tables merge, values replace)."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(
+    preset: str | None = None, path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Resolve a configuration: preset, then TOML file, then overrides (dotted keys allowed).
+
+    Args:
+        preset: a name from :data:`PRESETS`, or None for the defaults.
+        path: a TOML file whose tables override the preset.
+        overrides: e.g. ``{"problem.data_dir": "/data"}``.
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: unknown preset, unreadable file, or any invalid or unknown field.
+    """
+    data: dict[str, Any] = preset_dict(preset) if preset else {}
+    source = f"preset {preset!r}" if preset else "defaults"
+    if path is not None:
+        data = merge(data, read_toml(path))
+        source = str(path)
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return validate_config(data, source)
+
+
+def write_config(cfg: RunConfig, path: Path) -> None:
+    """Write the resolved configuration as TOML."""
+    Path(path).write_text(cfg.to_toml())

@@ -1,0 +1,309 @@
+"""Train, then measure every line by segments: the one place engine and store meet.
+
+``record_trajectory`` trains T steps and writes checkpoints every C steps plus the records of
+every step. ``measure_lines`` then takes each segment [c, c+C) that still has unmeasured lines,
+restores checkpoint c, replays its steps exactly from the records, measures each missing line
+with the engine and writes it to the store; at the segment end the replayed state must equal
+checkpoint c+C bit for bit, else :class:`~steplines.errors.ReplayMismatchError`. Each segment is
+an independent unit of work: resumable after a crash, shardable, retryable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import RunConfig
+from .engine.evaluators import EvalBatch, FastEvaluator, LinePolicy, reference_losses
+from .engine.line import GridSpec, LineSamples, measure_line
+from .engine.positions import max_positions
+from .errors import DivergenceError, ReplayMismatchError
+from .problems.problem import Problem, make_problem
+from .rundir import RunDir, resolve_device
+from .seeding import derive_seed
+from .store import LineRecord, LineStore
+from .trajectory.loop import LineAnchor, StepRecord, Trainer
+
+log = logging.getLogger("steplines")
+
+
+def _dtype(cfg: RunConfig) -> torch.dtype:
+    return torch.float64 if cfg.measure.dtype == "float64" else torch.float32
+
+
+def _progress(total: int, desc: str, enabled: bool) -> tqdm:
+    tty = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=not enabled or total == 0,
+        unit="line",
+        mininterval=0.5 if tty else 30.0,
+        dynamic_ncols=True,
+    )
+
+
+def record_trajectory(
+    run: RunDir, problem: Problem, device: torch.device, progress: bool = False
+) -> int:
+    """Train (or continue training) the run's trajectory; return the number of recorded steps.
+
+    Raises:
+        DivergenceError: a batch loss was not finite; the records before it are kept.
+    """
+    cfg, traj = run.config, run.trajectory
+    steps, every = cfg.train.steps, cfg.train.checkpoint_every
+    if (d := traj.divergence()) is not None:
+        raise DivergenceError(d["message"])
+    start = traj.completed_steps(steps, every)
+    if start == steps:
+        return steps
+    trainer = Trainer(problem, cfg.train, device, _dtype(cfg))
+    if start == 0:
+        traj.save_checkpoint(0, trainer.state_dict())
+    else:
+        trainer.load_state_dict(traj.load_checkpoint(start, device))
+    bar = tqdm(
+        total=steps,
+        initial=start,
+        desc="train",
+        unit="step",
+        disable=not progress,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+    )
+    for c, end in traj.segments(steps, every):
+        if end <= start:
+            continue
+        records: list[StepRecord] = []
+        for t in range(c, end):
+            try:
+                record, _ = trainer.step(t, *trainer.step_inputs(t))
+            except DivergenceError as err:
+                if records:
+                    traj.save_records(c, records)
+                traj.save_divergence(t, str(err))
+                bar.close()
+                raise
+            records.append(record)
+            bar.update()
+        traj.save_records(c, records)
+        traj.save_checkpoint(end, trainer.state_dict())
+    bar.close()
+    return steps
+
+
+@dataclass
+class LineBatches:
+    """Builds the fixed evaluation batches of a line (full batch, validation, direction)."""
+
+    problem: Problem
+    cfg: RunConfig
+    device: torch.device
+    dtype: torch.dtype
+
+    def __post_init__(self) -> None:
+        b, n_val = self.problem.batch_size, len(self.problem.val)
+        self._val_rows = [np.arange(s, min(s + b, n_val)) for s in range(0, n_val, b)]
+        self._val_data = [self._to(self.problem.val_batch(r)) for r in self._val_rows]
+        self._fixed_train: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _to(self, xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return xy[0].to(self.device, self.dtype), xy[1].to(self.device)
+
+    @property
+    def n_train(self) -> int:
+        """N: rows of the full batch (``drop_last`` for ``epoch``)."""
+        n, b = len(self.problem.train), self.problem.batch_size
+        return (n // b) * b if self.cfg.measure.full_batch == "epoch" else n
+
+    def train_rows(self, t: int) -> list[np.ndarray]:
+        """Training rows of line t, one array per BatchNorm batch."""
+        n, b = len(self.problem.train), self.problem.batch_size
+        if self.cfg.measure.full_batch == "fixed":
+            return [np.arange(s, min(s + b, n)) for s in range(0, n, b)]
+        g = torch.Generator().manual_seed(derive_seed(self.cfg.train.seed, "full_batch", t))
+        perm = torch.randperm(n, generator=g).numpy()[: self.n_train]
+        return [perm[s : s + b] for s in range(0, self.n_train, b)]
+
+    def batches(
+        self, t: int, record: StepRecord
+    ) -> tuple[list[EvalBatch], list[EvalBatch], EvalBatch, np.ndarray]:
+        """``(train, val, direction, train_rows)`` evaluation batches of line t."""
+        seed = self.cfg.train.seed
+        rows = self.train_rows(t)
+        if self.cfg.measure.full_batch == "fixed":
+            if self._fixed_train is None:
+                self._fixed_train = [self._to(self.problem.train_batch(r, None)) for r in rows]
+            data = self._fixed_train
+        else:
+            data = [
+                self._to(self.problem.train_batch(r, derive_seed(seed, "full_batch_aug", t, i)))
+                for i, r in enumerate(rows)
+            ]
+        train = [
+            EvalBatch(x, y, derive_seed(seed, "dropout_eval", t, 0, i))
+            for i, (x, y) in enumerate(data)
+        ]
+        val = [
+            EvalBatch(x, y, derive_seed(seed, "dropout_eval", t, 1, i))
+            for i, (x, y) in enumerate(self._val_data)
+        ]
+        x, y = self._to(self.problem.train_batch(record.rows, record.aug_seed))
+        direction = EvalBatch(x, y, record.dropout_seed)
+        return train, val, direction, np.concatenate(rows)
+
+
+def _line_record(samples: LineSamples, anchor: LineAnchor, train_rows: np.ndarray) -> LineRecord:
+    r = anchor.record
+    return LineRecord(
+        positions=samples.positions.astype(np.float64),
+        train_losses=samples.train.astype(np.float32),
+        val_losses=samples.val.astype(np.float32),
+        direction_losses=samples.direction.astype(np.float32),
+        train_indices=train_rows.astype(np.int64),
+        direction_indices=r.rows.astype(np.int64),
+        s_update=r.s_update,
+        update_norm=r.update_norm,
+        grad_norm=r.grad_norm,
+        directional_derivative=r.directional_derivative,
+        lr=r.lr,
+        batch_loss=r.batch_loss,
+        n_passes=samples.n_passes,
+    )
+
+
+def open_or_create_store(run: RunDir, problem: Problem, batches: LineBatches) -> LineStore:
+    """Open the run's line store, creating it (preallocated) on first use."""
+    m = run.config.measure
+    if run.lines_path.exists():
+        return LineStore.open(run.lines_path, mode="r+")
+    return LineStore.create(
+        run.lines_path,
+        n_lines=run.config.train.steps,
+        n_train=batches.n_train,
+        n_val=len(problem.val),
+        n_direction=problem.batch_size,
+        n_positions=max_positions(m.grid, m.interval, m.resolution, m.max_passes),
+        val_indices=np.arange(len(problem.val), dtype=np.int64),
+        lines_per_chunk=run.config.train.checkpoint_every,
+        attrs={
+            "train_source_indices": problem.train.indices.tolist(),
+            "val_source_indices": problem.val.indices.tolist(),
+            "dataset": problem.name,
+        },
+    )
+
+
+def make_evaluator(cfg: RunConfig, trainer: Trainer, problem: Problem):
+    """The engine the configuration selects, bound to the trainer's model."""
+    policy = LinePolicy(cfg.measure.batchnorm, cfg.measure.dropout)
+    if cfg.measure.engine == "reference":
+        return functools.partial(
+            reference_losses, trainer.model, policy=policy, loss_fn=problem.loss_fn
+        )
+    return FastEvaluator(trainer.model, policy, problem.loss_fn, cfg.measure.max_eval_batch)
+
+
+def measure_lines(
+    run: RunDir,
+    problem: Problem,
+    device: torch.device,
+    segments: Iterable[tuple[int, int]] | None = None,
+    progress: bool = False,
+) -> int:
+    """Measure every missing line of the recorded trajectory; return how many were measured.
+
+    Raises:
+        ReplayMismatchError: a replayed segment did not reproduce its end checkpoint.
+    """
+    cfg, traj = run.config, run.trajectory
+    steps, every = cfg.train.steps, cfg.train.checkpoint_every
+    recorded = traj.recorded_steps(steps, every)
+    dtype = _dtype(cfg)
+    batches = LineBatches(problem, cfg, device, dtype)
+    store = open_or_create_store(run, problem, batches)
+    done = store.done()
+    todo = [
+        s
+        for s in (segments or traj.segments(steps, every))
+        if s[0] < recorded and not done[s[0] : min(s[1], recorded)].all()
+    ]
+    spec = GridSpec(
+        cfg.measure.grid, cfg.measure.interval, cfg.measure.resolution, cfg.measure.max_passes
+    )
+    trainer = Trainer(problem, cfg.train, device, dtype)
+    evaluate = make_evaluator(cfg, trainer, problem)
+    total = sum(int((~done[c : min(e, recorded)]).sum()) for c, e in todo)
+    bar = _progress(total, "measure", progress)
+    measured = 0
+    for c, end in todo:
+        end = min(end, recorded)
+        trainer.load_state_dict(traj.load_checkpoint(c, device))
+        for t, rec in zip(range(c, end), traj.load_records(c)):
+            want = not done[t]
+            replay, anchor = trainer.step(
+                t, rec.rows, rec.aug_seed, rec.dropout_seed, keep_anchor=want
+            )
+            if replay.batch_loss != rec.batch_loss:
+                raise ReplayMismatchError(
+                    f"replaying step {t} gave batch loss {replay.batch_loss!r}, recorded "
+                    f"{rec.batch_loss!r}; the run directory was made with other code or "
+                    "hardware — measure it where it was trained"
+                )
+            if anchor is None:
+                continue
+            train, val, direction, rows = batches.batches(t, rec)
+            samples = measure_line(
+                evaluate,
+                anchor.theta,
+                anchor.direction,
+                anchor.buffers,
+                rec.s_update,
+                train,
+                val,
+                direction,
+                spec,
+            )
+            store.write_line(t, _line_record(samples, anchor, rows))
+            measured += 1
+            bar.update()
+        if traj.checkpoint_path(end).exists():
+            _check_replay(trainer, traj.load_checkpoint(end, device), end)
+        log.info("segment [%d, %d) measured", c, end)
+    bar.close()
+    return measured
+
+
+def _check_replay(trainer: Trainer, expected: dict, step: int) -> None:
+    got = trainer.model.state_dict()
+    for name, ref in expected["model"].items():
+        if not torch.equal(got[name], ref):
+            raise ReplayMismatchError(
+                f"replayed parameters at step {step} differ from the checkpoint ({name}); the "
+                "trajectory is not reproducible here — measure on the machine that trained it"
+            )
+
+
+def run_all(run: RunDir, progress: bool = False) -> tuple[int, int]:
+    """Train and measure a run (resuming both); return (recorded steps, lines measured now).
+
+    Raises:
+        DivergenceError: after measuring every line before the divergence.
+    """
+    device = resolve_device(run.config.measure.device)
+    run.write_provenance(device)
+    problem = make_problem(run.config.problem)
+    try:
+        record_trajectory(run, problem, device, progress)
+    except DivergenceError:
+        measure_lines(run, problem, device, progress=progress)
+        raise
+    measured = measure_lines(run, problem, device, progress=progress)
+    return run.config.train.steps, measured

@@ -1,0 +1,544 @@
+"""The line store: per-sample losses along every SGD update-step line, in a Zarr v3 group.
+
+Layout and array meanings are in :mod:`steplines.store.schema` and ``docs/store.md``. The rules
+that make the store safe to fill from several processes and to kill at any moment:
+
+* Every array is preallocated at creation (NaN / sentinel fill), so nothing is ever resized and
+  the metadata (``zarr.json`` files) is written only once, by :meth:`LineStore.create`.
+* Per-sample arrays have one chunk per line, written as one full chunk; ``[T]`` and ``[T, K]``
+  arrays have ``lines_per_chunk`` lines per chunk. Processes that write disjoint,
+  ``lines_per_chunk``-aligned segments therefore never write the same chunk file.
+* Zarr's ``LocalStore`` writes every chunk to a temporary file and renames it into place, so a
+  killed writer leaves either the old or the new chunk, never half of one.
+* ``done[t]`` is written last: a line counts only when it is done. A CRC32 of the per-sample data
+  (``checksum``) lets :meth:`LineStore.verify_line` detect corrupt or lost chunks.
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from steplines.errors import RunDirError
+from steplines.store.schema import (
+    ARRAYS,
+    MEANS,
+    PER_SAMPLE_LOSSES,
+    SCHEMA_VERSION,
+    STORE_FORMAT,
+    SUMMARY,
+)
+
+__all__ = ["LineCorruptError", "LineNotDoneError", "LineRecord", "LineStore"]
+
+
+class LineNotDoneError(RunDirError):
+    """A line was read that has not been (completely) written."""
+
+
+class LineCorruptError(RunDirError):
+    """A line's stored data cannot be decoded or does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class LineRecord:
+    """Everything measured along one line ``theta_t + s * d_t``.
+
+    Attributes:
+        positions: float64 ``[k]``, ``k <= K``, the positions ``s``, sorted ascending, finite.
+        train_losses: float32 ``[N, k]`` per-sample losses of the measured training samples.
+        val_losses: float32 ``[M, k]`` per-sample losses of the validation samples.
+        direction_losses: float32 ``[B, k]`` per-sample losses of the direction batch.
+        train_indices: int64 ``[N]`` training-set ids of the ``train_losses`` rows.
+        direction_indices: int64 ``[B]`` training-set ids of the ``direction_losses`` rows.
+        s_update: Position of ``theta_{t+1}`` on the line (``||u_t||``); should be one of
+            ``positions``.
+        update_norm: ``||u_t|| / lr_t`` (the paper's ``n_t``).
+        grad_norm: ``||g_t||`` of the direction batch.
+        directional_derivative: Exact ``g_t . d_t``.
+        lr: Learning rate of step ``t``.
+        batch_loss: Loss of the direction batch at ``theta_t``.
+        n_passes: Forward passes spent measuring this line.
+    """
+
+    positions: np.ndarray
+    train_losses: np.ndarray
+    val_losses: np.ndarray
+    direction_losses: np.ndarray
+    train_indices: np.ndarray
+    direction_indices: np.ndarray
+    s_update: float
+    update_norm: float
+    grad_norm: float
+    directional_derivative: float
+    lr: float
+    batch_loss: float
+    n_passes: int
+
+
+def _compressor() -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def _checksum(train: np.ndarray, val: np.ndarray, direction: np.ndarray) -> int:
+    """CRC32 over the C-contiguous float32 bytes of the three arrays, in order."""
+    crc = 0
+    for arr in (train, val, direction):
+        crc = zlib.crc32(np.ascontiguousarray(arr, dtype=np.float32).tobytes(), crc)
+    return crc
+
+
+def _row_mean(losses: np.ndarray) -> np.ndarray:
+    """Mean over rows in float64; NaN for zero rows (no warning)."""
+    if losses.shape[0] == 0:
+        return np.full(losses.shape[1], np.nan)
+    return losses.astype(np.float64).mean(axis=0)
+
+
+def _first_match(positions: np.ndarray, value: float) -> int:
+    hits = np.flatnonzero(positions == value)
+    return int(hits[0]) if hits.size else -1
+
+
+class LineStore:
+    """A ``lines.zarr`` group of per-sample line measurements.
+
+    Create one with :meth:`create`, open an existing one with :meth:`open`.
+    """
+
+    def __init__(self, path: Path, group: zarr.Group, mode: Literal["r", "r+"]) -> None:
+        """Wrap an opened group; use :meth:`create` or :meth:`open` instead."""
+        self._path = Path(path)
+        self._group = group
+        self._mode = mode
+        self._attrs = dict(group.attrs.asdict())
+        sizes = self._attrs["sizes"]
+        self._sizes = {
+            "T": int(sizes["n_lines"]),
+            "N": int(sizes["n_train"]),
+            "M": int(sizes["n_val"]),
+            "B": int(sizes["n_direction"]),
+            "K": int(sizes["n_positions"]),
+        }
+        self._lines_per_chunk = int(sizes["lines_per_chunk"])
+        self._arrays: dict[str, Any] = {}
+        for spec in ARRAYS:
+            arr = group.get(spec.name)
+            if not isinstance(arr, zarr.Array):
+                raise RunDirError(
+                    f"{self._path} is an incomplete line store (array {spec.name!r} is missing); "
+                    "delete it and measure again"
+                )
+            self._arrays[spec.name] = arr
+
+    # ------------------------------------------------------------------ creation / opening
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        n_lines: int,
+        n_train: int,
+        n_val: int,
+        n_direction: int,
+        n_positions: int,
+        val_indices: np.ndarray,
+        lines_per_chunk: int,
+        attrs: dict,
+    ) -> LineStore:
+        """Create a new, empty line store with every array preallocated.
+
+        Args:
+            path: Directory of the new Zarr group (conventionally ``<run>/lines.zarr``).
+            n_lines: Number of lines ``T``.
+            n_train: Measured training samples per line ``N``.
+            n_val: Validation samples ``M``.
+            n_direction: Direction-batch size ``B``.
+            n_positions: Maximum positions per line ``K``.
+            val_indices: int ``[M]`` validation sample ids, stored once.
+            lines_per_chunk: Lines per chunk of the ``[T]`` and ``[T, K]`` arrays; pass the
+                segment length so that writers of different segments never share a chunk.
+            attrs: JSON-able run description, stored under the group attribute ``"run"``.
+
+        Returns:
+            The store, opened for writing (``mode="r+"``).
+
+        Raises:
+            RunDirError: ``path`` already exists.
+            ValueError: A size, ``val_indices`` or ``attrs`` is invalid.
+        """
+        path = Path(path)
+        if path.exists():
+            raise RunDirError(
+                f"{path} already exists; open it with LineStore.open(path, mode='r+') to resume, "
+                "or delete it to start over"
+            )
+        if n_lines < 1 or n_positions < 1 or lines_per_chunk < 1:
+            raise ValueError(
+                f"n_lines, n_positions and lines_per_chunk must be >= 1, got "
+                f"{n_lines}, {n_positions}, {lines_per_chunk}"
+            )
+        if min(n_train, n_val, n_direction) < 0:
+            raise ValueError(
+                f"n_train, n_val, n_direction must be >= 0, got {n_train}, {n_val}, {n_direction}"
+            )
+        val_indices = np.asarray(val_indices)
+        if val_indices.shape != (n_val,) or val_indices.dtype.kind not in "iu":
+            raise ValueError(
+                f"val_indices must be an integer array of shape ({n_val},), "
+                f"got {val_indices.dtype} {val_indices.shape}"
+            )
+        try:
+            run_attrs = json.loads(json.dumps(attrs, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"attrs must be JSON-serialisable: {exc}") from exc
+
+        sizes = {"T": n_lines, "N": n_train, "M": n_val, "B": n_direction, "K": n_positions}
+        group = zarr.open_group(path, mode="w-", zarr_format=3)
+        for spec in ARRAYS:
+            group.create_array(
+                spec.name,
+                shape=spec.shape(sizes),
+                chunks=spec.chunks(sizes, lines_per_chunk),
+                dtype=spec.np_dtype,
+                fill_value=spec.fill,
+                compressors=_compressor(),
+                dimension_names=spec.dims,
+            )
+        if n_val:
+            group["val_indices"][:] = val_indices.astype(np.int64)
+        # Group attributes last: a store without them is not recognised by ``open``.
+        group.attrs.update(
+            {
+                "format": STORE_FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "sizes": {
+                    "n_lines": n_lines,
+                    "n_train": n_train,
+                    "n_val": n_val,
+                    "n_direction": n_direction,
+                    "n_positions": n_positions,
+                    "lines_per_chunk": lines_per_chunk,
+                },
+                "run": run_attrs,
+            }
+        )
+        return cls(path, zarr.open_group(path, mode="r+", zarr_format=3), "r+")
+
+    @classmethod
+    def open(cls, path: Path, *, mode: Literal["r", "r+"] = "r") -> LineStore:
+        """Open an existing line store.
+
+        Args:
+            path: The ``lines.zarr`` directory.
+            mode: ``"r"`` to read, ``"r+"`` to also write lines.
+
+        Raises:
+            RunDirError: ``path`` is not a line store, or was written with another
+                ``schema_version``.
+            ValueError: ``mode`` is not ``"r"`` or ``"r+"``.
+        """
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+        path = Path(path)
+        not_store = (
+            f"{path} is not a steplines line store (expected a lines.zarr directory made by "
+            "steplines); pass the lines.zarr inside a run directory"
+        )
+        if not (path / "zarr.json").is_file():
+            raise RunDirError(not_store)
+        try:
+            group = zarr.open_group(path, mode=mode, zarr_format=3)
+            attrs = group.attrs.asdict()
+        except Exception as exc:
+            raise RunDirError(f"{not_store} ({type(exc).__name__})") from exc
+        if attrs.get("format") != STORE_FORMAT or "sizes" not in attrs:
+            raise RunDirError(not_store)
+        version = attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RunDirError(
+                f"{path} has line-store schema_version {version}, this steplines reads "
+                f"{SCHEMA_VERSION}; analyse it with the steplines version that wrote it, "
+                "or measure again into a new run directory"
+            )
+        return cls(path, group, mode)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def path(self) -> Path:
+        """The ``lines.zarr`` directory."""
+        return self._path
+
+    @property
+    def n_lines(self) -> int:
+        """Number of lines ``T``."""
+        return self._sizes["T"]
+
+    @property
+    def n_train(self) -> int:
+        """Measured training samples per line ``N``."""
+        return self._sizes["N"]
+
+    @property
+    def n_val(self) -> int:
+        """Validation samples ``M``."""
+        return self._sizes["M"]
+
+    @property
+    def n_direction(self) -> int:
+        """Direction-batch size ``B``."""
+        return self._sizes["B"]
+
+    @property
+    def n_positions(self) -> int:
+        """Maximum positions per line ``K``."""
+        return self._sizes["K"]
+
+    @property
+    def lines_per_chunk(self) -> int:
+        """Lines per chunk of the ``[T]`` and ``[T, K]`` arrays."""
+        return self._lines_per_chunk
+
+    @property
+    def attrs(self) -> dict:
+        """The caller-supplied run description given to :meth:`create`."""
+        return dict(self._attrs.get("run", {}))
+
+    @property
+    def schema_version(self) -> int:
+        """Schema version the store was written with."""
+        return int(self._attrs["schema_version"])
+
+    @property
+    def val_indices(self) -> np.ndarray:
+        """int64 ``[M]`` validation sample ids."""
+        return np.asarray(self._arrays["val_indices"][:])
+
+    # ------------------------------------------------------------------ writing
+
+    def _check_t(self, t: int) -> int:
+        t = int(t)
+        if not 0 <= t < self.n_lines:
+            raise IndexError(f"line {t} out of range [0, {self.n_lines})")
+        return t
+
+    def _validate(self, record: LineRecord) -> tuple[np.ndarray, int]:
+        """Check a record against the store sizes; return float64 positions and k."""
+        pos = np.asarray(record.positions)
+        if pos.ndim != 1 or pos.dtype.kind != "f":
+            raise ValueError(f"positions must be a 1-D float array, got {pos.dtype} {pos.shape}")
+        k = pos.shape[0]
+        if not 1 <= k <= self.n_positions:
+            raise ValueError(f"positions has {k} entries, must be in [1, {self.n_positions}]")
+        pos = pos.astype(np.float64)
+        if not np.all(np.isfinite(pos)):
+            raise ValueError("positions must be finite")
+        if np.any(np.diff(pos) < 0):
+            raise ValueError("positions must be sorted ascending")
+        for name, rows in (
+            ("train_losses", self.n_train),
+            ("val_losses", self.n_val),
+            ("direction_losses", self.n_direction),
+        ):
+            arr = getattr(record, name)
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.float32:
+                raise ValueError(f"{name} must be a float32 numpy array, got {type(arr)}")
+            if arr.shape != (rows, k):
+                raise ValueError(f"{name} must have shape ({rows}, {k}), got {arr.shape}")
+        index_sizes = (("train_indices", self.n_train), ("direction_indices", self.n_direction))
+        for name, rows in index_sizes:
+            arr = np.asarray(getattr(record, name))
+            if arr.shape != (rows,) or arr.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{name} must be an integer array of shape ({rows},), "
+                    f"got {arr.dtype} {arr.shape}"
+                )
+        if int(record.n_passes) < 0:
+            raise ValueError(f"n_passes must be >= 0, got {record.n_passes}")
+        return pos, k
+
+    def write_line(self, t: int, record: LineRecord) -> None:
+        """Write line ``t``; ``done[t]`` is set only after everything else is written.
+
+        Rewriting a done line first clears ``done[t]``, so an interrupted rewrite leaves the line
+        missing rather than mixed.
+
+        Args:
+            t: Line index in ``[0, T)``.
+            record: The measurements; see :class:`LineRecord`.
+
+        Raises:
+            ValueError: The record does not match the store's sizes or dtypes, or the store was
+                opened read-only.
+            IndexError: ``t`` is out of range.
+        """
+        if self._mode != "r+":
+            raise ValueError(f"{self._path} was opened read-only; open it with mode='r+'")
+        t = self._check_t(t)
+        pos, k = self._validate(record)
+        a = self._arrays
+        K = self.n_positions
+
+        if bool(a["done"][t]):
+            a["done"][t] = False
+
+        # Per-sample losses: one full-chunk write each, NaN beyond k.
+        for name in PER_SAMPLE_LOSSES:
+            losses = getattr(record, name)
+            slab = np.full((1, losses.shape[0], K), np.nan, dtype=np.float32)
+            slab[0, :, :k] = losses
+            a[name][t : t + 1] = slab
+        a["train_indices"][t : t + 1] = np.asarray(record.train_indices, np.int64)[None]
+        a["direction_indices"][t : t + 1] = np.asarray(record.direction_indices, np.int64)[None]
+
+        row = np.full(K, np.nan)
+        row[:k] = pos
+        a["positions"][t] = row
+        for name, mean_name in MEANS.items():
+            row = np.full(K, np.nan)
+            row[:k] = _row_mean(getattr(record, name))
+            a[mean_name][t] = row
+
+        s_update = float(record.s_update)
+        scalars: dict[str, float | int] = {
+            "s_update": s_update,
+            "update_norm": float(record.update_norm),
+            "grad_norm": float(record.grad_norm),
+            "directional_derivative": float(record.directional_derivative),
+            "lr": float(record.lr),
+            "batch_loss": float(record.batch_loss),
+            "n_positions": k,
+            "n_passes": int(record.n_passes),
+            "update_index": _first_match(pos, s_update) if math.isfinite(s_update) else -1,
+            "zero_index": _first_match(pos, 0.0),
+            "checksum": _checksum(record.train_losses, record.val_losses, record.direction_losses),
+        }
+        for name, value in scalars.items():
+            a[name][t] = value
+        a["done"][t] = True
+
+    # ------------------------------------------------------------------ reading
+
+    def done(self) -> np.ndarray:
+        """Return bool ``[T]``: which lines are completely written."""
+        return np.asarray(self._arrays["done"][:], dtype=bool)
+
+    def missing(self) -> list[int]:
+        """Return the lines that are not done, ascending."""
+        return [int(t) for t in np.flatnonzero(~self.done())]
+
+    def _read_losses(self, t: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read the per-sample losses of line ``t`` trimmed to ``k`` columns.
+
+        Raises:
+            LineCorruptError: A chunk cannot be decoded.
+        """
+        out = []
+        for name in PER_SAMPLE_LOSSES:
+            try:
+                data = np.asarray(self._arrays[name][t], dtype=np.float32)
+            except Exception as exc:  # any codec / shape error of a damaged chunk file
+                raise LineCorruptError(
+                    f"line {t} of {self._path}: chunk of {name} cannot be read "
+                    f"({type(exc).__name__}); measure the line again"
+                ) from exc
+            out.append(np.ascontiguousarray(data[:, :k]))
+        return out[0], out[1], out[2]
+
+    def read_line(self, t: int, *, verify: bool = True) -> LineRecord:
+        """Read line ``t``, trimmed to its ``n_positions`` columns.
+
+        Args:
+            t: Line index.
+            verify: Check the per-sample data against the stored checksum (cheap: CRC32).
+
+        Raises:
+            LineNotDoneError: Line ``t`` is not done.
+            LineCorruptError: Its data cannot be decoded or fails the checksum.
+            IndexError: ``t`` is out of range.
+        """
+        t = self._check_t(t)
+        a = self._arrays
+        if not bool(a["done"][t]):
+            raise LineNotDoneError(
+                f"line {t} of {self._path} has not been measured; measure it first"
+            )
+        k = int(a["n_positions"][t])
+        train, val, direction = self._read_losses(t, k)
+        if verify and _checksum(train, val, direction) != int(a["checksum"][t]):
+            raise LineCorruptError(
+                f"line {t} of {self._path} fails its checksum; measure the line again"
+            )
+        return LineRecord(
+            positions=np.asarray(a["positions"][t], np.float64)[:k],
+            train_losses=train,
+            val_losses=val,
+            direction_losses=direction,
+            train_indices=np.asarray(a["train_indices"][t], np.int64),
+            direction_indices=np.asarray(a["direction_indices"][t], np.int64),
+            s_update=float(a["s_update"][t]),
+            update_norm=float(a["update_norm"][t]),
+            grad_norm=float(a["grad_norm"][t]),
+            directional_derivative=float(a["directional_derivative"][t]),
+            lr=float(a["lr"][t]),
+            batch_loss=float(a["batch_loss"][t]),
+            n_passes=int(a["n_passes"][t]),
+        )
+
+    def read_summary(self) -> dict[str, np.ndarray]:
+        """Return every ``[T]`` and ``[T, K]`` array (no per-sample data).
+
+        Lines that are not done hold fill values (NaN, -1, 0); mask with ``summary["done"]``.
+        """
+        return {name: np.asarray(self._arrays[name][:]) for name in SUMMARY}
+
+    def verify_line(self, t: int) -> bool:
+        """Recompute the checksum of line ``t``'s stored per-sample data.
+
+        Returns:
+            True if the line is done, decodes and matches its checksum; False otherwise
+            (including lines that are not done and chunks that cannot be decoded).
+        """
+        t = self._check_t(t)
+        a = self._arrays
+        try:
+            if not bool(a["done"][t]):
+                return False
+            k = int(a["n_positions"][t])
+            expected = int(a["checksum"][t])
+            train, val, direction = self._read_losses(t, k)
+        except Exception:  # corrupt scalar chunk or LineCorruptError
+            return False
+        return _checksum(train, val, direction) == expected
+
+    def nbytes_on_disk(self) -> int:
+        """Total size in bytes of all files under the store directory."""
+        total = 0
+        for root, _dirs, files in os.walk(self._path):
+            for name in files:
+                # A concurrent writer's temporary file may vanish meanwhile.
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(root, name)).st_size
+        return total
+
+    def __repr__(self) -> str:
+        """Short description with sizes and progress."""
+        n_done = int(self.done().sum())
+        return (
+            f"LineStore({str(self._path)!r}, T={self.n_lines}, N={self.n_train}, "
+            f"M={self.n_val}, B={self.n_direction}, K={self.n_positions}, done={n_done})"
+        )

@@ -1,0 +1,284 @@
+"""The on-disk schema of a line store (``lines.zarr``), spelled out once.
+
+A line store is a Zarr v3 group. Every array is preallocated at creation with its fill value, so
+writers never resize anything. Dimension letters:
+
+* ``T``: number of lines (one per SGD step),
+* ``K``: maximum number of positions ``s`` per line,
+* ``N``: measured training samples, ``M``: validation samples, ``B``: direction-batch samples.
+
+Chunking kinds:
+
+* ``"line"``: one chunk per line, ``(1, <full trailing dims>)`` (per-sample data),
+* ``"segment"``: ``lines_per_chunk`` lines per chunk (``[T]`` and ``[T, K]`` arrays), so writers of
+  disjoint, ``lines_per_chunk``-aligned segments never touch the same chunk,
+* ``"whole"``: a single chunk (``val_indices``).
+
+This module is pure data: it imports neither zarr nor torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+"""Version of the layout below. Bump it on any change that an old reader would misread."""
+
+STORE_FORMAT = "steplines.lines"
+"""Value of the group attribute ``format`` that marks a Zarr group as a line store."""
+
+Chunking = Literal["line", "segment", "whole"]
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the line store.
+
+    Attributes:
+        name: Array name inside the group (public, never renamed within a schema version).
+        dtype: NumPy dtype string.
+        dims: Dimension letters, e.g. ``("T", "N", "K")``.
+        fill: Fill value of unwritten elements.
+        chunking: How the array is chunked (see the module docstring).
+        meaning: Unit and meaning, for documentation.
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[str, ...]
+    fill: float | int | bool
+    chunking: Chunking
+    meaning: str
+
+    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """Return the array shape for the given dimension sizes (keys ``T, K, N, M, B``)."""
+        return tuple(sizes[d] for d in self.dims)
+
+    def chunks(self, sizes: dict[str, int], lines_per_chunk: int) -> tuple[int, ...]:
+        """Return the chunk shape for the given sizes and segment length.
+
+        Zero-length dimensions get chunk length 1 (Zarr requires positive chunk lengths).
+        """
+        full = [max(1, sizes[d]) for d in self.dims]
+        if self.chunking == "line":
+            full[0] = 1
+        elif self.chunking == "segment":
+            full[0] = max(1, min(lines_per_chunk, sizes["T"]))
+        return tuple(full)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        """The dtype as a :class:`numpy.dtype`."""
+        return np.dtype(self.dtype)
+
+
+_NAN = float("nan")
+
+ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec(
+        "positions",
+        "float64",
+        ("T", "K"),
+        _NAN,
+        "segment",
+        "Positions s of line t (dimensionless multiples of d_t), sorted ascending; "
+        "NaN beyond the line's n_positions.",
+    ),
+    ArraySpec(
+        "train_losses",
+        "float32",
+        ("T", "N", "K"),
+        _NAN,
+        "line",
+        "Per-sample loss of the measured training samples at theta_t + s*d_t.",
+    ),
+    ArraySpec(
+        "val_losses",
+        "float32",
+        ("T", "M", "K"),
+        _NAN,
+        "line",
+        "Per-sample loss of the validation samples at theta_t + s*d_t.",
+    ),
+    ArraySpec(
+        "direction_losses",
+        "float32",
+        ("T", "B", "K"),
+        _NAN,
+        "line",
+        "Per-sample loss of the B samples of the direction batch at theta_t + s*d_t.",
+    ),
+    ArraySpec(
+        "train_indices",
+        "int64",
+        ("T", "N"),
+        -1,
+        "line",
+        "Sample id (index into the problem's training set) of each train_losses row.",
+    ),
+    ArraySpec(
+        "direction_indices",
+        "int64",
+        ("T", "B"),
+        -1,
+        "line",
+        "Sample id (index into the training set) of each direction_losses row.",
+    ),
+    ArraySpec(
+        "val_indices",
+        "int64",
+        ("M",),
+        -1,
+        "whole",
+        "Fixed validation sample ids (index into the validation set), written at creation.",
+    ),
+    ArraySpec(
+        "train_mean",
+        "float64",
+        ("T", "K"),
+        _NAN,
+        "segment",
+        "Mean over the N train rows, computed by the store in float64 at write time.",
+    ),
+    ArraySpec(
+        "val_mean",
+        "float64",
+        ("T", "K"),
+        _NAN,
+        "segment",
+        "Mean over the M validation rows, computed by the store in float64 at write time.",
+    ),
+    ArraySpec(
+        "direction_mean",
+        "float64",
+        ("T", "K"),
+        _NAN,
+        "segment",
+        "Mean over the B direction-batch rows, computed by the store in float64 at write time.",
+    ),
+    ArraySpec(
+        "s_update",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "Position of theta_{t+1} on the line, = ||u_t|| (with d_t of unit norm).",
+    ),
+    ArraySpec(
+        "update_norm",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "||u_t|| / lr_t, i.e. ||m_t|| for SGD with momentum (the paper's n_t).",
+    ),
+    ArraySpec(
+        "grad_norm",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "||g_t||, norm of the gradient of the direction batch at theta_t.",
+    ),
+    ArraySpec(
+        "directional_derivative",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "Exact g_t . d_t, slope of the direction-batch loss along the line at s = 0.",
+    ),
+    ArraySpec("lr", "float64", ("T",), _NAN, "segment", "Learning rate lr_t of step t."),
+    ArraySpec(
+        "batch_loss",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "Mean loss of the direction batch at theta_t as seen by the optimizer step.",
+    ),
+    ArraySpec(
+        "n_positions",
+        "int32",
+        ("T",),
+        0,
+        "segment",
+        "Number k <= K of valid columns of line t in all [.., K] arrays.",
+    ),
+    ArraySpec(
+        "n_passes",
+        "int32",
+        ("T",),
+        0,
+        "segment",
+        "Number of forward passes spent measuring line t.",
+    ),
+    ArraySpec(
+        "update_index",
+        "int32",
+        ("T",),
+        -1,
+        "segment",
+        "Column of positions equal to s_update (first match), -1 if absent.",
+    ),
+    ArraySpec(
+        "zero_index",
+        "int32",
+        ("T",),
+        -1,
+        "segment",
+        "Column of positions equal to 0.0 (first match), -1 if absent.",
+    ),
+    ArraySpec(
+        "checksum",
+        "int64",
+        ("T",),
+        -1,
+        "segment",
+        "zlib.crc32 over the C-contiguous float32 bytes of train_losses, val_losses, "
+        "direction_losses of line t (first n_positions columns), in that order.",
+    ),
+    ArraySpec(
+        "done",
+        "bool",
+        ("T",),
+        False,
+        "segment",
+        "True once every other array of line t is written (written last).",
+    ),
+)
+"""Every array of a line store, in write order (``done`` last)."""
+
+ARRAYS_BY_NAME: dict[str, ArraySpec] = {spec.name: spec for spec in ARRAYS}
+
+PER_SAMPLE_LOSSES: tuple[str, ...] = ("train_losses", "val_losses", "direction_losses")
+"""Per-sample loss arrays, in checksum order."""
+
+MEANS: dict[str, str] = {
+    "train_losses": "train_mean",
+    "val_losses": "val_mean",
+    "direction_losses": "direction_mean",
+}
+"""Per-sample array -> its per-line mean array."""
+
+SCALARS: tuple[str, ...] = (
+    "s_update",
+    "update_norm",
+    "grad_norm",
+    "directional_derivative",
+    "lr",
+    "batch_loss",
+    "n_positions",
+    "n_passes",
+    "update_index",
+    "zero_index",
+    "checksum",
+    "done",
+)
+"""The ``[T]`` arrays."""
+
+SUMMARY: tuple[str, ...] = tuple(spec.name for spec in ARRAYS if spec.dims in (("T",), ("T", "K")))
+"""Arrays returned by ``LineStore.read_summary`` (every ``[T]`` and ``[T, K]`` array)."""

@@ -1,0 +1,120 @@
+"""Trajectory files: checkpoints every C steps and per-segment step records.
+
+Layout of ``RUN/trajectory/``::
+
+    checkpoint_0000000.pt    state at step 0 (model, optimizer, scheduler)
+    steps_0000000.npz        records of steps [0, C)
+    checkpoint_0000100.pt    state at step C, written after the records of [0, C)
+    ...
+    diverged.json            present when training stopped on a non-finite loss
+
+A segment [c, c+C) is complete when its records and the checkpoint at its end exist. Every file
+is written to a temporary name and renamed, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .loop import StepRecord
+
+_SCALARS = (
+    "aug_seed",
+    "dropout_seed",
+    "batch_loss",
+    "lr",
+    "s_update",
+    "update_norm",
+    "grad_norm",
+    "directional_derivative",
+)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class TrajectoryDir:
+    """Reads and writes one run's trajectory directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def checkpoint_path(self, t: int) -> Path:
+        """File of the state at step t."""
+        return self.path / f"checkpoint_{t:07d}.pt"
+
+    def records_path(self, c: int) -> Path:
+        """File of the records of the segment starting at step c."""
+        return self.path / f"steps_{c:07d}.npz"
+
+    def save_checkpoint(self, t: int, state: dict[str, Any]) -> None:
+        """Write the state at step t atomically."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.checkpoint_path(t), lambda f: torch.save(state, f))
+
+    def load_checkpoint(self, t: int, device: torch.device) -> dict[str, Any]:
+        """Read the state at step t onto ``device``."""
+        return torch.load(self.checkpoint_path(t), map_location=device, weights_only=True)
+
+    def save_records(self, c: int, records: list[StepRecord]) -> None:
+        """Write the records of segment c atomically."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        arrays = {"rows": np.stack([r.rows for r in records])}
+        for name in _SCALARS:
+            arrays[name] = np.array([getattr(r, name) for r in records])
+        _atomic_write(self.records_path(c), lambda f: np.savez(f, **arrays))
+
+    def load_records(self, c: int) -> list[StepRecord]:
+        """Read the records of segment c."""
+        with np.load(self.records_path(c)) as z:
+            cols = {k: z[k] for k in z.files}
+        return [
+            StepRecord(
+                rows=cols["rows"][i],
+                **{k: (int if k.endswith("seed") else float)(cols[k][i]) for k in _SCALARS},
+            )
+            for i in range(len(cols["rows"]))
+        ]
+
+    def segments(self, steps: int, every: int) -> list[tuple[int, int]]:
+        """``[(start, end), ...]`` segments of a ``steps``-step trajectory."""
+        return [(c, min(c + every, steps)) for c in range(0, steps, every)]
+
+    def completed_steps(self, steps: int, every: int) -> int:
+        """Number of leading steps whose segments are complete (records + end checkpoint)."""
+        done = 0
+        for c, end in self.segments(steps, every):
+            if not (self.records_path(c).exists() and self.checkpoint_path(end).exists()):
+                break
+            done = end
+        return done
+
+    def save_divergence(self, step: int, message: str) -> None:
+        """Record that training stopped at ``step``."""
+        payload = json.dumps({"step": step, "message": message}).encode()
+        _atomic_write(self.path / "diverged.json", lambda f: f.write(payload))
+
+    def divergence(self) -> dict[str, Any] | None:
+        """``{"step", "message"}`` when training diverged, else None."""
+        p = self.path / "diverged.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def recorded_steps(self, steps: int, every: int) -> int:
+        """Steps with records: the complete segments plus a diverged partial segment."""
+        done = self.completed_steps(steps, every)
+        if done < steps and self.records_path(done).exists():
+            with np.load(self.records_path(done)) as z:
+                done += len(z["rows"])
+        return done

@@ -1,0 +1,153 @@
+"""A user's mistakes get one line on stderr, exit code 2, no traceback, nothing lost."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY, steplines
+
+
+def _one_line_error(res, *needles: str) -> None:
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--preset", "nope"], ["unknown preset 'nope'", "demo"]),
+        (["--config", "missing.toml"], ["not found"]),
+    ],
+)
+def test_unknown_preset_and_missing_config(
+    tmp_path: Path, args: list[str], needles: list[str]
+) -> None:
+    _one_line_error(steplines("run", *args, "--out", str(tmp_path / "r")), *needles)
+
+
+def test_invalid_fields_are_reported_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        '[problem]\nmodel = "resnet99"\ncolour = 3\n[train]\nlr = -1\n'
+        'optimizer = "sgdd"\n[measure]\ngrid = "hexagonal"\n'
+    )
+    res = steplines("run", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    _one_line_error(
+        res,
+        "problem.model",
+        "resnet99",
+        "problem.colour: unknown field",
+        "train.lr",
+        "train.optimizer",
+        "sgdd",
+        "measure.grid",
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_with_other_config_is_refused_and_kept(tmp_path: Path) -> None:
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(TINY.format(steps=3))
+    run = tmp_path / "run"
+    steplines("run", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    res = steplines("run", "--config", str(cfg), "--out", str(run), "--steps", "5", "--quiet")
+    _one_line_error(res, "different configuration", "train.steps: 3 -> 5", "new --out")
+    assert before == {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    not_a_run = tmp_path / "other"
+    not_a_run.mkdir()
+    (not_a_run / "x.txt").write_text("mine")
+    _one_line_error(steplines("run", "--config", str(cfg), "--out", str(not_a_run)), "not empty")
+
+
+def test_missing_and_corrupt_cifar(tmp_path: Path) -> None:
+    out = str(tmp_path / "r")
+    _one_line_error(steplines("run", "--preset", "paper-resnet20-sgd", "--out", out), "CIFAR-10")
+    _one_line_error(
+        steplines(
+            "run",
+            "--preset",
+            "paper-resnet20-sgd",
+            "--out",
+            out,
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+        ),
+        "CIFAR-10",
+    )
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    (folder / "data_batch_1").write_bytes(b"not a pickle")
+    _one_line_error(
+        steplines(
+            "run",
+            "--preset",
+            "paper-resnet20-sgd",
+            "--out",
+            out,
+            "--data-dir",
+            str(tmp_path / "cifar"),
+        ),
+        "CIFAR-10",
+    )
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(
+            pickle.dumps({b"data": np.zeros((10, 3072), np.uint8), b"labels": [0] * 10})
+        )
+    (folder / "test_batch").write_bytes(b"\x80garbage")
+    _one_line_error(
+        steplines(
+            "run",
+            "--preset",
+            "paper-resnet20-sgd",
+            "--out",
+            out,
+            "--data-dir",
+            str(tmp_path / "cifar"),
+        ),
+        "test_batch",
+    )
+
+
+def test_divergence_stops_and_keeps_finished_lines(tmp_path: Path) -> None:
+    cfg = tmp_path / "div.toml"
+    cfg.write_text(TINY.format(steps=40).replace("lr = 1.0", "lr = 1e20"))
+    run = tmp_path / "run"
+    res = steplines("run", "--config", str(cfg), "--out", str(run), "--quiet")
+    _one_line_error(res, "diverged at step", "lower train.lr")
+    step = int(res.stderr.split("diverged at step ")[1].split()[0])
+    assert 0 < step < 40
+    info = steplines("info", str(run), "--json", check=True)
+    import json
+
+    rec = json.loads(info.stdout)
+    assert rec["diverged_at"] == step and rec["lines_done"] == step
+    # rerunning repeats the message and changes nothing
+    _one_line_error(
+        steplines("run", "--config", str(cfg), "--out", str(run), "--quiet"),
+        f"diverged at step {step}",
+    )
+
+
+def test_tampered_checkpoint_is_a_replay_mismatch(tiny_config: Path, tmp_path: Path) -> None:
+    import torch
+
+    run = tmp_path / "run"
+    steplines("train", "--config", str(tiny_config), "--out", str(run), "--quiet", check=True)
+    ck = run / "trajectory" / "checkpoint_0000004.pt"
+    state = torch.load(ck, weights_only=True)
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name] + 1e-3
+    torch.save(state, ck)
+    res = steplines("measure", str(run), "--quiet")
+    _one_line_error(res, "step 4", "differ from the checkpoint")
+    info = steplines("info", str(run), "--json", check=True)
+    assert '"lines_done": 4' in info.stdout  # the lines of the good segment are kept

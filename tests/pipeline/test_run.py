@@ -1,0 +1,171 @@
+"""End to end: train → measure by segments → store; resume; replay exactness."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import steplines
+from steplines.config import load_config
+from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
+from steplines.measure import run_all
+from steplines.problems.problem import make_problem
+from steplines.rundir import RunDir
+from steplines.store import LineStore
+from steplines.trajectory.loop import Trainer
+
+ARRAYS = (
+    "positions",
+    "train_losses",
+    "val_losses",
+    "direction_losses",
+    "train_indices",
+    "direction_indices",
+    "train_mean",
+    "s_update",
+    "update_norm",
+    "done",
+    "checksum",
+)
+
+
+def _read_all(path: Path) -> dict[str, np.ndarray]:
+    import zarr
+
+    g = zarr.open_group(str(path / "lines.zarr"), mode="r")
+    return {name: g[name][...] for name in ARRAYS}
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    x, y = _read_all(a), _read_all(b)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(x[name], y[name], err_msg=name)  # NaN == NaN here
+
+
+def test_run_measures_every_line_consistently(tiny_config: Path, tmp_path: Path) -> None:
+    cfg = load_config(path=tiny_config)
+    run = RunDir.prepare(tmp_path / "run", cfg)
+    run_all(run)
+    store = LineStore.open(run.lines_path)
+    assert store.done().all() and store.n_lines == 10
+    assert (store.n_train, store.n_val, store.n_direction) == (256, 64, 64)
+    summary = store.read_summary()
+    for t in range(10):
+        line = store.read_line(t)
+        k = line.positions.size
+        # the direction batch at s = 0 reproduces the training loss of step t exactly
+        z = summary["zero_index"][t]
+        assert abs(line.direction_losses[:, z].astype(np.float64).mean() - line.batch_loss) < 1e-6
+        # the update lies on the line at s_update; the full batch is a permutation of the set
+        assert line.positions[summary["update_index"][t]] == line.s_update
+        assert sorted(line.train_indices) == list(range(256))
+        # plain SGD: update_norm = ‖g‖, the exact slope of l_B at 0 is −‖g‖ (SPEC §6.3)
+        assert np.isclose(line.update_norm, line.grad_norm, rtol=1e-5)
+        assert np.isclose(line.directional_derivative, -line.grad_norm, rtol=1e-5)
+        assert np.isclose(line.s_update, line.lr * line.update_norm, rtol=1e-6)
+        assert k >= 12 and np.isfinite(line.train_losses).all()
+        # finite-difference slope of the measured direction-batch line agrees with g·d
+        p, lb = line.positions, line.direction_losses.astype(np.float64).mean(0)
+        i = int(np.searchsorted(p, 0.1))
+        slope = (lb[i] - lb[z]) / (p[i] - p[z])
+        assert abs(slope - line.directional_derivative) < 0.3 * abs(line.directional_derivative)
+    # different lines draw different full batches (fresh augmented epoch per line)
+    assert not np.array_equal(store.read_line(0).train_indices, store.read_line(1).train_indices)
+    for name in ("config.toml", "provenance.json"):
+        assert (run.path / name).exists()
+
+
+def test_measurement_does_not_change_the_trajectory(tiny_config: Path) -> None:
+    """Steps interleaved with both engines' measurements are bitwise those without (CPU)."""
+    cfg = load_config(path=tiny_config)
+    problem = make_problem(cfg.problem)
+    plain = Trainer(problem, cfg.train, torch.device("cpu"))
+    probed = Trainer(problem, cfg.train, torch.device("cpu"))
+    fast = FastEvaluator(probed.model, LinePolicy(), problem.loss_fn)
+    x, y = problem.val_batch(np.arange(64))
+    from steplines.engine.evaluators import EvalBatch
+
+    batches = [EvalBatch(x, y, 0)]
+    for t in range(6):
+        plain.step(t, *plain.step_inputs(t))
+        _, a = probed.step(t, *probed.step_inputs(t), keep_anchor=True)
+        pos = np.array([-0.3, 0.0, a.record.s_update, 0.4])
+        fast(a.theta, a.direction, a.buffers, pos, batches)
+        reference_losses(
+            probed.model,
+            a.theta,
+            a.direction,
+            a.buffers,
+            pos,
+            batches,
+            LinePolicy(),
+            problem.loss_fn,
+        )
+        for (k, v), w in zip(plain.model.state_dict().items(), probed.model.state_dict().values()):
+            assert torch.equal(v, w), (t, k)
+        for s1, s2 in zip(
+            plain.optimizer.state_dict()["state"].values(),
+            probed.optimizer.state_dict()["state"].values(),
+        ):
+            assert all(torch.equal(s1[k], s2[k]) for k in s1 if torch.is_tensor(s1[k]))
+
+
+def test_line_passes_through_next_parameters(tiny_config: Path) -> None:
+    """θ_t + s_update·d_t = θ_{t+1} (the update as applied), with momentum and weight decay."""
+    cfg = load_config(
+        path=tiny_config, overrides={"train.momentum": 0.9, "train.weight_decay": 1e-3}
+    )
+    problem = make_problem(cfg.problem)
+    tr = Trainer(problem, cfg.train, torch.device("cpu"), torch.float64)
+    for t in range(3):
+        rec, a = tr.step(t, *tr.step_inputs(t), keep_anchor=True)
+        for p, th, d in zip(tr.params, a.theta, a.direction):
+            torch.testing.assert_close(th + rec.s_update * d, p.detach(), rtol=0, atol=1e-12)
+
+
+def test_resume_after_sigkill_gives_identical_store(tiny_config: Path, tmp_path: Path) -> None:
+    """SIGKILL `steplines run` at random moments, rerun: same store as an uninterrupted run."""
+    ref = tmp_path / "ref"
+    steplines("run", "--config", str(tiny_config), "--out", str(ref), "--quiet", check=True)
+    out = tmp_path / "killed"
+    rng = random.Random(20261128)
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "steplines.cli",
+                "run",
+                "--config",
+                str(tiny_config),
+                "--out",
+                str(out),
+                "--quiet",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(1.5, 5.0))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    res = steplines("run", "--config", str(tiny_config), "--out", str(out), "--quiet", check=True)
+    assert "10/10 lines done" in res.stdout
+    assert kills >= 2, "the run finished before it could be killed; lengthen it"
+    _assert_same_store(ref, out)
+
+
+def test_same_config_and_seed_give_identical_stores(tiny_config: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        run_all(RunDir.prepare(tmp_path / name, load_config(path=tiny_config)))
+    _assert_same_store(tmp_path / "a", tmp_path / "b")
