@@ -1,0 +1,58 @@
+"""GPU path (opt-in: ``pytest -m gpu``): the fast engine equals the reference on CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cases import CASES, make_case
+from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+POSITIONS = np.array([-0.5, -0.002, 0.0, 0.006, 0.137, 0.5, 1.9])
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("batchnorm", ["batch", "running"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_equals_reference_on_cuda(case: str, batchnorm: str, dtype: torch.dtype) -> None:
+    model, theta, d, bufs, batches = make_case(case, dtype)
+    dev = torch.device("cuda")
+    model = model.to(dev)
+    theta, d, bufs = ([t.to(dev) for t in x] for x in (theta, d, bufs))
+    batches = [type(b)(b.x.to(dev), b.y.to(dev), b.dropout_seed) for b in batches]
+    policy = LinePolicy(batchnorm=batchnorm)
+    ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, policy, loss_fn)
+    fast = FastEvaluator(model, policy, loss_fn, 24)(theta, d, bufs, POSITIONS, batches)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    assert (fast - ref).abs().max().item() <= tol
+
+
+def test_run_on_cuda_replays_exactly(tiny_config: Path, tmp_path: Path) -> None:
+    from steplines.config import load_config
+    from steplines.measure import run_all
+    from steplines.rundir import RunDir
+    from steplines.store import LineStore
+
+    cfg = load_config(path=tiny_config, overrides={"measure.device": "cuda"})
+    run = RunDir.prepare(tmp_path / "run", cfg)
+    run_all(run)
+    assert LineStore.open(run.lines_path).done().all()
