@@ -208,7 +208,10 @@ def make_evaluator(cfg: RunConfig, trainer: Trainer, problem: Problem):
         return functools.partial(
             reference_losses, trainer.model, policy=policy, loss_fn=problem.loss_fn
         )
-    return FastEvaluator(trainer.model, policy, problem.loss_fn, cfg.measure.max_eval_batch)
+    per_call = cfg.measure.max_eval_batch or (
+        4096 if trainer.device.type == "cuda" else problem.batch_size
+    )
+    return FastEvaluator(trainer.model, policy, problem.loss_fn, per_call)
 
 
 def measure_lines(

@@ -53,7 +53,8 @@ class LineSamples:
 
 def _border_minimum(positions: np.ndarray, losses: np.ndarray) -> bool:
     """Whether the mean line's minimum lies on the first or last position."""
-    mean = losses.mean(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):  # far positions may overflow
+        mean = losses.astype(np.float64).mean(axis=0)
     if not np.isfinite(mean).any():
         return False
     i = int(np.nanargmin(np.where(np.isfinite(mean), mean, np.nan)))

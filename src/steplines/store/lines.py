@@ -104,7 +104,8 @@ def _row_mean(losses: np.ndarray) -> np.ndarray:
     """Mean over rows in float64; NaN for zero rows (no warning)."""
     if losses.shape[0] == 0:
         return np.full(losses.shape[1], np.nan)
-    return losses.astype(np.float64).mean(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN losses are data, not errors
+        return losses.astype(np.float64).mean(axis=0)
 
 
 def _first_match(positions: np.ndarray, value: float) -> int:
