@@ -1,0 +1,112 @@
+"""The per-line summary arrays the analyses work on (SPEC §6.1).
+
+:class:`SummaryLines` holds the ``[T]`` and ``[T, K]`` summary arrays of the *done* lines of a
+store (never per-sample data), with the two full-batch lines of SPEC §6.1 / §9.17:
+
+* ``shape_full``: mean over the N measured training rows (used by the shape analyses in both
+  modes; the paper's 3968 rows);
+* ``metric_full``: the line the strategy metrics use. Corrected: the same N training rows.
+  Faithful: the N training rows and the B direction rows together,
+  ``(N·train_mean + B·direction_mean)/(N + B)`` (the paper's 4096 rows).
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from steplines.store import LineStore
+
+__all__ = ["SummaryLines", "from_arrays", "load_summary"]
+
+
+@dataclass(frozen=True)
+class SummaryLines:
+    """Summary arrays of the analysed lines (rows = lines, ascending step index).
+
+    Attributes:
+        lines: int ``[T]`` step indices ``t``.
+        positions: float ``[T, K]`` sorted positions, NaN-padded.
+        shape_full: float ``[T, K]`` mean training loss (N rows).
+        metric_full: float ``[T, K]`` full-batch line of the strategy metrics (see module doc).
+        batch: float ``[T, K]`` direction-batch mean ``l_B``.
+        s_update, update_norm, grad_norm, delta_exact, lr: float ``[T]`` scalars of the store.
+        zero_index, update_index: int ``[T]`` columns of 0 and of ``s_update`` (−1: absent).
+        n_lines_total: T of the store (done or not).
+    """
+
+    lines: np.ndarray
+    positions: np.ndarray
+    shape_full: np.ndarray
+    metric_full: np.ndarray
+    batch: np.ndarray
+    s_update: np.ndarray
+    update_norm: np.ndarray
+    grad_norm: np.ndarray
+    delta_exact: np.ndarray
+    lr: np.ndarray
+    zero_index: np.ndarray
+    update_index: np.ndarray
+    n_lines_total: int
+
+    def __len__(self) -> int:
+        """Number of analysed lines."""
+        return int(self.lines.size)
+
+
+def from_arrays(
+    summary: dict[str, np.ndarray],
+    mode: str,
+    n_train: int,
+    n_direction: int,
+    lines: np.ndarray | None = None,
+) -> SummaryLines:
+    """Build :class:`SummaryLines` from ``read_summary()``-style arrays.
+
+    Args:
+        summary: Dict with at least ``positions, train_mean, direction_mean, s_update,
+            update_norm, grad_norm, directional_derivative, lr, zero_index, update_index``.
+        mode: ``corrected`` or ``faithful`` (decides ``metric_full``).
+        n_train: N (rows of ``train_mean``).
+        n_direction: B (rows of ``direction_mean``).
+        lines: Which rows to keep (default: rows with ``summary["done"]``, else all).
+    """
+    n_total = int(np.asarray(summary["positions"]).shape[0])
+    if lines is None:
+        done = summary.get("done")
+        lines = np.flatnonzero(done) if done is not None else np.arange(n_total)
+    lines = np.asarray(lines, dtype=np.int64)
+
+    def take(name: str, dtype: type = np.float64) -> np.ndarray:
+        return np.asarray(summary[name])[lines].astype(dtype)
+
+    train = take("train_mean")
+    direction = take("direction_mean")
+    if mode == "faithful" and n_direction > 0:
+        metric = (n_train * train + n_direction * direction) / (n_train + n_direction)
+    else:
+        metric = train
+    return SummaryLines(
+        lines=lines,
+        positions=take("positions"),
+        shape_full=train,
+        metric_full=metric,
+        batch=direction,
+        s_update=take("s_update"),
+        update_norm=take("update_norm"),
+        grad_norm=take("grad_norm"),
+        delta_exact=take("directional_derivative"),
+        lr=take("lr"),
+        zero_index=take("zero_index", np.int64),
+        update_index=take("update_index", np.int64),
+        n_lines_total=n_total,
+    )
+
+
+def load_summary(store: LineStore, mode: str) -> SummaryLines:
+    """Read the summary arrays of the done lines of ``store`` (no per-sample data)."""
+    summary = store.read_summary()
+    return from_arrays(summary, mode, store.n_train, store.n_direction)

@@ -1,0 +1,477 @@
+"""Per-line step-size strategies and their metrics (SPEC §6.3–§6.5, §6.9).
+
+Every function here works on plain numpy arrays (rows = lines, columns = positions, NaN-padded
+beyond each line's measured positions, as :meth:`steplines.store.LineStore.read_summary` returns
+them). Positive positions ``s`` point along the update, so SGD's step is ``s_update``.
+
+Two modes (``DESIGN.md``, SPEC §10):
+
+* ``corrected`` (default): the line is evaluated by **linear interpolation** between measured
+  positions; PAL reads ``l(µ)`` at exactly ``µ``; δ of the direction batch is the exact
+  directional derivative ``g_t·d_t`` stored by the measurement (every optimizer); the
+  finite-difference stencil never uses the inserted ``s_update`` column; the FBPAL&SGD refresh
+  schedule is keyed to the step index ``t``; the momentum proxy ``D_t`` uses the run's β.
+* ``faithful``: the original code's behaviour: nearest-grid evaluation (SPEC §9.24), PAL reads
+  ``l`` at the grid point nearest µ but uses µ in the formula (§9.20), δ of the direction batch
+  is ``−‖g_t‖`` for β = 0 and a finite difference otherwise (§9.21), the stencil takes the five
+  measured positions around 0 whatever they are, FBPAL&SGD is keyed to the file index
+  (§9.23, §9.27), ``D_t`` uses the hard-coded 0.9 (§9.22).
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from steplines.analysis.lines import SummaryLines
+from steplines.errors import ConfigError
+
+__all__ = [
+    "MODES",
+    "accumulate",
+    "batch_delta",
+    "check_mode",
+    "coefficient_of_variation",
+    "evaluate_line",
+    "fbpal_sgd_steps",
+    "fd_derivative_curvature",
+    "fd_weights",
+    "first_argmin",
+    "line_quantities",
+    "momentum_proxy",
+    "moving_average",
+    "pal_step",
+    "stencil_columns",
+    "strategy_metrics",
+    "strategy_steps",
+]
+
+MODES = ("corrected", "faithful")
+"""Analysis modes: ``corrected`` (default) and ``faithful`` (the original's quirks)."""
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of :data:`MODES`, else raise :class:`ConfigError`."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown analysis mode {mode!r}; use 'corrected' or 'faithful'")
+    return mode
+
+
+# ---------------------------------------------------------------------- finite differences
+
+
+def fd_weights(x: Sequence[float]) -> np.ndarray:
+    """Weights of numpy's second-order non-uniform central difference at the middle point.
+
+    For ``x = (x₋, x₀, x₊)`` with ``h₋ = x₀ − x₋`` and ``h₊ = x₊ − x₀`` (``np.gradient``,
+    interior points)::
+
+        f'(x₀) ≈ −h₊/(h₋(h₋+h₊))·f(x₋) + (h₊−h₋)/(h₋h₊)·f(x₀) + h₋/(h₊(h₋+h₊))·f(x₊)
+
+    On the paper grid (−0.002, 0, 0.006) these are (−375, 333.33…, 41.66…) (SPEC §6.3 item 5).
+    The stencil is exact for parabolas.
+
+    Args:
+        x: Three increasing positions.
+
+    Returns:
+        float64 ``[3]`` weights.
+    """
+    xm, x0, xp = (float(v) for v in x)
+    hm, hp = x0 - xm, xp - x0
+    return np.array([-hp / (hm * (hm + hp)), (hp - hm) / (hm * hp), hm / (hp * (hm + hp))])
+
+
+def stencil_columns(
+    positions: np.ndarray, zero_index: int, update_index: int, mode: str
+) -> np.ndarray | None:
+    """Columns of the five measured positions around ``s = 0`` (SPEC §6.3 item 5).
+
+    Faithful: the two neighbours on each side of the zero column, whatever they are (the
+    inserted ``s_update`` point included when it falls there). Corrected: the same, but the
+    ``s_update`` column is skipped (unless it is the zero column), so the stencil always uses
+    the regular grid and a point very close to 0 cannot blow up the estimate.
+
+    Args:
+        positions: float ``[K]`` positions of one line (NaN-padded, sorted).
+        zero_index: Column of ``s = 0`` (−1: not measured).
+        update_index: Column of ``s_update`` (−1: absent).
+        mode: ``corrected`` or ``faithful``.
+
+    Returns:
+        int ``[5]`` column indices (centre = zero column), or None when 0 is not measured or
+        there are fewer than two usable positions on one side.
+    """
+    if zero_index < 0:
+        return None
+    cols = np.flatnonzero(np.isfinite(positions))
+    if mode == "corrected" and update_index >= 0 and update_index != zero_index:
+        cols = cols[cols != update_index]
+    where = np.searchsorted(cols, zero_index)
+    if where >= cols.size or cols[where] != zero_index or where < 2 or where + 2 >= cols.size:
+        return None
+    return cols[where - 2 : where + 3]
+
+
+def fd_derivative_curvature(x5: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Finite-difference slope and curvature at the centre of a 5-point stencil (SPEC §6.3.5).
+
+    ``g = np.gradient(values, x5)`` (second-order non-uniform central differences, first-order
+    one-sided at the two ends); slope = ``g[2]`` (uses only ``x5[1:4]``, weights of
+    :func:`fd_weights`); curvature = ``np.gradient(g, x5)[2]`` (uses ``g[1:4]``, all interior,
+    so it is exact for parabolas: 2a for ``a s² + b s + c``).
+
+    Args:
+        x5: float ``[5]`` increasing positions, centre = 0.
+        values: ``[..., 5]`` loss values at ``x5`` (any leading shape, e.g. per-sample rows).
+
+    Returns:
+        ``(slope, curvature)``, each of the leading shape of ``values``.
+    """
+    x5 = np.asarray(x5, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    g = np.gradient(values, x5, axis=-1)
+    c = np.gradient(g, x5, axis=-1)
+    return g[..., 2], c[..., 2]
+
+
+# ---------------------------------------------------------------------- evaluating a line
+
+
+def first_argmin(positions: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Position and value of the first minimum of a measured line over all its positions.
+
+    ``s_opt`` of SPEC §6.3 item 4 (numpy's ``argmin``: the first of equal minima).
+
+    Returns:
+        ``(s_min, l_min)``; NaNs when the line has no finite value.
+    """
+    ok = np.isfinite(positions) & np.isfinite(values)
+    if not ok.any():
+        return float("nan"), float("nan")
+    p, v = positions[ok], values[ok]
+    i = int(np.argmin(v))
+    return float(p[i]), float(v[i])
+
+
+def evaluate_line(
+    positions: np.ndarray, values: np.ndarray, s: np.ndarray | float, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate one measured line at steps ``s`` (SPEC §6.3 "Metrics", §9.24).
+
+    Corrected: piecewise-linear interpolation between measured positions. Faithful: the value
+    at the nearest measured position (first of two equidistant ones). In both modes a step
+    outside ``[min s, max s]`` is clipped to the border (no extrapolation) and flagged.
+
+    Args:
+        positions: float ``[K]`` positions (NaN-padded, sorted).
+        values: float ``[K]`` loss values at ``positions``.
+        s: Step(s) to evaluate; NaN steps give NaN.
+        mode: ``corrected`` or ``faithful``.
+
+    Returns:
+        ``(l(s), clipped)``: float64 and bool arrays of the shape of ``s``.
+    """
+    s = np.asarray(s, dtype=np.float64)
+    ok = np.isfinite(positions) & np.isfinite(values)
+    p, v = positions[ok], values[ok]
+    if p.size == 0:
+        return np.full(s.shape, np.nan), np.zeros(s.shape, bool)
+    finite = np.isfinite(s)
+    clipped = finite & ((s < p[0]) | (s > p[-1]))
+    sc = np.clip(np.where(finite, s, 0.0), p[0], p[-1])
+    if mode == "corrected":
+        out = np.interp(sc, p, v)
+    else:
+        idx = np.argmin(np.abs(p[None, :] - np.atleast_1d(sc)[:, None]), axis=1)
+        out = v[idx].reshape(sc.shape)
+    return np.where(finite, out, np.nan), clipped
+
+
+def pal_step(l0: np.ndarray, l_mu: np.ndarray, b: np.ndarray, mu: float) -> np.ndarray:
+    """PAL's step from a parabola through ``l(0)``, slope ``b`` and ``l(µ)`` (SPEC §6.3 table).
+
+    ``a = (l(µ) − l(0) − b·µ)/µ²``; step = ``−b/(2a)`` if ``a > 0`` and ``b < 0``; ``µ`` if
+    ``a ≤ 0`` and ``b < 0``; 0 otherwise (no adaptation factor, no cap; SPEC §4, §9.20).
+    For an exact parabola ``a s² + b s + c`` this is the minimiser ``−b/(2a)``.
+
+    Args:
+        l0: Loss at 0.
+        l_mu: Loss at µ (corrected) or at the grid point nearest µ (faithful).
+        b: Slope at 0.
+        mu: The µ used in the formula.
+
+    Returns:
+        float64 steps, broadcast shape of the inputs; NaN where an input is NaN.
+    """
+    l0, l_mu, b = (np.asarray(x, dtype=np.float64) for x in (l0, l_mu, b))
+    a = (l_mu - l0 - b * mu) / mu**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = -b / (2.0 * a)
+    step = np.where(b < 0, np.where(a > 0, vertex, mu), 0.0)
+    return np.where(np.isfinite(l0) & np.isfinite(l_mu) & np.isfinite(b), step, np.nan)
+
+
+def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarray:
+    """FBPAL&SGD ("apal"): a constant step length refreshed from FBPAL (SPEC §6.3, §9.23).
+
+    Keyed by the line number ``n`` (faithful: the position in the list of analysed lines;
+    corrected: the step index ``t``). A refresh happens at ``n = 0``, ``n = 1`` and at every
+    ``n ≡ 0 (mod 100)``; corrected mode also refreshes at the first analysed line of every
+    block of 100 steps when its refresh line is missing. At a refresh the current FBPAL step
+    ``r`` is taken; for ``n ≥ 100`` it is appended to a history and the mean of the last
+    ≤ 15 history entries is used. Between refreshes the last value is reused. The result is a
+    step length, not a learning rate (as in the original).
+
+    Args:
+        lines: int ``[T]`` step indices of the analysed lines, ascending.
+        fbpal: float ``[T]`` FBPAL steps of these lines.
+        mode: ``corrected`` or ``faithful``.
+
+    Returns:
+        float64 ``[T]`` steps.
+    """
+    keys = np.arange(len(lines)) if mode == "faithful" else np.asarray(lines)
+    out = np.full(len(keys), np.nan)
+    history: list[float] = []
+    value = float("nan")
+    block = -1
+    for i, n in enumerate(keys):
+        n = int(n)
+        refresh = n in (0, 1) or n % 100 == 0
+        if mode == "corrected" and (n // 100 != block or not np.isfinite(value)):
+            refresh = True
+        block = n // 100
+        if refresh:
+            r = float(fbpal[i])
+            if n >= 100:
+                if np.isfinite(r):
+                    history.append(r)
+                value = float(np.mean(history[-15:])) if history else r
+            else:
+                value = r
+        out[i] = value
+    return out
+
+
+def momentum_proxy(
+    lines: np.ndarray, delta: np.ndarray, beta: float, mode: str = "corrected"
+) -> np.ndarray:
+    """Accumulated directional derivative ``D_t = β·D_{t−1} + δ_t``, ``D_{−1} = 0`` (SPEC §6.9).
+
+    A scalar proxy for ``−‖m_t‖`` built from slopes of different lines. Faithful: recursion
+    over the analysed lines in order (gaps ignored). Corrected: a gap of ``Δt`` steps decays
+    the previous value by ``β^Δt`` (the missing terms are unknown and left out).
+
+    Args:
+        lines: int ``[T]`` step indices, ascending.
+        delta: float ``[T]`` directional derivatives δ_t.
+        beta: Momentum β (faithful callers pass the original's hard-coded 0.9).
+        mode: ``corrected`` or ``faithful``.
+
+    Returns:
+        float64 ``[T]``.
+    """
+    out = np.empty(len(delta))
+    acc, prev = 0.0, None
+    for i, (t, d) in enumerate(zip(lines, delta)):
+        gap = 1 if (mode == "faithful" or prev is None) else int(t) - int(prev)
+        acc = beta**gap * acc + float(d) if prev is not None else float(d)
+        prev = t
+        out[i] = acc
+    return out
+
+
+# ---------------------------------------------------------------------- series helpers
+
+
+def moving_average(x: np.ndarray, window: int = 25, mode: str = "corrected") -> np.ndarray:
+    """Box-kernel moving average (SPEC §6.4, §9.25).
+
+    Faithful: ``np.convolve(x, ones(w)/w, "valid")`` (length ``T − w + 1``; entry ``k`` is the
+    mean of ``x[k:k+w]``, so plotting it at ``k`` shifts the curve by ``(w−1)/2`` lines).
+    Corrected: centred and length-preserving: entry ``k`` is the mean of the finite values of
+    ``x[k−h : k+h+1]``, ``h = w // 2`` (the window shrinks at the ends; NaNs are skipped).
+
+    Args:
+        x: float ``[T]`` series.
+        window: Kernel length ``w``.
+        mode: ``corrected`` or ``faithful``.
+
+    Returns:
+        The smoothed series.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if mode == "faithful":
+        if x.size < window:
+            return np.empty(0)
+        return np.convolve(x, np.ones(window) / window, mode="valid")
+    h = window // 2
+    ok = np.isfinite(x)
+    csum = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+    ccnt = np.concatenate([[0], np.cumsum(ok)])
+    idx = np.arange(x.size)
+    lo, hi = np.clip(idx - h, 0, x.size), np.clip(idx + h + 1, 0, x.size)
+    cnt = ccnt[hi] - ccnt[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, (csum[hi] - csum[lo]) / cnt, np.nan)
+
+
+def accumulate(x: np.ndarray, absolute: bool = False) -> np.ndarray:
+    """Cumulative sum (SPEC §6.4): improvements as they are, distances as ``|·|``; NaN = 0."""
+    x = np.asarray(x, dtype=np.float64)
+    if absolute:
+        x = np.abs(x)
+    return np.cumsum(np.where(np.isfinite(x), x, 0.0))
+
+
+def coefficient_of_variation(x: np.ndarray) -> float:
+    """``std(x)/|mean(x)|`` over the finite values (NaN if fewer than 2)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2 or np.mean(x) == 0:
+        return float("nan")
+    return float(np.std(x) / abs(np.mean(x)))
+
+
+# ---------------------------------------------------------------------- per-line tables
+
+
+def line_quantities(sl: SummaryLines, mode: str) -> dict[str, np.ndarray]:
+    """Per-line quantities of SPEC §6.3 items 4–5 (bs = B, the measured direction batch).
+
+    ``s_opt``/``l_min``: first minimum of the metric full-batch line ``l`` over all measured
+    positions; ``l0 = l(0)``; ``s_batch_min``: first minimum of ``l_B``; ``delta_fd_*`` and
+    ``curvature_fd_*``: 5-point finite differences (:func:`fd_derivative_curvature`) of ``l``
+    (``full``) and ``l_B`` (``batch``) at 0.
+
+    Args:
+        sl: The analysed lines.
+        mode: ``corrected`` or ``faithful``.
+
+    Returns:
+        Dict of float64 ``[T]`` arrays.
+    """
+    n = len(sl)
+    out = {
+        k: np.full(n, np.nan)
+        for k in (
+            "s_opt",
+            "l_min",
+            "l0",
+            "s_batch_min",
+            "delta_fd_full",
+            "curvature_fd_full",
+            "delta_fd_batch",
+            "curvature_fd_batch",
+        )
+    }
+    for i in range(n):
+        pos = sl.positions[i]
+        out["s_opt"][i], out["l_min"][i] = first_argmin(pos, sl.metric_full[i])
+        out["s_batch_min"][i], _ = first_argmin(pos, sl.batch[i])
+        out["l0"][i] = evaluate_line(pos, sl.metric_full[i], 0.0, mode)[0]
+        cols = stencil_columns(pos, int(sl.zero_index[i]), int(sl.update_index[i]), mode)
+        if cols is not None:
+            x5 = pos[cols]
+            d, c = fd_derivative_curvature(x5, sl.metric_full[i, cols])
+            out["delta_fd_full"][i], out["curvature_fd_full"][i] = d, c
+            d, c = fd_derivative_curvature(x5, sl.batch[i, cols])
+            out["delta_fd_batch"][i], out["curvature_fd_batch"][i] = d, c
+    return out
+
+
+def batch_delta(sl: SummaryLines, q: dict[str, np.ndarray], mode: str, momentum: float):
+    """δ_B, the direction-batch slope at 0 used by SGD λ and PAL (SPEC §6.3 item 5, §9.21).
+
+    Corrected: the exact ``g_t·d_t`` stored for every line (any optimizer). Faithful: ``−‖g_t‖``
+    when β = 0 (the original's exact substitution), the finite difference otherwise.
+    """
+    if mode == "corrected":
+        return sl.delta_exact.copy()
+    return -sl.grad_norm if momentum == 0 else q["delta_fd_batch"].copy()
+
+
+def strategy_steps(
+    sl: SummaryLines,
+    q: dict[str, np.ndarray],
+    mode: str,
+    momentum: float,
+    lambdas: Sequence[float] = (0.05,),
+    mu: float = 0.1,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Steps of every strategy on every line (SPEC §6.3 table).
+
+    * ``optimal``: ``s_opt``; ``exact_batch``: ``argmin l_B``; ``sgd``: ``s_update``;
+    * ``sgd_lambda_<λ>``: ``−λ·δ_B``; with momentum also ``sgd_lambda_<λ>_accum``: ``−λ·D_t``
+      (the second reading of SPEC §6.9);
+    * ``pal``: :func:`pal_step` on ``l_B`` with ``b = δ_B``; ``fbpal``: on ``l`` with
+      ``b = δ_full`` (finite difference; there is no exact full-batch slope);
+      corrected reads ``l(µ)`` by interpolation, faithful at the grid point nearest µ;
+    * ``fbpal_sgd``: :func:`fbpal_sgd_steps` of the FBPAL steps.
+
+    Returns:
+        ``(steps, delta_batch, delta_accum)``: dict name → float ``[T]``; δ_B; ``D_t`` (NaN
+        for β = 0). ``D_t`` uses β (corrected) or the hard-coded 0.9 (faithful).
+    """
+    n = len(sl)
+    delta = batch_delta(sl, q, mode, momentum)
+    steps: dict[str, np.ndarray] = {
+        "optimal": q["s_opt"].copy(),
+        "exact_batch": q["s_batch_min"].copy(),
+        "sgd": sl.s_update.copy(),
+    }
+    accum = np.full(n, np.nan)
+    if momentum > 0:
+        beta = momentum if mode == "corrected" else 0.9
+        accum = momentum_proxy(sl.lines, delta, beta, mode)
+    for lam in lambdas:
+        steps[f"sgd_lambda_{lam:g}"] = -lam * delta
+        if momentum > 0:
+            steps[f"sgd_lambda_{lam:g}_accum"] = -lam * accum
+    pal = np.full(n, np.nan)
+    fbpal = np.full(n, np.nan)
+    for i in range(n):
+        pos = sl.positions[i]
+        lb = evaluate_line(pos, sl.batch[i], np.array([0.0, mu]), mode)[0]
+        lf = evaluate_line(pos, sl.metric_full[i], np.array([0.0, mu]), mode)[0]
+        pal[i] = pal_step(lb[0], lb[1], delta[i], mu)
+        fbpal[i] = pal_step(lf[0], lf[1], q["delta_fd_full"][i], mu)
+    steps["pal"] = pal
+    steps["fbpal"] = fbpal
+    steps["fbpal_sgd"] = fbpal_sgd_steps(sl.lines, fbpal, mode)
+    return steps, delta, accum
+
+
+def strategy_metrics(
+    sl: SummaryLines, q: dict[str, np.ndarray], steps: dict[str, np.ndarray], mode: str
+) -> dict[str, dict[str, np.ndarray]]:
+    """Distance, improvement and clip flag of every strategy (SPEC §6.3 "Metrics").
+
+    ``distance = s_opt − step`` (positive: too short); ``improvement = l(0) − l(step)`` on the
+    metric full-batch line, evaluated by :func:`evaluate_line` (corrected: interpolation,
+    faithful: nearest position); ``clipped``: the step lay outside the measured range and was
+    evaluated at the border.
+
+    Returns:
+        Dict strategy → dict with ``step, distance, improvement, clipped`` ``[T]`` arrays.
+    """
+    names = list(steps)
+    mat = np.stack([steps[k] for k in names], axis=1)  # [T, S]
+    impr = np.full(mat.shape, np.nan)
+    clip = np.zeros(mat.shape, bool)
+    for i in range(len(sl)):
+        val, clip[i] = evaluate_line(sl.positions[i], sl.metric_full[i], mat[i], mode)
+        impr[i] = q["l0"][i] - val
+    return {
+        k: {
+            "step": mat[:, j],
+            "distance": q["s_opt"] - mat[:, j],
+            "improvement": impr[:, j],
+            "clipped": clip[:, j],
+        }
+        for j, k in enumerate(names)
+    }
