@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import steplines
@@ -118,17 +119,46 @@ def test_measurement_does_not_change_the_trajectory(tiny_config: Path) -> None:
             assert all(torch.equal(s1[k], s2[k]) for k in s1 if torch.is_tensor(s1[k]))
 
 
-def test_line_passes_through_next_parameters(tiny_config: Path) -> None:
-    """θ_t + s_update·d_t = θ_{t+1} (the update as applied), with momentum and weight decay."""
-    cfg = load_config(
-        path=tiny_config, overrides={"train.momentum": 0.9, "train.weight_decay": 1e-3}
-    )
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"train.momentum": 0.9, "train.weight_decay": 1e-3, "train.milestones": [2]},
+        {"train.optimizer": "adam", "train.lr": 1e-3},
+        {"train.optimizer": "AdamW", "train.lr": 1e-3, "train.weight_decay": 0.1},
+    ],
+    ids=["sgd-momentum-wd-milestone", "adam", "adamw"],
+)
+def test_line_passes_through_next_parameters(tiny_config: Path, train: dict) -> None:
+    """θ_t + s_update·d_t = θ_{t+1}: the line follows the update as applied, any optimizer."""
+    cfg = load_config(path=tiny_config, overrides=train)
     problem = make_problem(cfg.problem)
     tr = Trainer(problem, cfg.train, torch.device("cpu"), torch.float64)
-    for t in range(3):
+    lrs = []
+    for t in range(4):
         rec, a = tr.step(t, *tr.step_inputs(t), keep_anchor=True)
+        lrs.append(rec.lr)
         for p, th, d in zip(tr.params, a.theta, a.direction):
             torch.testing.assert_close(th + rec.s_update * d, p.detach(), rtol=0, atol=1e-12)
+        assert np.isclose(rec.update_norm * rec.lr, rec.s_update)
+    if "train.milestones" in train:
+        assert lrs == [1.0, 1.0, pytest.approx(0.1), pytest.approx(0.1)]
+
+
+def test_fixed_full_batch_and_running_batchnorm(tiny_config: Path, tmp_path: Path) -> None:
+    """`full_batch = fixed`: every line sees the same un-augmented rows in order."""
+    cfg = load_config(
+        path=tiny_config,
+        overrides={"measure.full_batch": "fixed", "measure.batchnorm": "running", "train.steps": 3},
+    )
+    run = RunDir.prepare(tmp_path / "run", cfg)
+    run_all(run)
+    store = LineStore.open(run.lines_path)
+    lines = [store.read_line(t) for t in range(3)]
+    for line in lines:
+        np.testing.assert_array_equal(line.train_indices, np.arange(256))
+    # eval-mode BatchNorm: the direction batch at s = 0 no longer equals the train-mode loss
+    z = store.read_summary()["zero_index"][0]
+    assert abs(lines[0].direction_losses[:, z].mean() - lines[0].batch_loss) > 1e-4
 
 
 def test_resume_after_sigkill_gives_identical_store(tiny_config: Path, tmp_path: Path) -> None:
