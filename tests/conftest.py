@@ -38,8 +38,12 @@ def tiny_config(tmp_path: Path) -> Path:
     return p
 
 
-def steplines(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess (as a user would)."""
+def steplines(
+    *args: str, check: bool = False, timeout: float = 300, report: bool = False
+) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess (as a user would); ``run`` skips the report unless asked."""
+    if args and args[0] == "run" and not report:
+        args = (*args, "--no-report")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "steplines.cli", *args],

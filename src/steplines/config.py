@@ -66,7 +66,13 @@ class ProblemConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """How the trajectory is produced: optimizer, schedule, steps, seed, checkpoints."""
+    """How the trajectory is produced: optimizer, schedule, steps, seed, checkpoints.
+
+    ``cpu_threads``: torch threads for every computation of the run on CPU (training, replay,
+    measurement). CPU results depend on it in the last bits, and replays must be bitwise, so it
+    is fixed per run: None = torch's default at the first training, recorded in
+    ``trajectory/meta.json``. Set 1 to run several shards side by side on one machine.
+    """
 
     optimizer: str = "sgd"
     lr: float = Field(default=0.1, gt=0)
@@ -78,6 +84,7 @@ class TrainConfig(_Section):
     steps: int = Field(default=100, gt=0)
     seed: int = 1
     checkpoint_every: int = Field(default=100, gt=0)
+    cpu_threads: int | None = Field(default=None, ge=1)
 
     @field_validator("optimizer")
     @classmethod

@@ -24,7 +24,8 @@ from .config import RunConfig
 from .engine.evaluators import EvalBatch, FastEvaluator, LinePolicy, reference_losses
 from .engine.line import GridSpec, LineSamples, measure_line
 from .engine.positions import max_positions
-from .errors import DivergenceError, ReplayMismatchError
+from .errors import ConfigError, DivergenceError, ReplayMismatchError, RunDirError
+from .locks import segment_locks, train_lock
 from .problems.problem import Problem, make_problem
 from .rundir import RunDir, resolve_device
 from .seeding import derive_seed
@@ -58,6 +59,16 @@ def record_trajectory(
     Raises:
         DivergenceError: a batch loss was not finite; the records before it are kept.
     """
+    with train_lock(run.path):
+        run.use_cpu_threads(device)
+        try:
+            return _record(run, problem, device, progress)
+        finally:
+            if run.trajectory.checkpoint_path(0).exists():
+                open_or_create_store(run, problem)
+
+
+def _record(run: RunDir, problem: Problem, device: torch.device, progress: bool) -> int:
     cfg, traj = run.config, run.trajectory
     steps, every = cfg.train.steps, cfg.train.checkpoint_every
     if (d := traj.divergence()) is not None:
@@ -99,6 +110,12 @@ def record_trajectory(
     return steps
 
 
+def full_batch_rows(problem: Problem, cfg: RunConfig) -> int:
+    """N: rows of the full batch (``⌊N/B⌋·B`` for ``epoch``, all training images for ``fixed``)."""
+    n, b = len(problem.train), problem.batch_size
+    return (n // b) * b if cfg.measure.full_batch == "epoch" else n
+
+
 @dataclass
 class LineBatches:
     """Builds the fixed evaluation batches of a line (full batch, validation, direction)."""
@@ -120,8 +137,7 @@ class LineBatches:
     @property
     def n_train(self) -> int:
         """N: rows of the full batch (``drop_last`` for ``epoch``)."""
-        n, b = len(self.problem.train), self.problem.batch_size
-        return (n // b) * b if self.cfg.measure.full_batch == "epoch" else n
+        return full_batch_rows(self.problem, self.cfg)
 
     def train_rows(self, t: int) -> list[np.ndarray]:
         """Training rows of line t, one array per BatchNorm batch."""
@@ -179,15 +195,19 @@ def _line_record(samples: LineSamples, anchor: LineAnchor, train_rows: np.ndarra
     )
 
 
-def open_or_create_store(run: RunDir, problem: Problem, batches: LineBatches) -> LineStore:
-    """Open the run's line store, creating it (preallocated) on first use."""
+def open_or_create_store(run: RunDir, problem: Problem) -> LineStore:
+    """Open the run's line store, creating it (preallocated) on first use.
+
+    Called by training (under the trajectory lock), so concurrent measuring shards only ever
+    open it.
+    """
     m = run.config.measure
     if run.lines_path.exists():
         return LineStore.open(run.lines_path, mode="r+")
     return LineStore.create(
         run.lines_path,
         n_lines=run.config.train.steps,
-        n_train=batches.n_train,
+        n_train=full_batch_rows(problem, run.config),
         n_val=len(problem.val),
         n_direction=problem.batch_size,
         n_positions=max_positions(m.grid, m.interval, m.resolution, m.max_passes),
@@ -214,30 +234,97 @@ def make_evaluator(cfg: RunConfig, trainer: Trainer, problem: Problem):
     return FastEvaluator(trainer.model, policy, problem.loss_fn, per_call)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` → ``(i, n)`` with ``0 ≤ i < n``; a bad value raises :class:`ConfigError`."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ConfigError(f"--shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
+    return i, n
+
+
+def parse_lines(text: str, n_lines: int) -> list[int]:
+    """``"3,17-20"`` → ``[3, 17, 18, 19, 20]``; out-of-range lines raise :class:`ConfigError`."""
+    out: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            a, _, b = part.partition("-")
+            out.update(range(int(a), int(b or a) + 1))
+    except ValueError:
+        raise ConfigError(f"--redo {text!r}: give lines like 3,17-20") from None
+    if bad := sorted(t for t in out if not 0 <= t < n_lines):
+        raise ConfigError(f"--redo: lines {bad[:5]} are outside 0..{n_lines - 1}")
+    return sorted(out)
+
+
+def shard_segments(
+    segments: list[tuple[int, int]], shard: tuple[int, int] | None
+) -> list[tuple[int, int]]:
+    """Every n-th segment, starting with the i-th (``shard = (i, n)``); all when None."""
+    return segments if shard is None else segments[shard[0] :: shard[1]]
+
+
 def measure_lines(
     run: RunDir,
     problem: Problem,
     device: torch.device,
     segments: Iterable[tuple[int, int]] | None = None,
     progress: bool = False,
+    redo: list[int] | None = None,
 ) -> int:
-    """Measure every missing line of the recorded trajectory; return how many were measured.
+    """Measure every missing line of the given segments; return how many were measured.
+
+    Args:
+        run: the run directory (its trajectory must be recorded).
+        problem: its problem (data loaded).
+        device: where to measure.
+        segments: ``(start, end)`` segments to work on (default: all); skip finished lines.
+        progress: show a progress bar.
+        redo: lines to measure again even though they are done (e.g. reported by ``verify``).
 
     Raises:
+        RunDirError: another process holds one of these segments, or nothing is recorded.
         ReplayMismatchError: a replayed segment did not reproduce its end checkpoint.
     """
     cfg, traj = run.config, run.trajectory
     steps, every = cfg.train.steps, cfg.train.checkpoint_every
     recorded = traj.recorded_steps(steps, every)
+    run.use_cpu_threads(device)
+    if recorded == 0 or not run.lines_path.exists():
+        raise RunDirError(f"{run.path} has no recorded trajectory; run `steplines train` first")
+    all_segments = traj.segments(steps, every)
+    segments = list(segments) if segments is not None else all_segments
+    if redo:
+        segments = sorted(
+            {*segments, *(s for s in all_segments if any(s[0] <= t < s[1] for t in redo))}
+        )
+    store = LineStore.open(run.lines_path, mode="r+")
+    done = store.done()
+    if redo:
+        done[redo] = False
+    todo = [s for s in segments if s[0] < recorded and not done[s[0] : min(s[1], recorded)].all()]
+    with segment_locks(run.path, [c for c, _ in todo]):
+        if redo:
+            store.invalidate(redo)
+        done = store.done()  # another writer may have finished lines before we locked
+        return _measure_segments(run, problem, device, store, todo, done, recorded, progress)
+
+
+def _measure_segments(
+    run: RunDir,
+    problem: Problem,
+    device: torch.device,
+    store: LineStore,
+    todo: list[tuple[int, int]],
+    done: np.ndarray,
+    recorded: int,
+    progress: bool,
+) -> int:
+    cfg, traj = run.config, run.trajectory
     dtype = _dtype(cfg)
     batches = LineBatches(problem, cfg, device, dtype)
-    store = open_or_create_store(run, problem, batches)
-    done = store.done()
-    todo = [
-        s
-        for s in (segments or traj.segments(steps, every))
-        if s[0] < recorded and not done[s[0] : min(s[1], recorded)].all()
-    ]
     spec = GridSpec(
         cfg.measure.grid, cfg.measure.interval, cfg.measure.resolution, cfg.measure.max_passes
     )

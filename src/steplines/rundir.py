@@ -105,6 +105,23 @@ class RunDir:
             )
         return cls(Path(path), validate_config(read_toml(cfg_file), str(cfg_file)))
 
+    def cpu_threads(self) -> int:
+        """The run's CPU thread count: fixed at its first training (``trajectory/meta.json``)."""
+        meta = self.trajectory.path / "meta.json"
+        if meta.exists():
+            return int(json.loads(meta.read_text())["cpu_threads"])
+        n = self.config.train.cpu_threads or torch.get_num_threads()
+        self.trajectory.path.mkdir(parents=True, exist_ok=True)
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"cpu_threads": n}))
+        tmp.replace(meta)
+        return n
+
+    def use_cpu_threads(self, device: torch.device) -> None:
+        """On CPU, compute with the run's thread count so that replays are bitwise."""
+        if device.type == "cpu":
+            torch.set_num_threads(self.cpu_threads())
+
     def write_provenance(self, device: torch.device) -> None:
         """Write ``provenance.json`` (once per session; earlier sessions are kept in a list)."""
         p = self.path / "provenance.json"

@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from analysis_fixtures import coefficients, make_record, make_run
 
 from steplines.analysis import analyze_run, batch_size_rows, simulate_batch
 from steplines.analysis.batch_size import per_sample_slopes
 from steplines.analysis.strategies import stencil_columns
 from steplines.errors import ConfigError, RunDirError
 from steplines.store import SCHEMA_VERSION, LineStore
+
+from analysis_fixtures import coefficients, make_record, make_run
 
 REPO = Path(__file__).resolve().parents[2]
 

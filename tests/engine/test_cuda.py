@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cases import CASES, make_case
 from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
+
+from cases import CASES, make_case
 
 pytestmark = [
     pytest.mark.gpu,

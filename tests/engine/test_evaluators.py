@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cases import CASES, make_case
 from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
+
+from cases import CASES, make_case
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import steplines
 from steplines.problems.datasets import FASHION_MNIST_SYSTEM_DIR
 from steplines.store import LineStore
+
+from conftest import steplines
 
 SMALL = """
 [problem]
@@ -54,7 +55,9 @@ def test_paper_preset_runs_on_cifar_format(tmp_path: Path) -> None:
         str(data),
         "--quiet",
         check=True,
+        report=True,
     )
+    assert (run / "report.html").exists() and any((run / "figures").glob("*.png"))
     store = LineStore.open(run / "lines.zarr")
     assert store.done().all() and (store.n_train, store.n_val) == (128, 64)
     assert store.attrs["dataset"] == "cifar10"

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import steplines
 from steplines.config import load_config
 from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
 from steplines.measure import run_all
@@ -22,6 +21,8 @@ from steplines.problems.problem import make_problem
 from steplines.rundir import RunDir
 from steplines.store import LineStore
 from steplines.trajectory.loop import Trainer
+
+from conftest import steplines
 
 ARRAYS = (
     "positions",
@@ -180,6 +181,7 @@ def test_resume_after_sigkill_gives_identical_store(tiny_config: Path, tmp_path:
                 "--out",
                 str(out),
                 "--quiet",
+                "--no-report",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -6,7 +6,6 @@ Each command parses options, builds a configuration and calls one library functi
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -17,22 +16,7 @@ from typing import Any
 import click
 
 from ..config import PRESETS, RunConfig, load_config
-from ..errors import SteplinesError
-
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SteplinesError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; every finished line is kept — rerun to continue", err=True)
-            sys.exit(130)
-
-    return wrapper
+from ._errors import _user_errors
 
 
 def _config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,17 +83,27 @@ def main(verbose: bool) -> None:
 @_config_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--no-report", is_flag=True, help="skip the analysis and report.html at the end")
 @_user_errors
-def run(out: Path, quiet: bool, **kw: Any) -> None:
+def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     """Train, measure every line, and write the run directory (resumes an existing one)."""
+    from ..errors import DivergenceError
     from ..measure import run_all
+    from ..report import build_report
     from ..rundir import RunDir
 
     cfg = _resolve(**kw)
     rd = RunDir.prepare(out, cfg)
-    _, measured = run_all(rd, progress=not quiet)
+    try:
+        _, measured = run_all(rd, progress=not quiet)
+    except DivergenceError:
+        if not no_report and rd.lines_path.exists() and _done_count(rd):
+            build_report([rd.path])
+        raise
     click.echo(f"measured {measured} new lines; {_done_summary(rd)}")
     click.echo(f"results: {rd.path.resolve()}  (inspect: steplines info {rd.path})")
+    if not no_report:
+        click.echo(f"report: {build_report([rd.path])}")
 
 
 @main.command()
@@ -132,28 +126,105 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--shard", type=str, default=None, help="i/n: measure every n-th segment from i")
+@click.option("--redo", type=str, default=None, help="lines to measure again, e.g. 3,17-20")
+@click.option(
+    "--engine",
+    "backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    help="local: this process; ray: one Ray task per segment (needs steplines[ray])",
+)
+@click.option("--address", type=str, default=None, help="Ray cluster address (default: local)")
 @click.option("--data-dir", type=str, default=None, help="where the data set lives")
 @click.option("--device", type=str, default=None)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_user_errors
-def measure(run_dir: Path, data_dir: str | None, device: str | None, quiet: bool) -> None:
-    """Measure every missing line of a recorded trajectory."""
-    from ..measure import measure_lines
-    from ..problems.problem import make_problem
-    from ..rundir import RunDir, resolve_device
+def measure(
+    run_dir: Path,
+    shard: str | None,
+    redo: str | None,
+    backend: str,
+    address: str | None,
+    data_dir: str | None,
+    device: str | None,
+    quiet: bool,
+) -> None:
+    """Measure every missing line of a recorded trajectory (or a shard of its segments)."""
+    from ..measure import parse_lines, parse_shard, shard_segments
+    from ..rundir import RunDir
 
     rd = RunDir.open(run_dir)
-    upd: dict[str, Any] = {}
-    if data_dir or device:
-        cfg = rd.config
-        problem = cfg.problem.model_copy(update={"data_dir": data_dir}) if data_dir else cfg.problem
-        meas = cfg.measure.model_copy(update={"device": device}) if device else cfg.measure
-        upd = {"problem": problem, "measure": meas}
-        rd = RunDir(rd.path, cfg.model_copy(update=upd))
-    dev = resolve_device(rd.config.measure.device)
-    rd.write_provenance(dev)
-    n = measure_lines(rd, make_problem(rd.config.problem), dev, progress=not quiet)
+    cfg = rd.config
+    problem_cfg = cfg.problem.model_copy(update={"data_dir": data_dir}) if data_dir else cfg.problem
+    meas = cfg.measure.model_copy(update={"device": device}) if device else cfg.measure
+    rd = RunDir(rd.path, cfg.model_copy(update={"problem": problem_cfg, "measure": meas}))
+    steps, every = cfg.train.steps, cfg.train.checkpoint_every
+    segments = shard_segments(
+        rd.trajectory.segments(steps, every), parse_shard(shard) if shard else None
+    )
+    lines = parse_lines(redo, steps) if redo else None
+    if backend == "ray":
+        from ..distributed.ray_backend import measure_with_ray
+
+        n = measure_with_ray(rd, segments, address=address, redo=lines, progress=not quiet)
+    else:
+        from ..measure import measure_lines
+        from ..problems.problem import make_problem
+        from ..rundir import resolve_device
+
+        dev = resolve_device(rd.config.measure.device)
+        rd.write_provenance(dev)
+        n = measure_lines(
+            rd, make_problem(rd.config.problem), dev, segments, progress=not quiet, redo=lines
+        )
     click.echo(f"measured {n} new lines; {_done_summary(rd)}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--no-replay", is_flag=True, help="skip replaying the trajectory")
+@click.option("--data-dir", type=str, default=None, help="where the data set lives (replay)")
+@_user_errors
+def verify(run_dir: Path, no_replay: bool, data_dir: str | None) -> None:
+    """Check every finished line and the trajectory; say how to re-measure what is wrong."""
+    from ..rundir import RunDir
+    from ..verify import format_lines, verify_run
+
+    rd = RunDir.open(run_dir)
+    if data_dir:
+        cfg = rd.config
+        rd = RunDir(
+            rd.path,
+            cfg.model_copy(
+                update={"problem": cfg.problem.model_copy(update={"data_dir": data_dir})}
+            ),
+        )
+    report = verify_run(rd, replay=not no_replay)
+    click.echo(f"checked {report.checked} finished lines")
+    for t, why in sorted(report.corrupt.items()):
+        click.echo(f"corrupt line {t}: {why}")
+    if report.missing:
+        click.echo(f"missing lines: {format_lines(report.missing)}")
+    if report.replay_error:
+        click.echo(f"trajectory: {report.replay_error}")
+    if report.corrupt:
+        click.echo(
+            f"re-measure with: steplines measure {rd.path} --redo "
+            f"{format_lines(sorted(report.corrupt))}"
+        )
+    if report.missing:
+        click.echo(f"measure the missing lines with: steplines measure {rd.path}")
+    if report.ok:
+        click.echo("OK")
+    else:
+        sys.exit(1)
+
+
+def _done_count(rd: Any) -> int:
+    from ..store import LineStore
+
+    return int(LineStore.open(rd.lines_path).done().sum())
 
 
 def _done_summary(rd: Any) -> str:
@@ -235,3 +306,13 @@ def lr_grid_cmd(lrs: str | None, quiet: bool, **kw: Any) -> None:
                 f"{r.lr:>10.4g} {r.val_accuracy:>8.4f} {r.val_loss:>9.4f} {r.train_loss:>10.4f}"
             )
     click.echo(f"best lr: {best_lr(results):.4g} ({cfg.train.steps} steps each)")
+
+
+def _register_report_commands() -> None:
+    from .report_cmds import analyze, report
+
+    main.add_command(analyze)
+    main.add_command(report)
+
+
+_register_report_commands()

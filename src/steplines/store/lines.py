@@ -432,6 +432,13 @@ class LineStore:
             a[name][t] = value
         a["done"][t] = True
 
+    def invalidate(self, lines: list[int]) -> None:
+        """Mark ``lines`` as not done (their data stays until rewritten); for ``--redo``."""
+        if self._mode != "r+":
+            raise ValueError(f"{self._path} was opened read-only; open it with mode='r+'")
+        for t in lines:
+            self._arrays["done"][self._check_t(t)] = False
+
     # ------------------------------------------------------------------ reading
 
     def done(self) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Scale-out backends. Nothing here is imported unless asked for (`--engine ray`)."""

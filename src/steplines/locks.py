@@ -1,0 +1,78 @@
+"""Advisory locks that keep two uncoordinated writers out of the same part of a run.
+
+A writer locks every segment it is about to measure (``RUN/locks/segment_<c>.lock``) and the
+trajectory while it trains (``train.lock``). Locks are POSIX ``fcntl`` record locks (they work on
+local file systems and on NFS with lock support) and are released by the kernel when the
+process dies, so a SIGKILL never leaves a stale lock. Disjoint shards take disjoint locks and
+run at once; overlapping writers are refused at once with a one-line error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .errors import RunDirError
+
+
+class Locks:
+    """A set of held lock files; release them with :meth:`release` (or ``with``)."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+
+    def acquire(self, path: Path, what: str) -> None:
+        """Take the lock at ``path`` without waiting; :class:`RunDirError` if it is held."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if err.errno in (errno.EACCES, errno.EAGAIN):
+                raise RunDirError(
+                    f"{what} is being written by another process (pid {holder}); wait for it to "
+                    "finish, or measure a disjoint --shard"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fds.append(fd)
+
+    def release(self) -> None:
+        """Release every held lock."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> Locks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def segment_locks(run_path: Path, starts: Iterable[int]) -> Iterator[Locks]:
+    """Hold the locks of the segments starting at ``starts`` for the ``with`` block."""
+    with Locks() as locks:
+        for c in starts:
+            locks.acquire(
+                Path(run_path) / "locks" / f"segment_{c:07d}.lock",
+                f"segment starting at step {c} of {run_path}",
+            )
+        yield locks
+
+
+@contextlib.contextmanager
+def train_lock(run_path: Path) -> Iterator[Locks]:
+    """Hold the trajectory lock for the ``with`` block."""
+    with Locks() as locks:
+        locks.acquire(Path(run_path) / "locks" / "train.lock", f"the trajectory of {run_path}")
+        yield locks

@@ -1,0 +1,779 @@
+"""One function per paper figure (SPEC §6.5–§6.8); numpy/pandas/matplotlib only, no torch.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (not ``pyplot``), so nothing is
+kept in a global figure registry and no GUI backend is touched; ``savefig`` renders with Agg.
+Series over many lines are drawn every ``ceil(T/2000)``-th line to keep files small.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, ScalarFormatter
+
+from steplines.analysis.strategies import accumulate, moving_average
+from steplines.store import LineRecord
+
+__all__ = [
+    "STRATEGY_COLORS",
+    "LineView",
+    "line_view",
+    "plot_approximations",
+    "plot_batch_size",
+    "plot_compare",
+    "plot_distance_matrices",
+    "plot_fits",
+    "plot_lines",
+    "plot_strategies",
+    "plot_training",
+    "save_figure",
+    "strategy_label",
+]
+
+STRATEGY_COLORS: dict[str, str] = {
+    "optimal": "red",
+    "exact_batch": "green",
+    "fbpal": "purple",
+    "sgd": "black",
+    "sgd_lambda": "orange",
+    "pal": "blue",
+    "fbpal_sgd": "darkviolet",
+}
+"""Colours of SPEC §6.5 (``sgd_lambda`` covers every ``sgd_lambda_<λ>`` strategy)."""
+
+_ORDER = ("optimal", "fbpal", "sgd_lambda", "pal", "exact_batch", "sgd", "fbpal_sgd")
+_MAX_POINTS = 2000
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _figure(rows: int, cols: int, width: float = 4.6, height: float = 3.4) -> Figure:
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    fig.subplots(rows, cols, squeeze=False)
+    return fig
+
+
+def _axes(fig: Figure) -> list[Axes]:
+    return list(fig.axes)
+
+
+def _stride(n: int) -> int:
+    return max(1, math.ceil(n / _MAX_POINTS))
+
+
+def _base(name: str) -> str:
+    if name.startswith("sgd_lambda"):
+        return "sgd_lambda"
+    return name
+
+
+def strategy_label(name: str, lr: float | None = None, mu: float = 0.1) -> str:
+    """The paper's legend text of a strategy name from ``strategies.csv``."""
+    if name == "optimal":
+        return "full-batch loss (optimal)"
+    if name == "exact_batch":
+        return "loss of direction defining batch"
+    if name == "sgd":
+        return "SGD (original)" + (f" λ = {lr:g}" if lr is not None else "")
+    if name.startswith("sgd_lambda_"):
+        rest = name[len("sgd_lambda_") :]
+        if rest.endswith("_accum"):
+            return f"SGD λ = {rest[: -len('_accum')]} (−λ·D_t)"
+        return f"SGD λ = {rest}"
+    if name == "pal":
+        return f"PAL µ = {mu:g}"
+    if name == "fbpal":
+        return f"FBPAL µ = {mu:g}"
+    if name == "fbpal_sgd":
+        return f"FBPAL&SGD µ = {mu:g}"
+    return name
+
+
+def _strategy_style(name: str) -> dict[str, Any]:
+    style: dict[str, Any] = {"color": STRATEGY_COLORS.get(_base(name), "grey"), "lw": 1.2}
+    if name.endswith("_accum"):
+        style["ls"] = "--"
+    return style
+
+
+def _sort_strategies(names: Sequence[str]) -> list[str]:
+    def key(n: str) -> tuple[int, str]:
+        b = _base(n)
+        return (_ORDER.index(b) if b in _ORDER else len(_ORDER), n)
+
+    return sorted(names, key=key)
+
+
+def _smooth(x: np.ndarray, lines: np.ndarray, window: int, mode: str) -> tuple[np.ndarray, ...]:
+    """Moving average (SPEC §6.4) and the x positions it is drawn at.
+
+    Faithful: the "valid" series drawn at the first ``T − w + 1`` line numbers, as the
+    original (shifted by ``(w−1)/2`` lines). Corrected: centred, drawn at every line.
+    """
+    w = max(1, min(window, x.size))
+    y = moving_average(x, w, mode)
+    return lines[: y.size], y
+
+
+def save_figure(
+    fig: Figure, out_dir: Path, name: str, formats: Sequence[str] = ("png", "pdf"), dpi: int = 110
+) -> dict[str, Path]:
+    """Write ``fig`` as ``out_dir/name.<fmt>`` for every format.
+
+    Args:
+        fig: The figure.
+        out_dir: Target directory (created).
+        name: File stem.
+        formats: File formats (``png``, ``pdf``, ``svg``).
+        dpi: Resolution of raster formats.
+
+    Returns:
+        Format → written path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for i, fmt in enumerate(formats):
+        path = out_dir / f"{name}.{fmt}"
+        fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+        paths[fmt] = path
+        if i == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
+            # the layout is solved by the first save; reuse it for the other formats
+            fig.set_layout_engine("none")
+    return paths
+
+
+def _metadata(fmt: str) -> dict[str, Any] | None:
+    # reproducible files: no creation date in PDFs, no software stamp varying with versions
+    if fmt == "pdf":
+        return {"CreationDate": None}
+    if fmt == "svg":
+        return {"Date": None}
+    return None
+
+
+# ------------------------------------------------------------------------------ Fig 1
+
+
+def plot_training(
+    lines: np.ndarray,
+    train_l0: np.ndarray,
+    val_l0: np.ndarray | None = None,
+    batch_loss: np.ndarray | None = None,
+    smoothing: int = 25,
+) -> Figure:
+    """Fig. 1 (loss part): losses at θ_t over training, from the line store.
+
+    Args:
+        lines: int ``[T]`` step indices.
+        train_l0: ``[T]`` full-batch training loss ``l(0)`` (mean over the measured rows).
+        val_l0: ``[T]`` validation loss at ``s = 0`` (optional).
+        batch_loss: ``[T]`` loss of the direction batch at θ_t (optional; drawn faint with its
+            moving average).
+        smoothing: Moving-average length for the batch loss.
+
+    Returns:
+        One panel, log y-axis. The store holds no accuracy, so the paper's accuracy panels
+        are not drawn.
+    """
+    fig = _figure(1, 1, width=6.4, height=3.6)
+    ax = _axes(fig)[0]
+    lines = np.asarray(lines)
+    if batch_loss is not None and np.isfinite(batch_loss).any():
+        ax.plot(lines, batch_loss, color="0.7", lw=0.6, label="mini-batch loss (direction batch)")
+        x, y = _smooth(np.asarray(batch_loss, float), lines, smoothing, "corrected")
+        ax.plot(x, y, color="0.35", lw=1.0, label=f"mini-batch loss, MA {smoothing}")
+    ax.plot(lines, train_l0, color="red", lw=1.4, label="full-batch training loss l(0)")
+    if val_l0 is not None and np.isfinite(val_l0).any():
+        ax.plot(lines, val_l0, color="tab:blue", lw=1.4, label="validation loss at s = 0")
+    _log_if_positive(ax, [train_l0, val_l0, batch_loss])
+    ax.set_xlabel("line (training step t)")
+    ax.set_ylabel("loss")
+    ax.set_title("training curves (losses measured on the lines)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _minor_label(x: float, _pos: int) -> str:
+    """Label the minor log ticks 2·10^k and 5·10^k only."""
+    if x <= 0:
+        return ""
+    m = x / 10 ** math.floor(math.log10(x))
+    return f"{x:g}" if any(abs(m - k) < 1e-6 for k in (2, 5)) else ""
+
+
+def _log_if_positive(ax: Axes, series: Sequence[np.ndarray | None]) -> None:
+    vals = [np.asarray(s, float) for s in series if s is not None]
+    vals = [v[np.isfinite(v)] for v in vals]
+    if vals and all(v.size == 0 or v.min() > 0 for v in vals):
+        ax.set_yscale("log")
+        # plain numbers (0.5, 2) instead of 5×10⁻¹ on the few decades a loss spans
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+
+
+# ------------------------------------------------------------------------------ Figs 2, 5
+
+
+@dataclass(frozen=True)
+class LineView:
+    """One measured line, reduced to what the line figures draw.
+
+    Attributes:
+        t: Step index.
+        positions: ``[k]`` positions ``s``.
+        full: ``[k]`` full-batch line ``l(s)``.
+        batch: ``[k]`` direction-batch line ``l_B(s)``.
+        band_min, band_max: ``[k]`` min and max over the mini-batch losses (training rows in
+            consecutive groups of ``group_size``), or None.
+        s_update: SGD's step (``‖u_t‖``).
+        group_size: Rows per mini-batch of the band.
+        n_groups: Mini-batches in the band.
+    """
+
+    t: int
+    positions: np.ndarray
+    full: np.ndarray
+    batch: np.ndarray
+    band_min: np.ndarray | None
+    band_max: np.ndarray | None
+    s_update: float
+    group_size: int
+    n_groups: int
+
+    @property
+    def s_opt(self) -> float:
+        """First argmin of ``l``."""
+        return float(self.positions[int(np.nanargmin(self.full))])
+
+    @property
+    def s_batch(self) -> float:
+        """First argmin of ``l_B``."""
+        return float(self.positions[int(np.nanargmin(self.batch))])
+
+
+def line_view(
+    record: LineRecord, t: int, mode: str = "corrected", group_size: int | None = None
+) -> LineView:
+    """Reduce a stored line to a :class:`LineView` (SPEC §6.3 item 2, §6.7).
+
+    Args:
+        record: ``LineStore.read_line(t)``.
+        t: Its step index.
+        mode: ``corrected`` (l = mean of the N training rows) or ``faithful`` (N + B rows).
+        group_size: Rows per mini-batch of the min–max band (default: the direction batch
+            size B). The N training rows are grouped consecutively; a remainder is dropped.
+    """
+    train = np.asarray(record.train_losses, np.float64)
+    direction = np.asarray(record.direction_losses, np.float64)
+    n, b = train.shape[0], direction.shape[0]
+    full = train.mean(axis=0)
+    if mode == "faithful" and b:
+        full = (n * full + b * direction.mean(axis=0)) / (n + b)
+    batch = direction.mean(axis=0) if b else np.full_like(full, np.nan)
+    g = int(group_size or b or n)
+    groups = n // g if g else 0
+    band_min = band_max = None
+    if groups >= 1:
+        means = train[: groups * g].reshape(groups, g, -1).mean(axis=1)
+        band_min, band_max = means.min(axis=0), means.max(axis=0)
+    return LineView(
+        t=int(t),
+        positions=np.asarray(record.positions, np.float64),
+        full=full,
+        batch=batch,
+        band_min=band_min,
+        band_max=band_max,
+        s_update=float(record.s_update),
+        group_size=g,
+        n_groups=groups,
+    )
+
+
+def _window(view: LineView, left: float, extra: Sequence[float] = ()) -> tuple[float, float]:
+    pts = [view.s_opt, view.s_update, view.s_batch, *extra]
+    pts = [p for p in pts if np.isfinite(p)]
+    hi = max(0.5, 1.3 * max(pts, default=0.5))
+    hi = min(hi, float(view.positions[-1]))
+    lo = max(-left * hi if left < 1 else -hi, float(view.positions[0]))
+    return lo, hi
+
+
+def plot_lines(views: Sequence[LineView]) -> Figure:
+    """Fig. 2: representative lines — ``l``, ``l_B`` and the min–max band of mini-batch losses.
+
+    Args:
+        views: One :class:`LineView` per panel (the paper: lines 10, 4000, 8000 of 10 000).
+
+    Returns:
+        ``1 × len(views)`` panels; window symmetric around 0 and wide enough to show
+        ``s_opt``, ``s_update`` and the argmin of ``l_B`` (at least ±0.5, the paper's).
+    """
+    fig = _figure(1, max(1, len(views)), width=4.4, height=3.6)
+    for ax, v in zip(_axes(fig), views):
+        lo, hi = _window(v, left=1.0)
+        m = (v.positions >= lo) & (v.positions <= hi)
+        s = v.positions[m]
+        lows = [np.nanmin(v.batch[m]), np.nanmin(v.full[m])]
+        if v.band_min is not None and v.band_max is not None:
+            ax.fill_between(
+                s,
+                v.band_min[m],
+                v.band_max[m],
+                color="0.8",
+                label=f"min–max of {v.n_groups} mini-batch losses (bs {v.group_size})",
+            )
+            lows.append(np.nanmin(v.band_min[m]))
+        ax.plot(s, v.batch[m], color="green", lw=1.3, label="direction-batch loss l_B")
+        ax.plot(s, v.full[m], color="red", lw=1.6, label="full-batch loss l")
+        ax.axvline(0.0, color="0.5", lw=0.6, ls=":")
+        ax.axvline(v.s_update, color="black", lw=0.8, ls="--", label="SGD step")
+        ax.plot([v.s_opt], [np.nanmin(v.full)], "D", color="red", ms=5)
+        low = float(np.nanmin(lows))
+        top = float(np.nanmax([np.nanmax(v.full[m]), np.nanmax(v.batch[m])]))
+        if v.band_max is not None:
+            top = max(top, float(np.nanmax(v.band_max[m])))
+        bottom = 0.8 * low if low > 0 else low - 0.1 * abs(low)
+        ax.set_ylim(bottom, min(5.0, top + 0.05 * (top - bottom)) if top > bottom else None)
+        ax.set_xlim(lo, hi)
+        ax.set_title(f"line {v.t}")
+        ax.set_xlabel("position s along the update direction")
+        ax.set_ylabel("loss")
+    if views:
+        _axes(fig)[0].legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def _parabola(s: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return a * s**2 + b * s + c
+
+
+def plot_approximations(
+    view: LineView,
+    *,
+    update_norm: float,
+    delta_batch: float,
+    lam: float = 0.05,
+    mu: float = 0.1,
+) -> Figure:
+    """Fig. 5: ``l``, ``l_B`` and the parabolas implied by SGD, SGD λ and PAL on one line.
+
+    Parabolas (SPEC §6.7), all through ``c = l_B(0)``: SGD original ``b = −‖m_t‖``,
+    ``a = ‖m_t‖/(2·s_sgd)`` (vertex at SGD's step); SGD λ ``b = δ_B``, ``a = −b/(2·s_λ)``
+    with ``s_λ = −λ·δ_B``; PAL ``b = δ_B``, ``a = (l_B(µ) − l_B(0) − b·µ)/µ²`` (``l_B(µ)``
+    interpolated).
+
+    Args:
+        view: The line.
+        update_norm: ``‖m_t‖`` (the paper's n_t).
+        delta_batch: δ_B, the direction-batch slope at 0 the strategies used.
+        lam: SGD λ.
+        mu: PAL µ.
+    """
+    fig = _figure(1, 1, width=6.4, height=4.0)
+    ax = _axes(fig)[0]
+    s_lam = -lam * delta_batch
+    c = float(np.interp(0.0, view.positions, view.batch))
+    l_mu = float(np.interp(mu, view.positions, view.batch))
+    a_pal = (l_mu - c - delta_batch * mu) / mu**2
+    if delta_batch < 0 and a_pal > 0:
+        s_pal = -delta_batch / (2 * a_pal)
+    else:
+        s_pal = mu if delta_batch < 0 else 0.0
+    lo, hi = _window(view, left=0.2, extra=(s_lam, s_pal))
+    m = (view.positions >= lo) & (view.positions <= hi)
+    s = view.positions[m]
+    xs = np.linspace(lo, hi, 300)
+    ax.plot(s, view.full[m], color="red", lw=1.8, label="full-batch loss l")
+    ax.plot(s, view.batch[m], color="green", lw=1.4, label="direction-batch loss l_B")
+    parabolas = []
+    if view.s_update > 0:
+        parabolas.append(
+            (
+                "SGD (original)",
+                "black",
+                update_norm / (2 * view.s_update),
+                -update_norm,
+                view.s_update,
+            )
+        )
+    if s_lam > 0:
+        parabolas.append(
+            (f"SGD λ = {lam:g}", "orange", -delta_batch / (2 * s_lam), delta_batch, s_lam)
+        )
+    parabolas.append((f"PAL µ = {mu:g}", "blue", a_pal, delta_batch, s_pal))
+    for label, color, a, b, vertex in parabolas:
+        ax.plot(xs, _parabola(xs, a, b, c), color=color, lw=1.1, label=f"parabola of {label}")
+        ax.axvline(vertex, color=color, lw=0.8, ls="--")
+    ax.plot([view.s_opt], [np.nanmin(view.full)], "D", color="red", ms=6, label="s_opt")
+    ax.plot([view.s_batch], [np.nanmin(view.batch)], "x", color="green", ms=8, mew=2, label="s_B")
+    vals = np.concatenate([view.full[m], view.batch[m]])
+    span = float(np.nanmax(vals) - np.nanmin(vals)) or 1.0
+    ax.set_ylim(float(np.nanmin(vals)) - 0.3 * span, float(np.nanmax(vals)) + 0.3 * span)
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("position s along the update direction")
+    ax.set_ylabel("loss")
+    ax.set_title(f"parabolic approximations, line {view.t}")
+    ax.legend(fontsize=7)
+    return fig
+
+
+# ------------------------------------------------------------------------------ Figs 3, 4
+
+
+def _matshow(fig: Figure, ax: Axes, mat: np.ndarray, labels: np.ndarray, title: str) -> None:
+    if mat.size == 0:
+        ax.text(0.5, 0.5, "not enough lines", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        return
+    vmax = float(np.nanmax(mat)) if np.isfinite(mat).any() else 1.0
+    im = ax.imshow(mat, vmin=0.0, vmax=vmax or 1.0, cmap="viridis", interpolation="nearest")
+    n = mat.shape[0]
+    ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
+    ax.set_xticks(ticks, [str(int(labels[i])) for i in ticks])
+    ax.set_yticks(ticks, [str(int(labels[i])) for i in ticks])
+    ax.set_xlabel("line")
+    ax.set_ylabel("line")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="MAE", shrink=0.85)
+
+
+def plot_distance_matrices(
+    distances: Mapping[str, np.ndarray], later_from: int = 50, matrix_stride: int | None = None
+) -> Figure:
+    """Figs. 3, 8, 11, 12: MAE between min-shifted lines (SPEC §6.2).
+
+    Args:
+        distances: The arrays of ``analysis/distances.npz`` (``matrix``, ``lines``,
+            ``first_matrix``, ``first_lines``, ``consecutive``, ``consecutive_lines``,
+            ``window``, ``mode``).
+        later_from: Index (among the analysed lines) where the "later lines" view starts
+            (``summary.json: distances.later_from_line_index``).
+        matrix_stride: Analysed lines per row of ``matrix`` (``summary.json:
+            distances.matrix_stride``; inferred from the array sizes if None).
+
+    Returns:
+        Four panels: all lines, the first lines, the later lines, and consecutive lines
+        (log y).
+    """
+    fig = _figure(1, 4, width=4.2, height=3.6)
+    ax_all, ax_first, ax_later, ax_cons = _axes(fig)[:4]
+    mat = np.asarray(distances["matrix"])
+    lines = np.asarray(distances["lines"])
+    first = np.asarray(distances["first_matrix"])
+    first_lines = np.asarray(distances["first_lines"])
+    window = float(np.asarray(distances.get("window", np.nan)))
+    _matshow(fig, ax_all, mat, lines, f"all lines (window ±{window:g})")
+    _matshow(fig, ax_first, first, first_lines, f"first {first.shape[0]} lines")
+    # rows of `matrix` are every stride-th analysed line
+    stride = matrix_stride if matrix_stride else _row_stride(distances)
+    keep = np.flatnonzero(np.arange(lines.size) * stride >= later_from)
+    later = mat[np.ix_(keep, keep)] if keep.size else np.empty((0, 0))
+    later_label = int(lines[keep[0]]) if keep.size else later_from
+    _matshow(fig, ax_later, later, lines[keep], f"from line {later_label} on")
+    cons = np.asarray(distances["consecutive"], float)
+    cons_lines = np.asarray(distances["consecutive_lines"])
+    ok = np.isfinite(cons) & (cons > 0)
+    step = _stride(cons.size)
+    ax_cons.plot(cons_lines[ok][::step], cons[ok][::step], color="tab:blue", lw=1.0)
+    if ok.any():
+        ax_cons.set_yscale("log")
+    ax_cons.set_xlabel("line t")
+    ax_cons.set_ylabel("MAE(t−1, t)")
+    ax_cons.set_title("consecutive lines")
+    return fig
+
+
+def _row_stride(distances: Mapping[str, np.ndarray]) -> int:
+    """Analysed lines per row of ``matrix`` (rows are every stride-th analysed line)."""
+    if "matrix_stride" in distances:
+        return int(np.asarray(distances["matrix_stride"]))
+    lines = np.asarray(distances["lines"])
+    cons_lines = np.asarray(distances.get("consecutive_lines", np.empty(0)))
+    n = cons_lines.size + 1
+    return max(1, math.ceil(n / lines.size)) if lines.size else 1
+
+
+def plot_fits(fits: pd.DataFrame) -> Figure:
+    """Figs. 4, 13, 14: polynomial fit errors and degree-2 coefficients (SPEC §6.2).
+
+    Args:
+        fits: ``analysis/fits.csv`` (``line, degree, mae, c0 … c4``).
+
+    Returns:
+        Two panels: MAE of the degree 1–4 fits over lines (log y), and the degree-2
+        coefficients each shifted by its own minimum over lines (offset c, slope b,
+        curvature/2 a), as the paper plots them.
+    """
+    fig = _figure(1, 2, width=5.2, height=3.6)
+    ax_mae, ax_coef = _axes(fig)[:2]
+    colors = {1: "tab:orange", 2: "tab:blue", 3: "tab:green", 4: "tab:purple"}
+    for deg, g in fits.groupby("degree"):
+        g = g.sort_values("line")
+        step = _stride(len(g))
+        ax_mae.plot(
+            g.line.to_numpy()[::step],
+            g.mae.to_numpy()[::step],
+            color=colors.get(int(deg), "grey"),
+            lw=1.0,
+            label=f"degree {int(deg)}",
+        )
+    if (fits.mae > 0).any():
+        ax_mae.set_yscale("log")
+    ax_mae.set_xlabel("line t")
+    ax_mae.set_ylabel("MAE of the fit")
+    ax_mae.set_title("polynomial fit error")
+    ax_mae.legend(fontsize=8)
+    g2 = fits[fits.degree == 2].sort_values("line")
+    step = _stride(len(g2))
+    for col, label, color in (
+        ("c0", "offset c − min c", "tab:green"),
+        ("c1", "slope b − min b", "tab:blue"),
+        ("c2", "a − min a (curvature/2)", "tab:red"),
+    ):
+        v = g2[col].to_numpy(float)
+        ax_coef.plot(
+            g2.line.to_numpy()[::step], (v - np.nanmin(v))[::step], color=color, lw=1.0, label=label
+        )
+    ax_coef.set_xlabel("line t")
+    ax_coef.set_ylabel("coefficient − its minimum")
+    ax_coef.set_title("degree-2 coefficients")
+    ax_coef.legend(fontsize=8)
+    return fig
+
+
+# ------------------------------------------------------------------------------ Figs 6, 9
+
+
+def plot_strategies(
+    strategies: pd.DataFrame,
+    derivatives: pd.DataFrame,
+    *,
+    momentum: float = 0.0,
+    mode: str = "corrected",
+    smoothing: int = 25,
+    mu: float = 0.1,
+) -> Figure:
+    """Figs. 6, 9, 15–18: the six strategy panels of SPEC §6.5.
+
+    Args:
+        strategies: ``analysis/strategies.csv``.
+        derivatives: ``analysis/derivatives.csv``.
+        momentum: β of the run (β > 0: panel 6 divides by ``−D_t``, SPEC §6.9).
+        mode: ``corrected`` (centred moving average) or ``faithful`` ("valid" average drawn
+            at its index, as the original).
+        smoothing: Moving-average length.
+        mu: PAL µ (for the legend).
+
+    Returns:
+        2 × 3 panels: update steps, distances ``s_opt − step`` (symlog, threshold 1e-4),
+        improvements (symlog) — all smoothed —, accumulated ``|distance|``, accumulated
+        improvement, and the smoothed ratio ``s_opt/‖g_t‖`` (``s_opt/(−D_t)`` for β > 0).
+    """
+    fig = _figure(2, 3, width=4.6, height=3.4)
+    axes = _axes(fig)
+    lr_vals = derivatives["lr"].to_numpy(float) if "lr" in derivatives else np.array([np.nan])
+    lr = float(np.nanmedian(lr_vals)) if np.isfinite(lr_vals).any() else None
+    names = _sort_strategies(list(dict.fromkeys(strategies.strategy)))
+    for name in names:
+        g = strategies[strategies.strategy == name].sort_values("line")
+        lines = g.line.to_numpy()
+        step = _stride(lines.size)
+        style = _strategy_style(name)
+        label = strategy_label(name, lr, mu)
+        for ax, col in zip(axes[:3], ("step", "distance", "improvement")):
+            x, y = _smooth(g[col].to_numpy(float), lines, smoothing, mode)
+            ax.plot(x[::step], y[::step], label=label, **style)
+        acc_d = accumulate(g.distance.to_numpy(float), absolute=True)
+        acc_i = accumulate(g.improvement.to_numpy(float))
+        axes[3].plot(lines[::step], acc_d[::step], label=label, **style)
+        axes[4].plot(lines[::step], acc_i[::step], label=label, **style)
+    d = derivatives.sort_values("line")
+    dl = d.line.to_numpy()
+    step = _stride(dl.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if momentum > 0 and "delta_accum" in d and np.isfinite(d.delta_accum).any():
+            ratio = d.s_opt.to_numpy(float) / -d.delta_accum.to_numpy(float)
+            rlabel = "s_opt / (−D_t)"
+            alt = d.s_opt.to_numpy(float) / d.update_norm.to_numpy(float)
+            x, y = _smooth(alt, dl, smoothing, mode)
+            axes[5].plot(x[::step], y[::step], color="0.5", lw=1.0, ls="--", label="s_opt / ‖m_t‖")
+        else:
+            ratio = d.s_opt.to_numpy(float) / d.grad_norm.to_numpy(float)
+            rlabel = "s_opt / ‖g_t‖"
+    x, y = _smooth(ratio, dl, smoothing, mode)
+    axes[5].plot(x[::step], y[::step], color="red", lw=1.2, label=rlabel)
+    if lr is not None and momentum == 0:
+        axes[5].axhline(lr, color="black", lw=0.8, ls=":", label=f"SGD λ = {lr:g}")
+    titles = (
+        "update step (smoothed)",
+        "distance to the full-batch minimum (smoothed)",
+        "loss improvement (smoothed)",
+        "accumulated |distance|",
+        "accumulated improvement",
+        "ratio s_opt / norm of dir. vec." if momentum > 0 else "ratio s_opt / ‖g_t‖ (smoothed)",
+    )
+    ylabels = ("step s", "s_opt − step", "l(0) − l(step)", "Σ |s_opt − step|", "Σ improvement", "")
+    for ax, title, yl in zip(axes, titles, ylabels):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("line t")
+        ax.set_ylabel(yl)
+    axes[1].set_yscale("symlog", linthresh=1e-4)
+    axes[2].set_yscale("symlog", linthresh=1e-4)
+    axes[5].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    return fig
+
+
+# ------------------------------------------------------------------------------ Fig 7
+
+
+def plot_batch_size(
+    batch_size: pd.DataFrame,
+    *,
+    reference_batch_size: int,
+    mode: str = "corrected",
+    smoothing: int = 25,
+    lr: float | None = None,
+    mu: float = 0.1,
+) -> Figure:
+    """Figs. 7, 19, 20: the batch-size analysis of SPEC §6.6.
+
+    Args:
+        batch_size: ``analysis/batch_size.csv``.
+        reference_batch_size: B, the run's batch size (δ ratios are relative to it).
+        mode: Moving-average mode.
+        smoothing: Moving-average length.
+        lr: SGD's λ (legend).
+        mu: PAL µ (legend).
+
+    Returns:
+        2 × 2 panels: accumulated improvement per batch size for SGD (original) and PAL with
+        the optimum ("full-batch loss"), ``|MA(δ_bs)|`` per batch size with ``|MA(δ_full)|``,
+        and ``MA(δ_bs)/MA(δ_B)`` on a log₂ axis with the expected ratio ``B/bs`` dashed.
+        Colours: inferno over ``log₂(bs)`` from the smallest size to the full batch.
+    """
+    fig = _figure(2, 2, width=5.4, height=3.6)
+    ax_sgd, ax_pal, ax_abs, ax_ratio = _axes(fig)[:4]
+    opt = batch_size[batch_size.strategy == "optimal"].sort_values("line")
+    n_full = int(opt.batch_size.iloc[0]) if len(opt) else int(batch_size.batch_size.max())
+    cmap = colormaps["inferno"]
+
+    sizes = sorted(int(b) for b in batch_size[batch_size.strategy != "optimal"].batch_size.unique())
+    lo = math.log2(min(sizes, default=1))
+    span = max(math.log2(max(n_full, 2)) - lo, 1e-9)
+
+    def color(bs: int) -> Any:
+        # inferno over log2(bs), stretched from the smallest bs to the full batch (SPEC §6.6
+        # uses log2(bs)/log2(4000), which leaves the small sizes in a narrow colour band)
+        return cmap(0.05 + 0.8 * (math.log2(bs) - lo) / span)
+
+    ref = (
+        batch_size[(batch_size.strategy == "sgd") & (batch_size.batch_size == reference_batch_size)]
+        .set_index("line")
+        .delta.sort_index()
+    )
+    ref_ma = moving_average(ref.to_numpy(float), min(smoothing, max(ref.size, 1)), mode)
+    for ax, strat, title in (
+        (ax_sgd, "sgd", "SGD (original)" + (f" λ = {lr:g}" if lr else "")),
+        (ax_pal, "pal", f"PAL µ = {mu:g}"),
+    ):
+        for bs in sizes:
+            g = batch_size[(batch_size.strategy == strat) & (batch_size.batch_size == bs)]
+            g = g.sort_values("line")
+            step = _stride(len(g))
+            acc = accumulate(g.improvement.to_numpy(float))
+            ax.plot(
+                g.line.to_numpy()[::step], acc[::step], color=color(bs), lw=1.1, label=f"bs {bs}"
+            )
+        if len(opt):
+            acc = accumulate(opt.improvement.to_numpy(float))
+            step = _stride(len(opt))
+            ax.plot(
+                opt.line.to_numpy()[::step],
+                acc[::step],
+                color="red",
+                lw=1.4,
+                label=f"full-batch loss (bs {n_full})",
+            )
+        ax.set_title(f"accumulated improvement: {title}", fontsize=10)
+        ax.set_xlabel("line t")
+        ax.set_ylabel("Σ improvement")
+        ax.legend(fontsize=7, ncol=2)
+    series: list[tuple[str, Any, pd.Series, float]] = []
+    for bs in sizes:
+        g = batch_size[(batch_size.strategy == "sgd") & (batch_size.batch_size == bs)]
+        series.append((f"bs {bs}", color(bs), g.set_index("line").delta.sort_index(), bs))
+    if len(opt):
+        series.append((f"full batch ({n_full})", "red", opt.set_index("line").delta, n_full))
+    for label, col, s, bs in series:
+        s = s.reindex(ref.index) if ref.size else s
+        lines = s.index.to_numpy()
+        w = min(smoothing, max(s.size, 1))
+        ma = moving_average(s.to_numpy(float), w, mode)
+        x = lines[: ma.size]
+        step = _stride(x.size)
+        ax_abs.plot(x[::step], np.abs(ma)[::step], color=col, lw=1.1, label=label)
+        if ref.size and ref_ma.size == ma.size:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = ma / ref_ma
+            ok = np.isfinite(r) & (r > 0)
+            ax_ratio.plot(x[ok][::step], r[ok][::step], color=col, lw=1.1, label=label)
+            er = reference_batch_size / bs
+            ax_ratio.axhline(er, color=col, lw=0.8, ls="--")
+            if x.size:
+                ax_ratio.annotate(
+                    f"e.r. {er:.3g}", (x[-1], er), fontsize=6, color=col, va="bottom", ha="right"
+                )
+    ax_abs.set_title("|directional derivative| per batch size (smoothed)", fontsize=10)
+    ax_abs.set_xlabel("line t")
+    ax_abs.set_ylabel("|δ|")
+    ax_abs.set_yscale("log")
+    ax_abs.legend(fontsize=7, ncol=2)
+    ax_ratio.set_yscale("log", base=2)
+    ax_ratio.set_title(
+        f"ratio δ_bs / δ_{reference_batch_size} (dashed: expected {reference_batch_size}/bs)",
+        fontsize=10,
+    )
+    ax_ratio.set_xlabel("line t")
+    ax_ratio.set_ylabel("ratio (log₂)")
+    return fig
+
+
+# ------------------------------------------------------------------------------ Fig 10
+
+
+def plot_compare(runs: Mapping[str, tuple[np.ndarray, np.ndarray]], smoothing: int = 25) -> Figure:
+    """Fig. 10 analogue: full-batch loss ``l(0)`` over lines for several runs.
+
+    Args:
+        runs: Label → (``lines [T]``, ``l(0) [T]``).
+        smoothing: Moving-average length of the drawn curve (raw values drawn faint).
+    """
+    fig = _figure(1, 1, width=7.0, height=4.0)
+    ax = _axes(fig)[0]
+    cmap = colormaps["tab10"]
+    for i, (label, (lines, l0)) in enumerate(runs.items()):
+        lines = np.asarray(lines)
+        l0 = np.asarray(l0, float)
+        ax.plot(lines, l0, color=cmap(i % 10), lw=0.5, alpha=0.35)
+        x, y = _smooth(l0, lines, smoothing, "corrected")
+        ax.plot(x, y, color=cmap(i % 10), lw=1.5, label=label)
+    _log_if_positive(ax, [np.asarray(v[1], float) for v in runs.values()])
+    ax.set_xlabel("line (training step t)")
+    ax.set_ylabel("full-batch training loss l(0)")
+    ax.set_title("runs compared")
+    if runs:
+        ax.legend(fontsize=8)
+    return fig

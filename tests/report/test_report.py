@@ -1,0 +1,293 @@
+"""Figures, the HTML report, the CLI commands and bad inputs, on tiny synthetic runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from matplotlib.figure import Figure
+
+from steplines.analysis import analyze_run
+from steplines.cli.report_cmds import analyze, report
+from steplines.errors import RunDirError
+from steplines.plotting import (
+    line_view,
+    plot_approximations,
+    plot_batch_size,
+    plot_compare,
+    plot_distance_matrices,
+    plot_fits,
+    plot_lines,
+    plot_strategies,
+    plot_training,
+    save_figure,
+)
+from steplines.report import build_report, core_results, load_run
+from steplines.report.build import _f, _pct
+from steplines.store import LineStore
+
+from analysis_fixtures import make_run
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny(path: Path, **kw) -> Path:
+    kw.setdefault("n_lines", 12)
+    return make_run(path, n=64, m=8, b=16, **kw)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-line synthetic run with its full report (PNG + PDF) built once."""
+    run = _tiny(tmp_path_factory.mktemp("report") / "run")
+    build_report([run])
+    return run
+
+
+def _imgs(html: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', html)
+
+
+def _core_table(html: str) -> str:
+    m = re.search(r'<table id="core-results">(.*?)</table>', html, re.S)
+    assert m, "no core-results table"
+    return m.group(1)
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def test_every_figure_function_returns_a_figure_and_writes_png_and_pdf(
+    built: Path, tmp_path: Path
+) -> None:
+    a = built / "analysis"
+    summary = json.loads((a / "summary.json").read_text())
+    deriv = pd.read_csv(a / "derivatives.csv")
+    with np.load(a / "distances.npz") as npz:
+        distances = {k: npz[k] for k in npz.files}
+    store = LineStore.open(built / "lines.zarr")
+    views = [line_view(store.read_line(t), t) for t in (0, 6, 11)]
+    assert views[0].band_min is not None and views[0].n_groups == 4  # 64 rows / bs 16
+    row = deriv.set_index("line").loc[0]
+    sm = store.read_summary()
+    t = np.arange(12)
+    l0 = sm["train_mean"][t, sm["zero_index"]]
+    figures = {
+        "training": plot_training(t, l0, sm["val_mean"][t, sm["zero_index"]], sm["batch_loss"]),
+        "lines": plot_lines(views),
+        "distances": plot_distance_matrices(
+            distances, summary["distances"]["later_from_line_index"], 1
+        ),
+        "fits": plot_fits(pd.read_csv(a / "fits.csv")),
+        "approximations": plot_approximations(
+            views[0], update_norm=row.update_norm, delta_batch=row.delta_batch
+        ),
+        "strategies": plot_strategies(pd.read_csv(a / "strategies.csv"), deriv),
+        "strategies_faithful": plot_strategies(
+            pd.read_csv(a / "strategies.csv"), deriv, mode="faithful", momentum=0.9
+        ),
+        "batch_size": plot_batch_size(pd.read_csv(a / "batch_size.csv"), reference_batch_size=16),
+        "compare": plot_compare({"a": (t, l0), "b": (t, 1.1 * l0)}),
+    }
+    for name, fig in figures.items():
+        assert isinstance(fig, Figure), name
+        paths = save_figure(fig, tmp_path, name)
+        assert paths["png"].read_bytes()[:8] == PNG_MAGIC, name
+        assert paths["pdf"].read_bytes()[:5] == b"%PDF-", name
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def test_report_references_every_png_and_they_exist(built: Path) -> None:
+    html = (built / "report.html").read_text()
+    srcs = _imgs(html)
+    pngs = {p.name for p in (built / "figures").glob("*.png")}
+    assert {Path(s).name for s in srcs} == pngs
+    assert len(pngs) == 7  # Figs 1, 2, 3, 4, 5, 6, 7
+    for s in srcs:
+        assert not Path(s).is_absolute() and s.startswith("figures/")
+        assert (built / s).is_file()
+    assert {p.stem for p in (built / "figures").glob("*.pdf")} == {Path(s).stem for s in srcs}
+    assert "Analysis mode: <b>corrected</b>" in html
+    assert "holds no accuracy" in html
+
+
+def test_core_table_holds_the_summary_numbers(built: Path) -> None:
+    html = (built / "report.html").read_text()
+    table = _core_table(html)
+    s = json.loads((built / "analysis" / "summary.json").read_text())
+    expected = [
+        _f(s["fits"]["mean_mae_degree_1"]),
+        _f(s["fits"]["mean_mae_degree_2"]),
+        _f(s["distances"]["later_median"]),
+        _f(s["distances"]["consecutive_median_later"]),
+        _f(s["lambda_star"]["median"]),
+        _f(s["lambda_star"]["q25"]),
+        _f(s["lambda_star"]["q75"]),
+    ]
+    for name, st in s["strategies"].items():
+        expected.append(_f(st["accumulated_improvement"]))
+        if name != "optimal":
+            expected.append(_pct(st["share_of_optimum"]))
+    for key, r in s["batch_size"]["delta_ratio"].items():
+        expected.append(f"{_f(r['median_ratio'])} ({_f(r['expected_ratio'])})")
+        assert f"bs {key}" in table or key == "full"
+    for text in expected:
+        assert text in table, text
+    assert "paper, " not in table  # the toy run matches no paper preset
+
+
+def test_paper_column_for_a_paper_preset(tmp_path: Path) -> None:
+    run = _tiny(tmp_path / "r18", n_lines=6)
+    (run / "config.toml").write_text(
+        '[problem]\ndataset = "cifar10"\nmodel = "resnet18"\nbatch_size = 16\n\n'
+        "[train]\nlr = 0.1\nmomentum = 0.0\n"
+    )
+    rows = {r["key"]: r for r in core_results(load_run(run))}
+    assert rows["strategy:pal"]["paper"].startswith("≈ 170")
+    assert "0.005" in rows["fit_2"]["paper"]
+    assert "0.05" in rows["lambda_star"]["paper"]
+
+
+def test_missing_lines_give_a_banner_and_compare_page(built: Path, tmp_path: Path) -> None:
+    gappy = _tiny(tmp_path / "gappy", skip=(3, 7))
+    other = tmp_path / "copy"
+    shutil.copytree(built, other)
+    page = build_report([gappy, other], formats=("png",))
+    assert page == gappy / "compare.html"
+    html = (gappy / "report.html").read_text()
+    assert "2 of 12 lines are not measured" in html
+    assert "banner error" in html
+    compare = page.read_text()
+    assert 'href="report.html"' in compare and 'href="../copy/report.html"' in compare
+    assert "2 of 12 lines are not measured" in compare
+    for s in _imgs(compare):
+        assert (page.parent / s).is_file()
+    assert len(_imgs(compare)) == 1
+
+
+def test_stale_or_other_mode_tables_are_recomputed(tmp_path: Path) -> None:
+    run = _tiny(tmp_path / "run", n_lines=6)
+    analyze_run(run, "faithful")
+    load_run(run, "corrected")
+    assert json.loads((run / "analysis" / "summary.json").read_text())["mode"] == "corrected"
+    before = (run / "analysis" / "summary.json").stat().st_mtime_ns
+    load_run(run, "corrected")  # fresh: not recomputed
+    assert (run / "analysis" / "summary.json").stat().st_mtime_ns == before
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_bad_run_dirs_raise_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="not a directory"):
+        build_report([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match=r"no lines\.zarr"):
+        build_report([tmp_path / "empty"])
+    none_done = _tiny(tmp_path / "none", n_lines=3, skip=(0, 1, 2))
+    with pytest.raises(RunDirError, match="no measured lines"):
+        build_report([none_done])
+    old = _tiny(tmp_path / "old", n_lines=3)
+    meta = old / "lines.zarr" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["schema_version"] = 0
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(RunDirError, match="schema_version 0"):
+        build_report([old])
+
+
+def test_cli_report_errors_and_analyze_output(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(report, [str(tmp_path / "nope")])
+    assert res.exit_code == 2
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
+    assert "Traceback" not in res.output
+    run = _tiny(tmp_path / "run", n_lines=6)
+    res = runner.invoke(analyze, [str(run), "--mode", "faithful"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((run / "analysis" / "summary.json").read_text())
+    assert s["mode"] == "faithful"
+    assert _f(s["lambda_star"]["median"]) in res.stdout
+    assert _f(s["fits"]["mean_mae_degree_2"]) in res.stdout
+
+
+def test_plotting_and_report_never_import_torch() -> None:
+    code = (
+        "import sys, steplines.plotting, steplines.report, steplines.cli.report_cmds\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not bad, bad[:5]\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+
+
+# ------------------------------------------------------------------------------ browser
+
+_PROBE = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const s = {
+    n: imgs.length,
+    broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+    errors: window.__errors,
+  };
+  const pre = document.createElement('pre');
+  pre.id = 'probe';
+  pre.textContent = JSON.stringify(s);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium not installed (Debian: apt-get install chromium); browser check skipped",
+)
+def test_report_loads_in_headless_chromium(built: Path, tmp_path: Path) -> None:
+    html = (built / "report.html").read_text()
+    # the probe must run before anything else can fail: put it first in <head>
+    probe_page = built / "report_probe.html"
+    probe_page.write_text(html.replace("<head>", "<head>\n" + _PROBE, 1))
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        probe_page.resolve().as_uri(),
+    ]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    finally:
+        probe_page.unlink()
+    m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout, re.S)
+    assert m, f"probe did not run (rc {out.returncode}):\n{out.stderr[-2000:]}"
+    status = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert status["n"] == 7
+    assert status["broken"] == []
+    assert status["errors"] == []
+    console = [line for line in out.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console
