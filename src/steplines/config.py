@@ -121,6 +121,8 @@ class MeasureConfig(_Section):
             ``running`` — eval mode with the running statistics of θ_t.
         dropout: ``fixed`` — one mask per batch per line (paper); ``off``.
         engine: ``auto`` (fast), ``fast`` or ``reference`` (slow, obvious; the test oracle).
+        noisy_every: at every ``noisy_every``-th step also measure ``noisy_directions`` lines
+            from θ_t along the gradients of other mini-batches (SPEC §5, Fig. 8); 0 = off.
         max_eval_batch: samples per forward call of the fast engine; None = one BatchNorm
             batch per call on CPU (grouping measured slower there for ResNet-20) and up to
             4096 on CUDA (3.1× faster on an H200, BENCHMARKS.md).
@@ -137,6 +139,8 @@ class MeasureConfig(_Section):
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "auto"
     max_eval_batch: int | None = Field(default=None, gt=0)
+    noisy_every: int = Field(default=0, ge=0)
+    noisy_directions: int = Field(default=31, ge=2)
 
     @model_validator(mode="after")
     def _grid_not_too_fine(self) -> MeasureConfig:

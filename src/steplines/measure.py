@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,8 +23,14 @@ import torch
 from tqdm import tqdm
 
 from .config import RunConfig
-from .engine.evaluators import EvalBatch, FastEvaluator, LinePolicy, reference_losses
-from .engine.line import GridSpec, LineSamples, measure_line
+from .engine.evaluators import (
+    EvalBatch,
+    FastEvaluator,
+    LinePolicy,
+    reference_losses,
+    trainable_parameters,
+)
+from .engine.line import Evaluate, GridSpec, LineSamples, measure_line
 from .engine.positions import max_positions
 from .errors import ConfigError, DivergenceError, ReplayMismatchError, RunDirError
 from .locks import segment_locks, train_lock
@@ -30,6 +38,7 @@ from .problems.problem import Problem, make_problem
 from .rundir import RunDir, resolve_device
 from .seeding import derive_seed
 from .store import LineRecord, LineStore
+from .store.directions import DirectionStore
 from .trajectory.loop import LineAnchor, StepRecord, Trainer
 
 log = logging.getLogger("steplines")
@@ -66,6 +75,8 @@ def record_trajectory(
         finally:
             if run.trajectory.checkpoint_path(0).exists():
                 open_or_create_store(run, problem)
+                if run.config.measure.noisy_every:
+                    open_or_create_direction_store(run)
 
 
 def _record(run: RunDir, problem: Problem, device: torch.device, progress: bool) -> int:
@@ -78,6 +89,7 @@ def _record(run: RunDir, problem: Problem, device: torch.device, progress: bool)
         return steps
     trainer = Trainer(problem, cfg.train, device, _dtype(cfg))
     if start == 0:
+        traj.save_eval(0, trainer.evaluate())
         traj.save_checkpoint(0, trainer.state_dict())
     else:
         trainer.load_state_dict(traj.load_checkpoint(start, device))
@@ -105,6 +117,7 @@ def _record(run: RunDir, problem: Problem, device: torch.device, progress: bool)
             records.append(record)
             bar.update()
         traj.save_records(c, records)
+        traj.save_eval(end, trainer.evaluate())  # eval mode: changes no state, uses no RNG
         traj.save_checkpoint(end, trainer.state_dict())
     bar.close()
     return steps
@@ -128,10 +141,10 @@ class LineBatches:
     def __post_init__(self) -> None:
         b, n_val = self.problem.batch_size, len(self.problem.val)
         self._val_rows = [np.arange(s, min(s + b, n_val)) for s in range(0, n_val, b)]
-        self._val_data = [self._to(self.problem.val_batch(r)) for r in self._val_rows]
+        self._val_data = [self.to_device(self.problem.val_batch(r)) for r in self._val_rows]
         self._fixed_train: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def _to(self, xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_device(self, xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return xy[0].to(self.device, self.dtype), xy[1].to(self.device)
 
     @property
@@ -156,11 +169,15 @@ class LineBatches:
         rows = self.train_rows(t)
         if self.cfg.measure.full_batch == "fixed":
             if self._fixed_train is None:
-                self._fixed_train = [self._to(self.problem.train_batch(r, None)) for r in rows]
+                self._fixed_train = [
+                    self.to_device(self.problem.train_batch(r, None)) for r in rows
+                ]
             data = self._fixed_train
         else:
             data = [
-                self._to(self.problem.train_batch(r, derive_seed(seed, "full_batch_aug", t, i)))
+                self.to_device(
+                    self.problem.train_batch(r, derive_seed(seed, "full_batch_aug", t, i))
+                )
                 for i, r in enumerate(rows)
             ]
         train = [
@@ -171,7 +188,7 @@ class LineBatches:
             EvalBatch(x, y, derive_seed(seed, "dropout_eval", t, 1, i))
             for i, (x, y) in enumerate(self._val_data)
         ]
-        x, y = self._to(self.problem.train_batch(record.rows, record.aug_seed))
+        x, y = self.to_device(self.problem.train_batch(record.rows, record.aug_seed))
         direction = EvalBatch(x, y, record.dropout_seed)
         return train, val, direction, np.concatenate(rows)
 
@@ -204,8 +221,12 @@ def open_or_create_store(run: RunDir, problem: Problem) -> LineStore:
     m = run.config.measure
     if run.lines_path.exists():
         return LineStore.open(run.lines_path, mode="r+")
-    return LineStore.create(
-        run.lines_path,
+    # Create under a temporary name and rename: a crash mid-creation leaves no half store.
+    for stale in run.path.glob(".lines.zarr.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = run.path / f".lines.zarr.{os.getpid()}.tmp"
+    LineStore.create(
+        tmp,
         n_lines=run.config.train.steps,
         n_train=full_batch_rows(problem, run.config),
         n_val=len(problem.val),
@@ -218,6 +239,19 @@ def open_or_create_store(run: RunDir, problem: Problem) -> LineStore:
             "val_source_indices": problem.val.indices.tolist(),
             "dataset": problem.name,
         },
+    )
+    os.rename(tmp, run.lines_path)
+    return LineStore.open(run.lines_path, mode="r+")
+
+
+def open_or_create_direction_store(run: RunDir) -> DirectionStore:
+    """The run's noisy-direction store (created by training, under the trajectory lock)."""
+    m = run.config.measure
+    return DirectionStore.open_or_create(
+        run.path / "directions.zarr",
+        n_positions=-(-run.config.train.steps // m.noisy_every),
+        n_directions=m.noisy_directions,
+        n_grid=max_positions(m.grid, m.interval, m.resolution, m.max_passes),
     )
 
 
@@ -330,6 +364,7 @@ def _measure_segments(
     )
     trainer = Trainer(problem, cfg.train, device, dtype)
     evaluate = make_evaluator(cfg, trainer, problem)
+    noisy = NoisyDirections(run, problem, trainer) if cfg.measure.noisy_every else None
     total = sum(int((~done[c : min(e, recorded)]).sum()) for c, e in todo)
     bar = _progress(total, "measure", progress)
     measured = 0
@@ -337,7 +372,8 @@ def _measure_segments(
         end = min(end, recorded)
         trainer.load_state_dict(traj.load_checkpoint(c, device))
         for t, rec in zip(range(c, end), traj.load_records(c)):
-            want = not done[t]
+            noisy_due = noisy is not None and noisy.due(t)
+            want = not done[t] or noisy_due
             replay, anchor = trainer.step(
                 t, rec.rows, rec.aug_seed, rec.dropout_seed, keep_anchor=want
             )
@@ -350,6 +386,10 @@ def _measure_segments(
             if anchor is None:
                 continue
             train, val, direction, rows = batches.batches(t, rec)
+            if noisy_due:
+                noisy.measure(t, anchor, train, val, evaluate, spec, batches)
+            if done[t]:
+                continue
             samples = measure_line(
                 evaluate,
                 anchor.theta,
@@ -369,6 +409,105 @@ def _measure_segments(
         log.info("segment [%d, %d) measured", c, end)
     bar.close()
     return measured
+
+
+class NoisyDirections:
+    """Lines along noisy gradient directions at every ``noisy_every``-th step (SPEC §5, Fig. 8).
+
+    From θ_t, for D mini-batches j of a fresh seeded epoch: g_j = ∇ mean loss of batch j at θ_t
+    (train mode, its own BatchNorm statistics), direction −g_j/‖g_j‖, position of an SGD step
+    s = λ_t·‖g_j‖; each line is measured on line t's full batch and validation set and on
+    batch j. The original's bugs are fixed (§9.15): no skipped step-0 update, the noisy batches
+    do not come from the full-batch loader, the inserted point is λ‖g_j‖, and with momentum the
+    direction is the pure noisy gradient (not β·m_t + g_j).
+    """
+
+    def __init__(self, run: RunDir, problem: Problem, trainer: Trainer) -> None:
+        import copy
+
+        m = run.config.measure
+        self.every, self.count = m.noisy_every, m.noisy_directions
+        self.seed = run.config.train.seed
+        self.problem = problem
+        self.trainer = trainer
+        self.scratch = copy.deepcopy(trainer.model)
+        self.params = [p for _, p in trainable_parameters(self.scratch)]
+        self.store = open_or_create_direction_store(run)
+        self._done = self.store.done()
+
+    def due(self, t: int) -> bool:
+        """Whether step t is a position whose lines are still missing."""
+        return t % self.every == 0 and not self._done[t // self.every]
+
+    def _gradient(
+        self, anchor: LineAnchor, x: torch.Tensor, y: torch.Tensor, seed: int
+    ) -> list[torch.Tensor]:
+        with torch.no_grad():
+            for p, a in zip(self.params, anchor.theta):
+                p.copy_(a)
+            for b, a in zip(self.scratch.buffers(), anchor.buffers):
+                b.copy_(a)
+        self.scratch.train()
+        self.scratch.zero_grad(set_to_none=True)
+        dev = self.trainer.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(seed)
+            self.problem.loss_fn(self.scratch(x), y).mean().backward()
+        return [
+            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            for p in self.params
+        ]
+
+    def measure(
+        self,
+        t: int,
+        anchor: LineAnchor,
+        train: list[EvalBatch],
+        val: list[EvalBatch],
+        evaluate: Evaluate,
+        spec: GridSpec,
+        batches: LineBatches,
+    ) -> None:
+        """Measure and store the D noisy lines of position ``t // every``."""
+        b, n = self.problem.batch_size, len(self.problem.train)
+        per_epoch = n // b
+        lines = []
+        for j in range(self.count):
+            e, i = divmod(j, per_epoch)  # batch i of a fresh seeded epoch e (drop_last)
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "noisy", t, e))
+            rows = torch.randperm(n, generator=g).numpy()[i * b : (i + 1) * b]
+            x, y = batches.to_device(
+                self.problem.train_batch(rows, derive_seed(self.seed, "noisy_aug", t, j))
+            )
+            seed = derive_seed(self.seed, "noisy_dropout", t, j)
+            grads = self._gradient(anchor, x, y, seed)
+            norm = float(torch.sqrt(sum((gr.double() ** 2).sum() for gr in grads)))
+            direction = [-gr / (norm if norm > 0 else 1.0) for gr in grads]
+            s_upd = anchor.record.lr * norm
+            samples = measure_line(
+                evaluate,
+                anchor.theta,
+                direction,
+                anchor.buffers,
+                s_upd,
+                train,
+                val,
+                EvalBatch(x, y, seed),
+                spec,
+            )
+            with np.errstate(over="ignore", invalid="ignore"):
+                lines.append(
+                    {
+                        "positions": samples.positions,
+                        "train_mean": samples.train.astype(np.float64).mean(0),
+                        "val_mean": samples.val.astype(np.float64).mean(0),
+                        "direction_mean": samples.direction.astype(np.float64).mean(0),
+                        "grad_norm": norm,
+                        "s_update": s_upd,
+                    }
+                )
+        self.store.write_position(t // self.every, t, lines)
+        self._done[t // self.every] = True
 
 
 def _check_replay(trainer: Trainer, expected: dict, step: int) -> None:

@@ -201,3 +201,39 @@ def test_same_config_and_seed_give_identical_stores(tiny_config: Path, tmp_path:
     for name in ("a", "b"):
         run_all(RunDir.prepare(tmp_path / name, load_config(path=tiny_config)))
     _assert_same_store(tmp_path / "a", tmp_path / "b")
+
+
+def test_noisy_directions_and_eval_metrics(tiny_config: Path, tmp_path: Path) -> None:
+    """Fig. 8 lines from θ_t along other batches' gradients; eval metrics at checkpoints."""
+    import json
+
+    from steplines.store.directions import DirectionStore
+
+    cfg = load_config(
+        path=tiny_config, overrides={"measure.noisy_every": 4, "measure.noisy_directions": 3}
+    )
+    run = RunDir.prepare(tmp_path / "run", cfg)
+    run_all(run)
+    d = DirectionStore.open(run.path / "directions.zarr").read()
+    assert d["steps"].tolist() == [0, 4, 8]
+    assert d["train_mean"].shape[:2] == (3, 3)
+    main = LineStore.open(run.lines_path).read_summary()
+    for p, t in enumerate(d["steps"]):
+        for j in range(3):
+            pos = d["positions"][p, j]
+            k = int(np.isfinite(pos).sum())
+            z = int(np.flatnonzero(pos[:k] == 0.0)[0])
+            # same θ_t and the same full batch as line t: equal full-batch loss at s = 0
+            assert np.isclose(
+                d["train_mean"][p, j, z], main["train_mean"][t, main["zero_index"][t]]
+            )
+            # along −g_j the batch-j line falls with slope −‖g_j‖ at 0
+            lb = d["direction_mean"][p, j, :k]
+            slope = (lb[z + 1] - lb[z]) / (pos[z + 1] - pos[z])
+            assert slope < 0 and abs(slope + d["grad_norm"][p, j]) < 0.3 * d["grad_norm"][p, j]
+        # different batches give different directions and lines
+        assert not np.allclose(d["direction_mean"][p, 0], d["direction_mean"][p, 1], equal_nan=True)
+    evals = sorted((run.path / "trajectory").glob("eval_*.json"))
+    steps = [json.loads(f.read_text())["step"] for f in evals]
+    assert steps == [0, 4, 8, 10]
+    assert 0 <= json.loads(evals[-1].read_text())["val_accuracy"] <= 1

@@ -119,7 +119,7 @@ def test_report_references_every_png_and_they_exist(built: Path) -> None:
         assert (built / s).is_file()
     assert {p.stem for p in (built / "figures").glob("*.pdf")} == {Path(s).stem for s in srcs}
     assert "Analysis mode: <b>corrected</b>" in html
-    assert "holds no accuracy" in html
+    assert "accuracy in eval mode at every checkpoint" in html
 
 
 def test_core_table_holds_the_summary_numbers(built: Path) -> None:

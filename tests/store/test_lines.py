@@ -426,6 +426,6 @@ def test_nbytes_and_attrs_are_json(tmp_path: Path) -> None:
 
 
 def test_docs_list_every_array() -> None:
-    doc = (REPO / "docs" / "store.md").read_text()
+    doc = (REPO / "docs" / "store.md").read_text().split("## `directions.zarr`")[0]
     names = set(re.findall(r"^\| `(\w+)`", doc, flags=re.MULTILINE))
     assert names == {spec.name for spec in ARRAYS}

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
+from steplines.analysis.directions import write_direction_distances
 from steplines.analysis.lines import SummaryLines, load_summary
 from steplines.analysis.shape import (
     consecutive_distances,
@@ -334,6 +335,18 @@ def analyze_run(
     bs_table.to_csv(paths["batch_size"], index=False)
     summary["batch_size"] = _batch_size_summary(bs_table, store.n_direction, mode, smoothing)
     summary["batch_size"]["batch_sizes"] = sizes
+
+    noisy = write_direction_distances(run_dir, window, mode)
+    if noisy is not None:
+        med = noisy["median"][np.isfinite(noisy["median"])]
+        summary["noisy_directions"] = {
+            "positions": int(noisy["steps"].size),
+            "directions": int(noisy["matrices"].shape[1]),
+            "median": float(np.median(med)) if med.size else None,
+            "median_per_position": [float(m) if np.isfinite(m) else None for m in noisy["median"]],
+            "steps": [int(t) for t in noisy["steps"]],
+        }
+        paths["directions"] = run_dir / "analysis" / "directions.npz"
 
     paths["summary"] = out_dir / "summary.json"
     paths["summary"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")

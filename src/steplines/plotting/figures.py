@@ -171,8 +171,9 @@ def plot_training(
     val_l0: np.ndarray | None = None,
     batch_loss: np.ndarray | None = None,
     smoothing: int = 25,
+    evals: pd.DataFrame | None = None,
 ) -> Figure:
-    """Fig. 1 (loss part): losses at θ_t over training, from the line store.
+    """Fig. 1: losses at θ_t over training, and eval-mode accuracy at the checkpoints.
 
     Args:
         lines: int ``[T]`` step indices.
@@ -181,13 +182,24 @@ def plot_training(
         batch_loss: ``[T]`` loss of the direction batch at θ_t (optional; drawn faint with its
             moving average).
         smoothing: Moving-average length for the batch loss.
+        evals: eval-mode metrics at the checkpoints (columns ``step``, ``train_loss``,
+            ``train_accuracy``, ``val_loss``, ``val_accuracy``; ``trajectory/eval_*.json``).
 
     Returns:
-        One panel, log y-axis. The store holds no accuracy, so the paper's accuracy panels
-        are not drawn.
+        Losses (log y) and, with ``evals``, a second panel with training and validation
+        accuracy (eval mode, running BatchNorm statistics).
     """
-    fig = _figure(1, 1, width=6.4, height=3.6)
+    has_acc = evals is not None and len(evals) > 0
+    fig = _figure(1, 2 if has_acc else 1, width=6.4, height=3.6)
     ax = _axes(fig)[0]
+    if has_acc:
+        acc = _axes(fig)[1]
+        acc.plot(evals.step, evals.train_accuracy, "o-", color="red", ms=3, label="training")
+        acc.plot(evals.step, evals.val_accuracy, "o-", color="tab:blue", ms=3, label="validation")
+        acc.set_xlabel("training step t")
+        acc.set_ylabel("accuracy (eval mode)")
+        acc.set_title("accuracy at the checkpoints")
+        acc.legend(fontsize=8)
     lines = np.asarray(lines)
     if batch_loss is not None and np.isfinite(batch_loss).any():
         ax.plot(lines, batch_loss, color="0.7", lw=0.6, label="mini-batch loss (direction batch)")

@@ -38,6 +38,7 @@ from steplines.plotting import (
     save_figure,
     strategy_label,
 )
+from steplines.plotting.directions import plot_direction_matrices
 from steplines.report.paper import match_preset, paper_values
 from steplines.report.templates import COMPARE_TEMPLATE, RUN_TEMPLATE
 from steplines.store import LineStore
@@ -453,6 +454,24 @@ class _Fig:
     draw: Callable[[], Figure]
 
 
+def _evals(run_dir: Path) -> pd.DataFrame | None:
+    """Eval-mode metrics at the checkpoints (``trajectory/eval_*.json``), or None."""
+    rows = [_read_json(p) for p in sorted((run_dir / "trajectory").glob("eval_*.json"))]
+    rows = [r for r in rows if "val_accuracy" in r]
+    return pd.DataFrame(rows).sort_values("step") if rows else None
+
+
+def _acc_text(run_dir: Path) -> str:
+    ev = _evals(run_dir)
+    if ev is None:
+        return ""
+    last = ev.iloc[-1]
+    return (
+        f"; ours at step {int(last.step)}: training accuracy {last.train_accuracy:.3f}, "
+        f"validation accuracy {last.val_accuracy:.3f}"
+    )
+
+
 def _figures(run: RunData, mode: str) -> list[_Fig]:
     s = run.summary
     d = run.derivatives.sort_values("line")
@@ -480,7 +499,11 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
             ok = z >= 0
             t, z = done[ok], z[ok]
             return plot_training(
-                t, sm["train_mean"][t, z], sm["val_mean"][t, z], sm["batch_loss"][t]
+                t,
+                sm["train_mean"][t, z],
+                sm["val_mean"][t, z],
+                sm["batch_loss"][t],
+                evals=_evals(run.path),
             )
 
         figs.append(
@@ -488,8 +511,10 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
                 "training",
                 "Fig. 1 — training curves",
                 "Full-batch training loss l(0), validation loss at s = 0 and the direction "
-                "batch's loss at every measured line. The paper's Fig. 1 also shows accuracy; "
-                "the line store holds no accuracy, so only losses are drawn. Ours: l(0) from "
+                "batch's loss at every measured line; right: training and validation accuracy "
+                "in eval mode at every checkpoint (when the trajectory recorded them). Paper "
+                "(ResNet-20, λ = 0.1): training and validation accuracy rise steadily over the "
+                f"10,000 steps{_acc_text(run.path)}. Ours: l(0) from "
                 f"{_f(d.l0.iloc[0])} (line {lines[0]}) to {_f(d.l0.iloc[-1])} "
                 f"(line {lines[-1]}).",
                 draw_training,
@@ -532,6 +557,26 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
             ),
         )
     )
+    noisy = s.get("noisy_directions")
+    if noisy and (run.path / "analysis" / "directions.npz").exists():
+
+        def draw_noisy() -> Figure:
+            with np.load(run.path / "analysis" / "directions.npz") as z:
+                return plot_direction_matrices({k: z[k] for k in z.files})
+
+        figs.append(
+            _Fig(
+                "directions",
+                "Fig. 8 — lines along noisy directions",
+                f"At {noisy['positions']} steps, {noisy['directions']} lines from the same "
+                "parameters along the gradients of different mini-batches: MAE between their "
+                "min-shifted full-batch lines, and its median over training. Paper (ResNet-20, "
+                "31 directions at 100 positions): the distances are low, so the line shape "
+                "hardly depends on the mini-batch. Ours: median "
+                f"{_f(noisy.get('median'))} (later SGD lines: {_f(dist.get('later_median'))}).",
+                draw_noisy,
+            )
+        )
     figs.append(
         _Fig(
             "fits",

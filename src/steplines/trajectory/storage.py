@@ -5,6 +5,7 @@ Layout of ``RUN/trajectory/``::
     checkpoint_0000000.pt    state at step 0 (model, optimizer, scheduler)
     steps_0000000.npz        records of steps [0, C)
     checkpoint_0000100.pt    state at step C, written after the records of [0, C)
+    eval_0000100.json        eval-mode loss/accuracy (train and validation) at step C
     ...
     diverged.json            present when training stopped on a non-finite loss
 
@@ -100,6 +101,12 @@ class TrajectoryDir:
                 break
             done = end
         return done
+
+    def save_eval(self, t: int, metrics: dict[str, float]) -> None:
+        """Write eval-mode metrics of the state at step t (``eval_<t>.json``; no torch to read)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"step": t, **metrics}).encode()
+        _atomic_write(self.path / f"eval_{t:07d}.json", lambda f: f.write(payload))
 
     def save_divergence(self, step: int, message: str) -> None:
         """Record that training stopped at ``step``."""
