@@ -21,6 +21,7 @@ batch_size = 64
 lr = 1.0
 steps = {steps}
 checkpoint_every = 4
+cpu_threads = 1
 
 [measure]
 grid = "paper"
