@@ -85,6 +85,9 @@ def storm(
         procs = start()
         time.sleep(rng.uniform(*window))
         targets = victims(procs)
+        while not targets and any(p.poll() is None for p in procs):
+            time.sleep(0.2)  # e.g. Ray still starting: wait for a worker to strike
+            targets = victims(procs)
         if not targets:  # the work finished before we struck: the storm is over
             for p in procs:
                 p.wait()
@@ -113,6 +116,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=20, help="kills per storm")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ray", action="store_true", help="also storm Ray workers")
+    ap.add_argument("--only-ray", action="store_true", help="storm Ray workers only")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="steplines-storm-"))
@@ -123,10 +127,14 @@ def main() -> None:
     results = []
 
     run = root / "run"
+    if args.only_ray:
+        args.ray, args.kills_local = True, 0
+    else:
+        args.kills_local = args.kills
     n = storm(
         lambda: [cli("run", "--config", str(cfg), "--out", str(run), "--quiet", "--no-report")],
         rng,
-        args.kills,
+        args.kills_local,
         (0.3, 4.0),
         _alive,
     )
@@ -138,7 +146,7 @@ def main() -> None:
     n = storm(
         lambda: [cli("measure", str(shards), "--shard", f"{i}/2", "--quiet") for i in range(2)],
         rng,
-        args.kills,
+        args.kills_local,
         (0.3, 4.0),
         _alive,
     )
