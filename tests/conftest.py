@@ -56,3 +56,10 @@ def steplines(
     if check and out.returncode != 0:
         raise AssertionError(f"steplines {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
     return out
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """The line stores of run directories ``a`` and ``b`` are identical, array by array."""
+    from steplines.store import differing_arrays
+
+    assert differing_arrays(a / "lines.zarr", b / "lines.zarr") == []

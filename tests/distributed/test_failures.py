@@ -16,8 +16,8 @@ import pytest
 
 from steplines.store import LineStore
 
-from conftest import steplines
-from test_scale_out import assert_same_store, reference_run  # noqa: F401 - fixture
+from conftest import assert_same_store, steplines
+from test_scale_out import reference_run  # noqa: F401 - fixture
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

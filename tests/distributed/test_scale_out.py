@@ -8,32 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import zarr
 
-from conftest import TINY, steplines
-
-ARRAYS = (
-    "positions",
-    "train_losses",
-    "val_losses",
-    "direction_losses",
-    "train_indices",
-    "direction_indices",
-    "train_mean",
-    "s_update",
-    "update_norm",
-    "done",
-    "checksum",
-)
-
-
-def assert_same_store(a: Path, b: Path) -> None:
-    ga = zarr.open_group(str(a / "lines.zarr"), mode="r")
-    gb = zarr.open_group(str(b / "lines.zarr"), mode="r")
-    for name in ARRAYS:
-        np.testing.assert_array_equal(ga[name][...], gb[name][...], err_msg=name)
+from conftest import TINY, assert_same_store, steplines
 
 
 @pytest.fixture(scope="module")
@@ -73,27 +50,24 @@ def test_two_shards_equal_in_process(reference_run: tuple[Path, Path], tmp_path:
 
 
 def test_overlapping_writers_are_refused(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
-    cfg, _ = reference_run
+    """A writer holding segment 0 (this test process) blocks overlapping writers only."""
+    from steplines.locks import segment_locks
+
+    cfg, ref = reference_run
     run = tmp_path / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "steplines.cli", "measure", str(run), "--shard", "0/2", "--quiet"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        lock = run / "locks" / "segment_0000000.lock"
-        for _ in range(200):  # wait until the first writer holds its lock
-            if lock.exists() and lock.read_text().strip() == str(first.pid):
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
-        res = steplines("measure", str(run), "--quiet")  # overlaps shard 0/2
-        assert res.returncode == 2 and "being written by another process" in res.stderr
-        assert f"pid {first.pid}" in res.stderr and "Traceback" not in res.stderr
-        disjoint = steplines("measure", str(run), "--shard", "1/2", "--quiet")
+    with segment_locks(run, [0, 8]):  # what `measure --shard 0/2` holds: segments 0 and 2
+        for args in (["measure", str(run)], ["measure", str(run), "--shard", "0/3"]):
+            res = steplines(*args, "--quiet")
+            assert res.returncode == 2 and "being written by another process" in res.stderr
+            assert f"pid {os.getpid()}" in res.stderr and "Traceback" not in res.stderr
+        disjoint = steplines("measure", str(run), "--shard", "1/2", "--quiet")  # segment 1
         assert disjoint.returncode == 0, disjoint.stderr
-    finally:
-        assert first.wait(timeout=300) == 0
+        assert "4/10 lines done" in disjoint.stdout
+        train = steplines("run", "--config", str(cfg), "--out", str(run), "--quiet")
+        assert train.returncode == 2 and "being written by another process" in train.stderr
+    steplines("measure", str(run), "--quiet", check=True)  # released: the rest is measured
+    assert_same_store(ref, run)
 
 
 def test_verify_detects_corruption_and_redo_repairs(

@@ -22,34 +22,7 @@ from steplines.rundir import RunDir
 from steplines.store import LineStore
 from steplines.trajectory.loop import Trainer
 
-from conftest import steplines
-
-ARRAYS = (
-    "positions",
-    "train_losses",
-    "val_losses",
-    "direction_losses",
-    "train_indices",
-    "direction_indices",
-    "train_mean",
-    "s_update",
-    "update_norm",
-    "done",
-    "checksum",
-)
-
-
-def _read_all(path: Path) -> dict[str, np.ndarray]:
-    import zarr
-
-    g = zarr.open_group(str(path / "lines.zarr"), mode="r")
-    return {name: g[name][...] for name in ARRAYS}
-
-
-def _assert_same_store(a: Path, b: Path) -> None:
-    x, y = _read_all(a), _read_all(b)
-    for name in ARRAYS:
-        np.testing.assert_array_equal(x[name], y[name], err_msg=name)  # NaN == NaN here
+from conftest import assert_same_store, steplines
 
 
 def test_run_measures_every_line_consistently(tiny_config: Path, tmp_path: Path) -> None:
@@ -194,13 +167,13 @@ def test_resume_after_sigkill_gives_identical_store(tiny_config: Path, tmp_path:
     res = steplines("run", "--config", str(tiny_config), "--out", str(out), "--quiet", check=True)
     assert "10/10 lines done" in res.stdout
     assert kills >= 2, "the run finished before it could be killed; lengthen it"
-    _assert_same_store(ref, out)
+    assert_same_store(ref, out)
 
 
 def test_same_config_and_seed_give_identical_stores(tiny_config: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         run_all(RunDir.prepare(tmp_path / name, load_config(path=tiny_config)))
-    _assert_same_store(tmp_path / "a", tmp_path / "b")
+    assert_same_store(tmp_path / "a", tmp_path / "b")
 
 
 def test_noisy_directions_and_eval_metrics(tiny_config: Path, tmp_path: Path) -> None:

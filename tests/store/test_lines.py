@@ -429,3 +429,16 @@ def test_docs_list_every_array() -> None:
     doc = (REPO / "docs" / "store.md").read_text().split("## `directions.zarr`")[0]
     names = set(re.findall(r"^\| `(\w+)`", doc, flags=re.MULTILINE))
     assert names == {spec.name for spec in ARRAYS}
+
+
+def test_differing_arrays_names_what_differs(tmp_path: Path) -> None:
+    from steplines.store import differing_arrays
+
+    stores = [new_store(tmp_path / name) for name in ("a", "b")]
+    for s in stores:
+        s.write_line(1, make_record(1, K))
+    a, b = (tmp_path / name / "lines.zarr" for name in ("a", "b"))
+    assert differing_arrays(a, b) == []
+    stores[1].write_line(2, make_record(2, 3))
+    diff = differing_arrays(a, b)
+    assert "train_losses" in diff and "done" in diff and "val_indices" not in diff

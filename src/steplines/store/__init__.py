@@ -1,6 +1,12 @@
 """Storage of line measurements (``lines.zarr``); never imports torch."""
 
-from steplines.store.lines import LineCorruptError, LineNotDoneError, LineRecord, LineStore
+from steplines.store.lines import (
+    LineCorruptError,
+    LineNotDoneError,
+    LineRecord,
+    LineStore,
+    differing_arrays,
+)
 from steplines.store.schema import ARRAYS, SCHEMA_VERSION, ArraySpec
 
 __all__ = [
@@ -11,4 +17,5 @@ __all__ = [
     "LineNotDoneError",
     "LineRecord",
     "LineStore",
+    "differing_arrays",
 ]

@@ -550,3 +550,17 @@ class LineStore:
             f"LineStore({str(self._path)!r}, T={self.n_lines}, N={self.n_train}, "
             f"M={self.n_val}, B={self.n_direction}, K={self.n_positions}, done={n_done})"
         )
+
+
+def differing_arrays(a: Path, b: Path) -> list[str]:
+    """Names of the arrays (of :data:`ARRAYS`) whose contents differ between two line stores.
+
+    NaN equals NaN. Used to check that resumed, sharded or distributed measurements wrote
+    exactly the store of an uninterrupted run.
+    """
+    ga, gb = (zarr.open_group(str(p), mode="r") for p in (a, b))
+    return [
+        spec.name
+        for spec in ARRAYS
+        if not np.array_equal(ga[spec.name][...], gb[spec.name][...], equal_nan=True)
+    ]
