@@ -62,58 +62,34 @@ def test_least_squares_lines_are_exact_parabolas(engine: str, grid: str) -> None
     assert 0.3 in line.positions and 0.0 in line.positions
 
 
-def test_enlargement_follows_a_far_minimum_and_stops() -> None:
-    """Minimum of every mean line at s* = 1.3: passes grow until it is inside."""
+def minimum_at(s_star: float):
+    """Least squares whose every per-sample loss is minimal at s = s_star along d."""
     model, x, _, theta, direction, batches = least_squares(n=24)
-    # choose targets so that every sample's loss is minimal at s = 1.3 along d
     with torch.no_grad():
         xd = (x @ direction[0].T).squeeze(-1)
-        y2 = (x @ theta[0].T).squeeze(-1) + 1.3 * xd
+        y2 = (x @ theta[0].T).squeeze(-1) + s_star * xd
     batches = [EvalBatch(b.x, y2[i * 8 : (i + 1) * 8], 0) for i, b in enumerate(batches)]
     evaluate = FastEvaluator(model, LinePolicy(), squared_error)
-    line = measure_line(
-        evaluate,
-        theta,
-        direction,
-        [],
-        0.1,
-        batches[:1],
-        batches[1:2],
-        batches[2],
-        GridSpec("symmetric", 0.5, 0.1, max_passes=5),
-    )
+
+    def measure(spec: GridSpec):
+        return measure_line(
+            evaluate, theta, direction, [], 0.1, batches[:1], batches[1:2], batches[2], spec
+        )
+
+    return measure
+
+
+def test_enlargement_follows_a_far_minimum_and_stops() -> None:
+    """Minimum of every mean line at s* = 1.3: passes grow until it is inside."""
+    measure = minimum_at(1.3)
+    line = measure(GridSpec("symmetric", 0.5, 0.1, max_passes=5))
     assert line.n_passes == 3  # [-0.5, 0.5] → [-1, 1] → [-1.5, 1.5] contains 1.3
     assert np.isclose(line.positions[np.argmin(line.train.mean(0))], 1.3)
     assert np.all(np.diff(line.positions) > 0)
-    capped = measure_line(
-        evaluate,
-        theta,
-        direction,
-        [],
-        0.1,
-        batches[:1],
-        batches[1:2],
-        batches[2],
-        GridSpec("symmetric", 0.5, 0.1, max_passes=2),
-    )
+    capped = measure(GridSpec("symmetric", 0.5, 0.1, max_passes=2))
     assert capped.n_passes == 2 and capped.positions.max() == pytest.approx(1.0)
 
 
 def test_no_enlargement_when_minimum_inside() -> None:
-    model, x, _, theta, direction, batches = least_squares(n=24)
-    with torch.no_grad():
-        xd = (x @ direction[0].T).squeeze(-1)
-        y2 = (x @ theta[0].T).squeeze(-1) + 0.2 * xd
-    batches = [EvalBatch(b.x, y2[i * 8 : (i + 1) * 8], 0) for i, b in enumerate(batches)]
-    line = measure_line(
-        FastEvaluator(model, LinePolicy(), squared_error),
-        theta,
-        direction,
-        [],
-        0.1,
-        batches[:1],
-        batches[1:2],
-        batches[2],
-        GridSpec("paper", 0.5, 0.05),
-    )
+    line = minimum_at(0.2)(GridSpec("paper", 0.5, 0.05))
     assert line.n_passes == 1
