@@ -20,13 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from .config import RunConfig
+from .config import MeasureConfig, RunConfig
 from .engine.evaluators import (
     EvalBatch,
     FastEvaluator,
     LinePolicy,
+    LossFn,
     reference_losses,
     trainable_parameters,
 )
@@ -255,17 +257,64 @@ def open_or_create_direction_store(run: RunDir) -> DirectionStore:
     )
 
 
-def make_evaluator(cfg: RunConfig, trainer: Trainer, problem: Problem):
-    """The engine the configuration selects, bound to the trainer's model."""
-    policy = LinePolicy(cfg.measure.batchnorm, cfg.measure.dropout)
-    if cfg.measure.engine == "reference":
-        return functools.partial(
-            reference_losses, trainer.model, policy=policy, loss_fn=problem.loss_fn
+def make_evaluator(
+    m: MeasureConfig, model: nn.Module, loss_fn: LossFn, device: torch.device, batch_size: int
+) -> Evaluate:
+    """The engine ``m.engine`` selects, bound to (a private copy of) ``model``."""
+    policy = LinePolicy(m.batchnorm, m.dropout)
+    if m.engine == "reference":
+        return functools.partial(reference_losses, model, policy=policy, loss_fn=loss_fn)
+    per_call = m.max_eval_batch or (4096 if device.type == "cuda" else batch_size)
+    return FastEvaluator(model, policy, loss_fn, per_call)
+
+
+class LineMeasurer:
+    """Measures one line from its anchor and batches and packs it as a store record.
+
+    The one path from an anchor to a :class:`~steplines.store.LineRecord`, shared by the segment
+    loop of :func:`measure_lines` and by :class:`steplines.probe.LineProbe`, so that both write
+    identical lines.
+
+    Args:
+        m: the measurement configuration (grid, engine, policies).
+        model: the network; the engine works on a private copy and never changes it.
+        loss_fn: per-sample loss.
+        device: where to measure.
+        batch_size: B, the BatchNorm evaluation batch size.
+    """
+
+    def __init__(
+        self,
+        m: MeasureConfig,
+        model: nn.Module,
+        loss_fn: LossFn,
+        device: torch.device,
+        batch_size: int,
+    ) -> None:
+        self.spec = GridSpec(m.grid, m.interval, m.resolution, m.max_passes)
+        self.evaluate = make_evaluator(m, model, loss_fn, device, batch_size)
+
+    def __call__(
+        self,
+        anchor: LineAnchor,
+        train: list[EvalBatch],
+        val: list[EvalBatch],
+        direction: EvalBatch,
+        train_rows: np.ndarray,
+    ) -> LineRecord:
+        """Measure line ``anchor.t`` on the given batches; return its store record."""
+        samples = measure_line(
+            self.evaluate,
+            anchor.theta,
+            anchor.direction,
+            anchor.buffers,
+            anchor.record.s_update,
+            train,
+            val,
+            direction,
+            self.spec,
         )
-    per_call = cfg.measure.max_eval_batch or (
-        4096 if trainer.device.type == "cuda" else problem.batch_size
-    )
-    return FastEvaluator(trainer.model, policy, problem.loss_fn, per_call)
+        return _line_record(samples, anchor, train_rows)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -359,11 +408,8 @@ def _measure_segments(
     cfg, traj = run.config, run.trajectory
     dtype = _dtype(cfg)
     batches = LineBatches(problem, cfg, device, dtype)
-    spec = GridSpec(
-        cfg.measure.grid, cfg.measure.interval, cfg.measure.resolution, cfg.measure.max_passes
-    )
     trainer = Trainer(problem, cfg.train, device, dtype)
-    evaluate = make_evaluator(cfg, trainer, problem)
+    measurer = LineMeasurer(cfg.measure, trainer.model, problem.loss_fn, device, problem.batch_size)
     noisy = NoisyDirections(run, problem, trainer) if cfg.measure.noisy_every else None
     total = sum(int((~done[c : min(e, recorded)]).sum()) for c, e in todo)
     bar = _progress(total, "measure", progress)
@@ -387,21 +433,10 @@ def _measure_segments(
                 continue
             train, val, direction, rows = batches.batches(t, rec)
             if noisy_due:
-                noisy.measure(t, anchor, train, val, evaluate, spec, batches)
+                noisy.measure(t, anchor, train, val, measurer.evaluate, measurer.spec, batches)
             if done[t]:
                 continue
-            samples = measure_line(
-                evaluate,
-                anchor.theta,
-                anchor.direction,
-                anchor.buffers,
-                rec.s_update,
-                train,
-                val,
-                direction,
-                spec,
-            )
-            store.write_line(t, _line_record(samples, anchor, rows))
+            store.write_line(t, measurer(anchor, train, val, direction, rows))
             measured += 1
             bar.update()
         if traj.checkpoint_path(end).exists():
