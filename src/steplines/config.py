@@ -45,6 +45,10 @@ class ProblemConfig(_Section):
     ``train_size``/``val_size`` default per data set: digits 1280/517 (fixed seeded split of the
     1,797 images), CIFAR-10 4000/1000 (the paper's 8 % subset, SPEC §1.1), Fashion-MNIST
     4800/1200 (8 % and 2 % of its 60,000 training images, the same protocol).
+
+    ``factory``: ``"module:function"`` or ``"path/to/file.py:function"``, a user's function
+    that takes no arguments and returns a :class:`steplines.Problem` (data, model, per-sample
+    loss, batch size); the other fields of this table are then not used.
     """
 
     dataset: Literal["digits", "cifar10", "fashion-mnist"] = "digits"
@@ -56,6 +60,7 @@ class ProblemConfig(_Section):
     batch_size: int = Field(default=128, gt=0)
     augment: bool = True
     split_seed: int = 42
+    factory: str | None = None
 
     @field_validator("model")
     @classmethod
@@ -149,12 +154,35 @@ class MeasureConfig(_Section):
         return self
 
 
+class ProbeConfig(_Section):
+    """Written by :class:`steplines.probe.LineProbe`: the lines come from a user's own loop.
+
+    There is no trajectory (``steplines measure``/replay do not apply); ``[train]`` holds what
+    the probe read off the optimizer at its creation (lr, momentum, weight decay of group 0).
+
+    Attributes:
+        model: class name of the user's model.
+        optimizer: class name of the user's optimizer ("" when none was given).
+        schedule: which steps get a line (``all``, ``every:K``, ``log:N`` or ``steps:...``).
+        data: name of the user's data set.
+    """
+
+    model: str
+    optimizer: str = ""
+    schedule: str = "all"
+    data: str = "user"
+
+
 class RunConfig(_Section):
-    """A whole run: ``[problem]``, ``[train]`` and ``[measure]`` tables of the TOML file."""
+    """A whole run: ``[problem]``, ``[train]`` and ``[measure]`` tables of the TOML file.
+
+    ``[probe]`` is present only in run directories written by a user's loop (LineProbe).
+    """
 
     problem: ProblemConfig = Field(default_factory=ProblemConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    probe: ProbeConfig | None = None
 
     def to_toml(self) -> str:
         """Return the resolved configuration as TOML (None values are left out)."""

@@ -36,7 +36,7 @@ from .engine.line import Evaluate, GridSpec, LineSamples, measure_line
 from .engine.positions import max_positions
 from .errors import ConfigError, DivergenceError, ReplayMismatchError, RunDirError
 from .locks import segment_locks, train_lock
-from .problems.problem import Problem, make_problem
+from .problems.problem import Problem, make_problem, to_device
 from .rundir import RunDir, resolve_device
 from .seeding import derive_seed
 from .store import LineRecord, LineStore
@@ -147,7 +147,7 @@ class LineBatches:
         self._fixed_train: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def to_device(self, xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return xy[0].to(self.device, self.dtype), xy[1].to(self.device)
+        return to_device(xy[0], self.device, self.dtype), xy[1].to(self.device)
 
     @property
     def n_train(self) -> int:
@@ -167,6 +167,12 @@ class LineBatches:
         self, t: int, record: StepRecord
     ) -> tuple[list[EvalBatch], list[EvalBatch], EvalBatch, np.ndarray]:
         """``(train, val, direction, train_rows)`` evaluation batches of line t."""
+        train, val, rows = self.full_and_val(t)
+        x, y = self.to_device(self.problem.train_batch(record.rows, record.aug_seed))
+        return train, val, EvalBatch(x, y, record.dropout_seed), rows
+
+    def full_and_val(self, t: int) -> tuple[list[EvalBatch], list[EvalBatch], np.ndarray]:
+        """``(train, val, train_rows)``: the full-batch and validation batches of line t."""
         seed = self.cfg.train.seed
         rows = self.train_rows(t)
         if self.cfg.measure.full_batch == "fixed":
@@ -190,9 +196,7 @@ class LineBatches:
             EvalBatch(x, y, derive_seed(seed, "dropout_eval", t, 1, i))
             for i, (x, y) in enumerate(self._val_data)
         ]
-        x, y = self.to_device(self.problem.train_batch(record.rows, record.aug_seed))
-        direction = EvalBatch(x, y, record.dropout_seed)
-        return train, val, direction, np.concatenate(rows)
+        return train, val, np.concatenate(rows)
 
 
 def _line_record(samples: LineSamples, anchor: LineAnchor, train_rows: np.ndarray) -> LineRecord:
@@ -375,6 +379,11 @@ def measure_lines(
     steps, every = cfg.train.steps, cfg.train.checkpoint_every
     recorded = traj.recorded_steps(steps, every)
     run.use_cpu_threads(device)
+    if cfg.probe is not None:
+        raise RunDirError(
+            f"{run.path} was written by LineProbe in a training loop and has no trajectory to "
+            "measure from; rerun that loop to fill its missing lines"
+        )
     if recorded == 0 or not run.lines_path.exists():
         raise RunDirError(f"{run.path} has no recorded trajectory; run `steplines train` first")
     all_segments = traj.segments(steps, every)
@@ -555,15 +564,20 @@ def _check_replay(trainer: Trainer, expected: dict, step: int) -> None:
             )
 
 
-def run_all(run: RunDir, progress: bool = False) -> tuple[int, int]:
+def run_all(run: RunDir, progress: bool = False, problem: Problem | None = None) -> tuple[int, int]:
     """Train and measure a run (resuming both); return (recorded steps, lines measured now).
+
+    Args:
+        run: the run directory.
+        progress: show progress bars.
+        problem: the run's problem if already built (else built from ``run.config``).
 
     Raises:
         DivergenceError: after measuring every line before the divergence.
     """
     device = resolve_device(run.config.measure.device)
-    run.write_provenance(device)
-    problem = make_problem(run.config.problem)
+    problem = problem if problem is not None else make_problem(run.config.problem)
+    run.write_provenance(device, problem.source)
     try:
         record_trajectory(run, problem, device, progress)
     except DivergenceError:

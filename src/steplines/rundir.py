@@ -122,11 +122,16 @@ class RunDir:
         if device.type == "cpu":
             torch.set_num_threads(self.cpu_threads())
 
-    def write_provenance(self, device: torch.device) -> None:
-        """Write ``provenance.json`` (once per session; earlier sessions are kept in a list)."""
+    def write_provenance(self, device: torch.device, problem_source: dict | None = None) -> None:
+        """Write ``provenance.json`` (once per session; earlier sessions are kept in a list).
+
+        ``problem_source``: for a user's problem, its spec, file and the file's sha256.
+        """
         p = self.path / "provenance.json"
         seeds = {"run": self.config.train.seed, "split": self.config.problem.split_seed}
         record = collect_provenance(device, seeds, SCHEMA_VERSION)
+        if problem_source:
+            record["problem_source"] = problem_source
         sessions = json.loads(p.read_text()).get("sessions", []) if p.exists() else []
         record["sessions"] = [
             *sessions,

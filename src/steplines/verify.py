@@ -85,7 +85,7 @@ def verify_run(run: RunDir, replay: bool = True) -> VerifyReport:
         if problem:
             report.corrupt[int(t)] = problem
     report.missing = [t for t in range(recorded) if not done[t]]
-    if replay:
+    if replay and cfg.probe is None:  # a LineProbe run has no trajectory to replay
         report.replay_error = _replay_trajectory(run, recorded)
     return report
 

@@ -31,6 +31,13 @@ def _config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="TOML file with [problem], [train], [measure] tables",
         ),
+        click.option(
+            "--problem",
+            type=str,
+            default=None,
+            help="your own problem: module:function or path/to/file.py:function returning a "
+            "steplines.Problem (overrides the data set and model)",
+        ),
         click.option("--data-dir", type=str, default=None, help="where the data set lives"),
         click.option(
             "--download",
@@ -50,6 +57,7 @@ def _config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _resolve(
     preset: str | None,
     config_file: Path | None,
+    problem: str | None,
     data_dir: str | None,
     download: bool,
     steps: int | None,
@@ -57,6 +65,8 @@ def _resolve(
     engine: str | None,
 ) -> RunConfig:
     overrides: dict[str, Any] = {}
+    if problem is not None:
+        overrides["problem.factory"] = problem
     if data_dir is not None:
         overrides["problem.data_dir"] = data_dir
     if download:
@@ -89,13 +99,16 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     """Train, measure every line, and write the run directory (resumes an existing one)."""
     from ..errors import DivergenceError
     from ..measure import run_all
+    from ..problems.problem import make_problem
     from ..report import build_report
     from ..rundir import RunDir
 
     cfg = _resolve(**kw)
+    # a user's problem is imported and checked before the run directory is made
+    problem = make_problem(cfg.problem) if cfg.problem.factory else None
     rd = RunDir.prepare(out, cfg)
     try:
-        _, measured = run_all(rd, progress=not quiet)
+        _, measured = run_all(rd, progress=not quiet, problem=problem)
     except DivergenceError:
         if not no_report and rd.lines_path.exists() and _done_count(rd):
             build_report([rd.path])

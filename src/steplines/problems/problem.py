@@ -7,9 +7,15 @@ a trajectory and any line can be rebuilt exactly (DESIGN.md, data flow).
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ProblemConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, SteplinesError
 from . import datasets
 from .data import ImageData
 from .models import make_model
@@ -69,6 +75,47 @@ class Augmentation:
         return self.normalise(out)
 
 
+@dataclass(frozen=True)
+class TensorData:
+    """A user's data set as tensors: ``inputs [N, ...]``, ``targets [N, ...]``.
+
+    Attributes:
+        inputs: model inputs, one row per sample (any dtype; floating inputs follow the run's
+            dtype, integer inputs such as token ids are kept as they are).
+        targets: what ``loss_fn`` compares the model output with, one row per sample.
+        indices: ``int64 [N]`` id of each sample in its source (recorded in the store).
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    indices: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        n = int(self.inputs.shape[0]) if self.inputs.ndim else -1
+        if n < 0 or self.targets.ndim == 0 or int(self.targets.shape[0]) != n:
+            raise ConfigError(
+                f"data: inputs {tuple(self.inputs.shape)} and targets "
+                f"{tuple(self.targets.shape)} must have the same number of rows [N, ...]"
+            )
+        if self.indices.size == 0:
+            object.__setattr__(self, "indices", np.arange(n, dtype=np.int64))
+        elif self.indices.shape != (n,):
+            raise ConfigError(f"data: indices must have shape [{n}], got {self.indices.shape}")
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def rows(self, rows: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Inputs and targets of ``rows`` (positions into this set)."""
+        idx = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.inputs.device)
+        return self.inputs[idx], self.targets[idx.to(self.targets.device)]
+
+
+def to_device(x: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Move ``x`` to ``device``; floating tensors also take ``dtype`` (integer inputs stay)."""
+    return x.to(device, dtype) if x.is_floating_point() else x.to(device)
+
+
 @dataclass
 class Problem:
     """Data, model and per-sample loss of one run.
@@ -76,27 +123,57 @@ class Problem:
     Attributes:
         train: the training set used for the trajectory and the full-batch lines (``N_train``).
         val: the validation set (``M``), evaluated un-augmented.
-        augmentation: crop/flip/normalise policy; training batches are augmented when
-            ``augment`` is True.
+        augmentation: crop/flip/normalise policy for image data (None for tensor data);
+            training batches are augmented when ``augment`` is True.
         model_factory: builds a freshly initialised model (seed the global RNG first).
-        loss_fn: per-sample loss ``(logits [n, classes], targets [n]) → [n]``.
+        loss_fn: per-sample loss ``(output [n, ...], targets [n, ...]) → [n]``.
         batch_size: ``B``, the training and BatchNorm evaluation batch size.
+        source: for a user's problem, where it came from (``spec``, ``file``, ``sha256`` of
+            the file), recorded in ``provenance.json``.
     """
 
     name: str
-    train: ImageData
-    val: ImageData
-    augmentation: Augmentation
+    train: ImageData | TensorData
+    val: ImageData | TensorData
+    augmentation: Augmentation | None
     augment: bool
     model_factory: Callable[[], nn.Module]
     batch_size: int
     loss_fn: LossFn = per_sample_cross_entropy
+    source: dict[str, str] | None = None
+
+    @classmethod
+    def from_tensors(
+        cls,
+        train: tuple[Tensor, Tensor],
+        val: tuple[Tensor, Tensor] | None,
+        model_factory: Callable[[], nn.Module],
+        loss_fn: LossFn,
+        batch_size: int,
+        name: str = "user",
+    ) -> Problem:
+        """A problem on a user's tensors (no augmentation).
+
+        Args:
+            train: ``(inputs [N, ...], targets [N, ...])``, the training set (the full batch).
+            val: the validation set, or None for none (``M = 0``).
+            model_factory: builds a freshly initialised model, e.g. ``lambda: MyNet()``.
+            loss_fn: per-sample loss, ``(output, targets) → [n]`` (``reduction="none"``).
+            batch_size: ``B``, the training and BatchNorm evaluation batch size.
+            name: a name for the data set (stored with the lines).
+        """
+        tr = TensorData(*train)
+        va = TensorData(*val) if val is not None else TensorData(tr.inputs[:0], tr.targets[:0])
+        return cls(name, tr, va, None, False, model_factory, batch_size, loss_fn)
 
     def train_batch(self, rows: np.ndarray, aug_seed: int | None) -> tuple[Tensor, Tensor]:
         """Training samples ``rows`` (positions into ``train``), augmented with ``aug_seed``.
 
         ``aug_seed=None`` (or ``augment=False``) returns them normalised, un-augmented.
         """
+        if isinstance(self.train, TensorData):
+            return self.train.rows(rows)
+        assert self.augmentation is not None
         x = torch.from_numpy(self.train.images[rows])
         y = torch.from_numpy(self.train.labels[rows])
         if aug_seed is None or not self.augment:
@@ -105,8 +182,141 @@ class Problem:
 
     def val_batch(self, rows: np.ndarray) -> tuple[Tensor, Tensor]:
         """Validation samples ``rows``, normalised, never augmented (fixes SPEC §9.14)."""
+        if isinstance(self.val, TensorData):
+            return self.val.rows(rows)
+        assert self.augmentation is not None
         x = torch.from_numpy(self.val.images[rows])
         return self.augmentation.normalise(x), torch.from_numpy(self.val.labels[rows])
+
+
+_RETURN_HINT = (
+    "it must return a steplines.Problem, e.g. Problem.from_tensors((x, y), (x_val, y_val), "
+    "model_factory, per_sample_loss, batch_size) (see examples/custom_module.py)"
+)
+
+
+def check_problem(problem: Any, source: str = "the problem") -> Problem:
+    """Check a user's problem once, cheaply, before anything is trained; return it.
+
+    Builds the model (under a forked RNG, so no random stream moves), runs it on two training
+    rows and checks that ``loss_fn`` returns one finite loss per sample (``[2]``).
+
+    Raises:
+        ConfigError: not a :class:`Problem`, a bad batch size, a model factory that does not
+            build an ``nn.Module``, or a loss without per-sample reduction — in one line that
+            says what to return.
+    """
+    if not isinstance(problem, Problem):
+        raise ConfigError(f"{source} returned {type(problem).__name__}; {_RETURN_HINT}")
+    n = len(problem.train)
+    if not isinstance(problem.batch_size, int) or not 0 < problem.batch_size <= n:
+        raise ConfigError(
+            f"{source}: batch_size {problem.batch_size!r} must be an int in 1..{n} (the "
+            "number of training samples)"
+        )
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = problem.model_factory()
+        except Exception as err:  # a user's factory: report, do not trace back
+            raise ConfigError(f"{source}: model_factory() raised {_describe(err)}") from None
+        if not isinstance(model, nn.Module):
+            raise ConfigError(
+                f"{source}: model_factory() returned {type(model).__name__}; it must return a "
+                "freshly initialised torch.nn.Module"
+            )
+        x, y = problem.train_batch(np.arange(min(2, n)), None)
+        p = next(model.parameters(), None)
+        if p is not None:
+            x, y = to_device(x, p.device, p.dtype), y.to(p.device)
+        with torch.no_grad():
+            try:
+                loss = problem.loss_fn(model(x), y)
+            except Exception as err:
+                raise ConfigError(
+                    f"{source}: the model or loss_fn failed on two training rows: {_describe(err)}"
+                ) from None
+    _check_loss(loss, int(x.shape[0]), source)
+    return problem
+
+
+def _check_loss(loss: Any, n: int, source: str) -> None:
+    """One finite per-sample loss per row, or a one-line :class:`ConfigError`."""
+    shape = tuple(loss.shape) if isinstance(loss, Tensor) else None
+    if shape != (n,) or not loss.is_floating_point():
+        got = f"shape {shape}" if shape is not None else type(loss).__name__
+        raise ConfigError(
+            f"{source}: loss_fn returned {got} for {n} samples; it must return one loss per "
+            f"sample, a float tensor of shape [{n}] (use reduction='none', e.g. "
+            "F.cross_entropy(out, y, reduction='none'))"
+        )
+
+
+def _describe(err: BaseException) -> str:
+    """``Type: message (file:line)`` of the innermost frame, for one-line reports."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" ({Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno})" if tb else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
+def load_problem_factory(spec: str) -> Problem:
+    """Import ``module:function`` or ``path/to/file.py:function`` and build its problem.
+
+    The function takes no arguments and returns a :class:`Problem`; a module name is looked up
+    on ``sys.path`` with the current directory first (as ``python -m`` does).
+
+    Raises:
+        ConfigError: a malformed spec, an import failure, a missing or non-callable function,
+            a wrong signature or a wrong return value (:func:`check_problem`) — one line each.
+    """
+    where = f"--problem {spec!r}"
+    mod_name, sep, fn_name = spec.rpartition(":")
+    if not sep or not mod_name or not fn_name:
+        raise ConfigError(f"{where}: give module:function or path/to/file.py:function")
+    try:
+        if mod_name.endswith(".py") or "/" in mod_name:
+            path = Path(mod_name).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{where}: file {path} not found; check the path")
+            mspec = importlib.util.spec_from_file_location(f"_steplines_user_{path.stem}", path)
+            assert mspec is not None and mspec.loader is not None
+            module = importlib.util.module_from_spec(mspec)
+            mspec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(mod_name)
+    except SteplinesError:
+        raise
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"{where}: cannot import {mod_name!r} ({err}); put the module on PYTHONPATH or "
+            "pass path/to/file.py:function"
+        ) from None
+    except Exception as err:
+        raise ConfigError(f"{where}: importing {mod_name!r} failed: {_describe(err)}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(f"{where}: {mod_name!r} has no function {fn_name!r}")
+    try:
+        inspect.signature(fn).bind()
+    except TypeError:
+        raise ConfigError(
+            f"{where}: {fn_name}{inspect.signature(fn)} must take no arguments; {_RETURN_HINT}"
+        ) from None
+    except ValueError:  # no signature (builtins): let the call decide
+        pass
+    try:
+        problem = fn()
+    except Exception as err:
+        raise ConfigError(f"{where}: {fn_name}() raised {_describe(err)}") from None
+    problem = check_problem(problem, f"{where}: {fn_name}()")
+    file = getattr(module, "__file__", None)
+    problem.source = {"spec": spec, "file": str(file)}
+    if file and Path(file).is_file():
+        problem.source["sha256"] = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    return problem
 
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # SPEC §1.2
@@ -126,10 +336,13 @@ def make_problem(cfg: ProblemConfig) -> Problem:
     """Build the problem a configuration names (loads data; may raise ``DataError``).
 
     Digits: a fixed seeded split of sklearn's 1,797 bundled images (no network).
+    A user's problem: ``factory = "module:function"`` (:func:`load_problem_factory`).
     CIFAR-10 / Fashion-MNIST: the paper's nested random split of the training split
     (SPEC §1.1, seed ``split_seed``): pools of 80 %/20 %, then ``train_size``/``val_size``
     from them (4000/1000 of CIFAR-10's 50,000 images = 8 % + 2 %).
     """
+    if cfg.factory:
+        return load_problem_factory(cfg.factory)
     data_dir = Path(cfg.data_dir).expanduser() if cfg.data_dir else None
     if cfg.dataset == "digits":
         full = datasets.load_digits()

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..config import OPTIMIZER_ALIASES, TrainConfig
 from ..engine.evaluators import trainable_parameters
 from ..errors import ConfigError, DivergenceError
-from ..problems.problem import Problem
+from ..problems.problem import Problem, to_device
 from ..seeding import derive_seed
 
 
@@ -135,7 +135,7 @@ class Trainer:
     def batch(self, rows: np.ndarray, aug_seed: int) -> tuple[Tensor, Tensor]:
         """The (augmented) batch on the trainer's device and dtype."""
         x, y = self.problem.train_batch(rows, aug_seed)
-        return x.to(self.device, self.dtype), y.to(self.device)
+        return to_device(x, self.device, self.dtype), y.to(self.device)
 
     # -- one step ------------------------------------------------------------------------------
     def step(
@@ -211,7 +211,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, train_rows: int | None = None) -> dict[str, float]:
-        """Eval-mode loss and accuracy on the validation set and the (un-augmented) training set."""
+        """Eval-mode loss (and accuracy, for classifiers) on the validation and training sets."""
         was = self.model.training
         self.model.eval()
         out = {}
@@ -224,12 +224,22 @@ class Trainer:
             ),
         ):
             loss = correct = 0.0
+            classify = True
             for s in range(0, n, 1024):
                 x, y = get(np.arange(s, min(n, s + 1024)))
-                logits = self.model(x.to(self.device, self.dtype))
+                logits = self.model(to_device(x, self.device, self.dtype))
                 y = y.to(self.device)
                 loss += float(self.problem.loss_fn(logits, y).sum())
-                correct += float((logits.argmax(1) == y).sum())
-            out[f"{name}_loss"], out[f"{name}_accuracy"] = loss / n, correct / n
+                # accuracy only where it means something: class scores [n, C], labels [n]
+                classify = (
+                    classify and logits.ndim == 2 and y.ndim == 1 and not y.is_floating_point()
+                )
+                if classify:
+                    correct += float((logits.argmax(1) == y).sum())
+            if n == 0:
+                continue
+            out[f"{name}_loss"] = loss / n
+            if classify:
+                out[f"{name}_accuracy"] = correct / n
         self.model.train(was)
         return out
