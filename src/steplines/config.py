@@ -51,7 +51,7 @@ class ProblemConfig(_Section):
     loss, batch size); the other fields of this table are then not used.
     """
 
-    dataset: Literal["digits", "cifar10", "fashion-mnist"] = "digits"
+    dataset: Literal["digits", "cifar10", "fashion-mnist", "custom"] = "digits"
     model: str = "digits-resnet"
     data_dir: str | None = None
     download: bool = False
@@ -62,12 +62,26 @@ class ProblemConfig(_Section):
     split_seed: int = 42
     factory: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_when_factory(cls, data: Any) -> Any:
+        # a user's problem brings its own data and model: say so instead of the defaults
+        if isinstance(data, dict) and data.get("factory"):
+            data = {"dataset": "custom", "model": "custom", **data}
+        return data
+
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        if v not in MODELS:
+        if v not in (*MODELS, "custom"):
             raise ValueError(f"unknown model {v!r} (choose one of {', '.join(MODELS)})")
         return v
+
+    @model_validator(mode="after")
+    def _custom_needs_factory(self) -> ProblemConfig:
+        if (self.dataset == "custom" or self.model == "custom") and not self.factory:
+            raise ValueError("dataset/model 'custom' need problem.factory = 'module:function'")
+        return self
 
 
 class TrainConfig(_Section):
