@@ -77,12 +77,6 @@ class ProblemConfig(_Section):
             raise ValueError(f"unknown model {v!r} (choose one of {', '.join(MODELS)})")
         return v
 
-    @model_validator(mode="after")
-    def _custom_needs_factory(self) -> ProblemConfig:
-        if (self.dataset == "custom" or self.model == "custom") and not self.factory:
-            raise ValueError("dataset/model 'custom' need problem.factory = 'module:function'")
-        return self
-
 
 class TrainConfig(_Section):
     """How the trajectory is produced: optimizer, schedule, steps, seed, checkpoints.
@@ -197,6 +191,13 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     probe: ProbeConfig | None = None
+
+    @model_validator(mode="after")
+    def _custom_needs_a_source(self) -> RunConfig:
+        p = self.problem
+        if (p.dataset == "custom" or p.model == "custom") and not (p.factory or self.probe):
+            raise ValueError("dataset/model 'custom' need problem.factory = 'module:function'")
+        return self
 
     def to_toml(self) -> str:
         """Return the resolved configuration as TOML (None values are left out)."""

@@ -251,7 +251,13 @@ class LineProbe:
             "data": self.problem.name,
         }
         data = {
-            "problem": {"batch_size": self.problem.batch_size},
+            "problem": {
+                "dataset": "custom",
+                "model": "custom",
+                "batch_size": self.problem.batch_size,
+                "train_size": len(self.problem.train),
+                **({"val_size": len(self.problem.val)} if len(self.problem.val) else {}),
+            },
             "train": train,
             "measure": m,
             "probe": probe,

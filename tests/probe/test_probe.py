@@ -17,6 +17,7 @@ from steplines.errors import ConfigError, RunDirError
 from steplines.measure import run_all
 from steplines.probe import schedule_mask
 from steplines.problems.problem import make_problem
+from steplines.report import build_report
 from steplines.rundir import RunDir
 from steplines.seeding import derive_seed
 from steplines.store import LineStore
@@ -227,6 +228,8 @@ def test_scheduled_probe_resumes_and_analyses(tmp_path: Path) -> None:
     assert probe.due(1) is False and probe.due(2) is False  # unscheduled / already measured
     analyze_run(tmp_path / "run")
     assert (tmp_path / "run" / "analysis" / "summary.json").exists()
+    html = build_report([tmp_path / "run"]).read_text()
+    assert "your own loop (LineProbe)" in html and "AdamW" in html and "every:2" in html
     # the same directory with other settings is refused, not overwritten
     with pytest.raises(RunDirError, match="different configuration"):
         _adamw_loop(SmallNet(), 8, tmp_path / "run", schedule="every:4")

@@ -705,6 +705,17 @@ def _draw_all(
     return out
 
 
+def _problem_label(config: dict[str, Any]) -> str:
+    """``data / model`` of a run; a LineProbe run names the user's model and optimizer."""
+    if probe := config.get("probe"):
+        opt = f" ({probe['optimizer']})" if probe.get("optimizer") else ""
+        return f"{probe.get('data', '?')} / {probe.get('model', '?')}{opt}"
+    prob = config.get("problem", {})
+    if prob.get("factory"):
+        return f"{prob['factory']}"
+    return f"{prob.get('dataset', '?')} / {prob.get('model', '?')}"
+
+
 def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
@@ -721,8 +732,11 @@ def _meta(run: RunData) -> list[tuple[str, list[tuple[str, str]]]]:
 
     out = []
     if prob:
+        keys = ("dataset", "model", "factory", "train_size", "val_size", "batch_size")
+        out.append(("problem", rows(prob, keys)))
+    if probe := c.get("probe"):
         out.append(
-            ("problem", rows(prob, ("dataset", "model", "train_size", "val_size", "batch_size")))
+            ("your own loop (LineProbe)", rows(probe, ("model", "optimizer", "schedule", "data")))
         )
     if train:
         out.append(
@@ -866,7 +880,6 @@ def _compare_page(
     labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for run, page in zip(runs, pages):
         s = run.summary
-        prob = run.config.get("problem", {})
         fits, lam, st = s.get("fits", {}), s.get("lambda_star", {}), s.get("strategies", {})
         lam_name = next((n for n in st if n.startswith("sgd_lambda") and "accum" not in n), "")
         lines, l0 = _l0(run)
@@ -875,7 +888,7 @@ def _compare_page(
                 "name": run.name,
                 "href": _rel(page, out.parent),
                 "cells": [
-                    f"{prob.get('dataset', '?')} / {prob.get('model', '?')}",
+                    _problem_label(run.config),
                     _f(run.lr),
                     _f(run.momentum),
                     f"{s.get('lines_used')} / {s.get('lines_total')}",
