@@ -541,9 +541,10 @@ class LineStore:
         Arrays the store does not have (a version-1 store's estimator arrays) are returned
         filled with their fill value.
         """
-        return {name: self._read_whole(name) for name in SUMMARY}
+        return {name: self.read_array(name) for name in SUMMARY}
 
-    def _read_whole(self, name: str) -> np.ndarray:
+    def read_array(self, name: str) -> np.ndarray:
+        """One whole array; an array the store lacks (older version) as its fill value."""
         if name in self._arrays:
             return np.asarray(self._arrays[name][:])
         spec = ARRAYS_BY_NAME[name]
@@ -598,7 +599,7 @@ def differing_arrays(a: Path, b: Path) -> list[str]:
     out = []
     for spec in ARRAYS:
         if spec.dims in (("T",), ("T", "K")):
-            va, vb = sa._read_whole(spec.name), sb._read_whole(spec.name)
+            va, vb = sa.read_array(spec.name), sb.read_array(spec.name)
         elif not (sa.has_array(spec.name) and sb.has_array(spec.name)):
             continue  # per-sample arrays exist in every version
         else:
