@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 
 from steplines.analysis import analyze_run
 from steplines.analysis.estimators import (
@@ -25,9 +23,14 @@ from steplines.analysis.estimators import (
 from steplines.analysis.lines import SummaryLines
 from steplines.engine.positions import first_pass
 from steplines.store import LineStore, differing_arrays
-from steplines.store.schema import ESTIMATES
 
-from analysis_fixtures import coefficients, make_record, make_run
+from analysis_fixtures import (
+    coefficients,
+    make_record,
+    make_run,
+    make_version_1,
+    with_exact_inputs,
+)
 
 A, B, C = 3.0, -0.6, 1.2  # l(s) = A s² + B s + C, minimiser 0.1
 S_MIN = -B / (2 * A)
@@ -169,27 +172,9 @@ def test_noise_scale_equals_explicit_per_sample_gradients() -> None:
 # ---------------------------------------------------------------------- analyze_run
 
 
-def _with_exact_inputs(run: Path, n: int = 48, m: int = 4, b: int = 16) -> None:
-    """Rewrite every line with the closed-form estimator inputs of its parabolic l_B."""
-    store = LineStore.open(run / "lines.zarr", mode="r+")
-    for t in np.flatnonzero(store.done()):
-        rec = make_record(int(t), n, m, b)
-        a_b, b_b = coefficients(int(t), n, m, b).direction[:, :2].mean(0)
-        store.write_line(
-            int(t),
-            dataclasses.replace(
-                rec,
-                est_slope_update=b_b + 2 * a_b * rec.s_update,
-                est_curvature=2 * a_b,
-                est_sample_grad_sq=5.0,
-                est_batch_grad_sq=1.0,
-            ),
-        )
-
-
 def test_analyze_run_estimators_exact_on_parabolic_lines(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=5, skip=(2,))
-    _with_exact_inputs(run)
+    with_exact_inputs(run)
     paths = analyze_run(run)
     est = pd.read_csv(paths["estimators"])
     assert list(est.line) == [0, 1, 3, 4]
@@ -215,13 +200,6 @@ def test_analyze_run_estimators_exact_on_parabolic_lines(tmp_path: Path) -> None
     assert summary["measured"] and summary["store_has_inputs"]
     assert summary["errors"]["curvature_rel_error"]["n"] == 4
     assert summary["b_simple"]["median"] == pytest.approx((64 / 15) / (1 - 64 / 15 / 16))
-
-
-def make_version_1(store_path: Path) -> None:
-    """Turn a store into what steplines wrote before schema version 2 (no ``est_*`` arrays)."""
-    for name in ESTIMATES:
-        shutil.rmtree(store_path / name)
-    zarr.open_group(store_path, mode="r+").attrs["schema_version"] = 1
 
 
 def test_version_1_store_opens_verifies_and_analyses(tmp_path: Path) -> None:
