@@ -286,6 +286,11 @@ class LineMeasurer:
     loop of :func:`measure_lines` and by :class:`steplines.probe.LineProbe`, so that both write
     identical lines.
 
+    With ``m.estimators`` it also computes the line's estimator inputs
+    (:class:`~steplines.engine.estimates.LineEstimator`, on its own model copy, after the
+    engine's measurement, which it does not change): per-sample gradients on every
+    ``m.noise_scale_every``-th line (``t ≡ 0``).
+
     Args:
         m: the measurement configuration (grid, engine, policies).
         model: the network; the engine works on a private copy and never changes it.
