@@ -137,3 +137,39 @@ def test_estimator_leaves_model_buffers_and_rng_untouched(case: str) -> None:
     # the direction batch's dropout seed fixes the masks: the same numbers every call
     assert first == second
     assert np.isfinite([first.curvature, first.slope_update, first.sample_grad_sq]).all()
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """tanh whose backward is not differentiable again (as some custom ops)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class _Custom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(D, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _NoDoubleBackward.apply(self.fc(x))
+
+
+def test_model_without_double_backward_gives_nan_curvature_not_an_error() -> None:
+    model = _Custom().double()
+    theta = [p.detach().clone() for p in model.parameters()]
+    d = [torch.ones_like(p) / 4.0 for p in theta]
+    x = torch.randn(B, D, dtype=torch.float64)
+    batch = EvalBatch(x, torch.randint(0, 3, (B,)), 0)
+    e = LineEstimator(model, cross_entropy, LinePolicy())(theta, d, [], 0.1, batch, True)
+    assert np.isnan(e.curvature)
+    assert np.isfinite([e.slope_zero, e.slope_update, e.sample_grad_sq, e.batch_grad_sq]).all()

@@ -36,6 +36,7 @@ Results are float64 Python floats (sums accumulated in float64).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from .evaluators import (
 __all__ = ["LineEstimates", "LineEstimator"]
 
 _NAN = float("nan")
+
+log = logging.getLogger("steplines")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class LineEstimator:
         self.loss_fn = loss_fn
         self.per_sample = per_sample
         self.chunk = int(chunk)
+        self._warned = False
 
     # -- helpers --------------------------------------------------------------------------
     def _load(
@@ -161,6 +165,26 @@ class LineEstimator:
         mean_sq = math.fsum(float((t / b).pow(2).sum()) for t in total)
         return sq / b, mean_sq
 
+    def _curvature(self, gd: Tensor, direction: Sequence[Tensor]) -> float:
+        """``d/dθ (∇l·d) · d``; NaN (warned once) for a model without double backward.
+
+        A gradient whose graph does not reach any parameter again (``gd`` not requiring grad,
+        or every ``∂(g·d)/∂θ`` unused) means that some op's backward is not differentiable
+        (e.g. ``once_differentiable``), not that the curvature is 0, so it gives NaN as well
+        (an exactly linear loss, whose curvature is 0, is reported as NaN too). Such an op in
+        only a part of the model cannot be detected: that part's contribution is missing.
+        """
+        try:
+            hd = self._grad(gd) if gd.requires_grad else []
+            if all(h is None for h in hd):
+                raise RuntimeError("the gradient's graph does not reach the parameters again")
+            return _dot(hd, direction)
+        except RuntimeError as err:  # an op without a double-backward formula
+            if not self._warned:
+                log.warning("dᵀHd not computed (no double backward in this model: %s)", err)
+                self._warned = True
+            return _NAN
+
     # -- the estimates ---------------------------------------------------------------------
     def __call__(
         self,
@@ -200,7 +224,7 @@ class LineEstimator:
                 torch.zeros((), dtype=losses.dtype, device=dev),
             )
             # dᵀHd = d/ds (∇l_B(θ_t + s d)·d) at s = 0: one Hessian-vector product.
-            curvature = _dot(self._grad(gd), direction) if gd.requires_grad else 0.0
+            curvature = self._curvature(gd, direction)
             del grads, gd, losses
             slope_update = _NAN
             if math.isfinite(s_update):
