@@ -14,7 +14,13 @@ from matplotlib.figure import Figure
 from steplines.analysis import analyze_run
 from steplines.plotting.estimators import plot_estimators
 from steplines.report import build_report, load_run
-from steplines.report.build import _estimator_figure, _estimator_section, _needs_analysis
+from steplines.report.build import (
+    _estimator_figure,
+    _estimator_section,
+    _f,
+    _needs_analysis,
+    _noise_scale_note,
+)
 
 from analysis_fixtures import make_run, make_version_1, with_exact_inputs
 
@@ -35,6 +41,7 @@ def test_report_section_with_estimates(tmp_path: Path) -> None:
     assert rows[0] == "Cockpit α" and "gradient noise scale B_simple" in rows
     assert 'src="figures/estimators.png"' in sec
     assert (run / "figures" / "estimators.png").stat().st_size > 10_000
+    assert 'id="noise-scale"' in page.read_text()  # B_simple beside the batch-size table
 
 
 def test_report_of_a_version_1_store_says_not_measured(tmp_path: Path) -> None:
@@ -49,6 +56,7 @@ def test_report_of_a_version_1_store_says_not_measured(tmp_path: Path) -> None:
     labpal = re.search(r"LABPAL-style parabola</td><td>.*?</td>\s*<td class=\"num\">([^<]+)", sec)
     assert labpal and labpal.group(1)[0].isdigit()
     assert "not drawn" not in html  # every figure, the estimator one included, was drawn
+    assert 'id="noise-scale"' not in html
 
 
 def test_report_of_an_analysis_made_before_the_estimators(tmp_path: Path) -> None:
@@ -86,3 +94,15 @@ def test_plot_estimators_marks_unmeasured_panels() -> None:
     assert isinstance(fig, Figure)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count("not measured") == 6  # three columns, two rows each
+
+
+def test_noise_scale_note_beside_the_batch_size_table(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", n_lines=4)
+    with_exact_inputs(run)  # S = 5, G² = 1, B = 16 on every line
+    analyze_run(run)
+    note = _noise_scale_note(load_run(run, reanalyze=False))
+    assert note.startswith("Gradient noise scale B_simple") and "on 4 lines" in note
+    assert _f((64 / 15) / (1 - 64 / 15 / 16)) in note and "batch size 16" in note
+    plain = make_run(tmp_path / "plain", n_lines=4)
+    analyze_run(plain)
+    assert _noise_scale_note(load_run(plain, reanalyze=False)) == ""

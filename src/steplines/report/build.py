@@ -420,6 +420,21 @@ def _ordered(strategies: dict[str, Any]) -> list[tuple[str, Any]]:
     return sorted(strategies.items(), key=key)
 
 
+def _noise_scale_note(run: RunData) -> str:
+    """One line on B_simple beside the batch-size table ('' when it was not measured)."""
+    est = run.summary.get("estimators") or {}
+    if not est.get("noise_scale_measured"):
+        return ""
+    bs = est.get("b_simple", {})
+    return (
+        f"Gradient noise scale B_simple = tr Σ/|G|² of the direction batch (McCandlish et al. "
+        f"2018; per-sample gradients on {bs.get('n', 0)} lines): median {_f(bs.get('median'))} "
+        f"[{_f(bs.get('q25'))}, {_f(bs.get('q75'))}], against the run's batch size "
+        f"{est.get('batch_size')}; McCandlish et al. expect little gain from batches much "
+        "larger than B_simple. Over training: the estimators section below."
+    )
+
+
 def _bs_table(run: RunData) -> tuple[list[str], list[list[str]]]:
     imp = run.summary.get("batch_size", {}).get("improvement", {})
     if not imp:
@@ -966,6 +981,7 @@ def build_run_report(
             paper_note=paper_note,
             bs_strategies=bs_header,
             bs_table=bs_rows,
+            bs_note=_noise_scale_note(run),
             figures=figures,
             est=est,
             version=_version(),

@@ -75,6 +75,7 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 {% for row in bs_table %}<tr><td>{{ row[0] }}</td>{% for v in row[1:] %}
 <td class="num">{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>{% endif %}
+{% if bs_note %}<p class="note" id="noise-scale">{{ bs_note }}</p>{% endif %}
 
 <h2 id="estimators">Cheap estimators against the measured line</h2>
 <p class="note">{{ est.intro }}</p>
