@@ -406,7 +406,7 @@ def estimator_summary(table: dict[str, np.ndarray], batch_size: int) -> dict[str
     out: dict[str, Any] = {
         "measured": est_measured,
         "noise_scale_measured": bool(np.isfinite(table["b_simple_naive"]).any()),
-        "armijo": {k: v for k, v in ARMIJO.items()},
+        "armijo": dict(ARMIJO),
         "labpal_batches": int(np.max(table["labpal_batches"])) if len(table["line"]) else 0,
         "errors": {name: _quantiles(table[name]) for name in ERROR_COLUMNS},
         "alpha_cockpit": _quantiles(table["alpha_cockpit"]),

@@ -697,14 +697,13 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
     return figs
 
 
-_EST_ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
+_EST_ROWS: tuple[tuple[str, str, str, bool], ...] = (
     (
         "Cockpit α",
         "α from a least-squares parabola through l_B(0), l_B(s_u) and the direction-batch "
         "slopes at 0 and s_u (same batch; Schneider et al. 2021) against α_true = "
         "s_u/s_opt − 1 of the measured full-batch line",
         "alpha_error",
-        "difference",
         True,
     ),
     (
@@ -712,14 +711,12 @@ _EST_ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
         "PAL's parabola (l(0), l(µ), slope at 0) of the mean of {labpal} mini-batches: its "
         "step against s_opt",
         "labpal_step_ratio",
-        "ratio",
         False,
     ),
     (
         "LABPAL-style curvature",
         "its a against a of the degree-2 fit of the full-batch line",
         "labpal_a_rel_error",
-        "relative",
         False,
     ),
     (
@@ -727,14 +724,12 @@ _EST_ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
         "first step with l_B(s) ≤ l_B(0) + c·s·g·d on the measured direction-batch line "
         "(c = {c:g}, β = {beta:g}, SLS's reset γ = {gamma:g}; Vaswani et al. 2019) against s_opt",
         "armijo_step_ratio",
-        "ratio",
         False,
     ),
     (
         "directional curvature",
         "dᵀH_B d by a Hessian-vector product at θ_t against 2a of the full-batch degree-2 fit",
         "curvature_rel_error",
-        "relative",
         True,
     ),
 )
@@ -761,7 +756,7 @@ def _estimator_section(run: RunData) -> dict[str, Any]:
     errors = est.get("errors", {})
     arm = est.get("armijo", {})
     rows = []
-    for name, what, col, _kind, needs_inputs in _EST_ROWS:
+    for name, what, col, needs_inputs in _EST_ROWS:
         q = errors.get(col, {})
         if needs_inputs and not measured:
             error, n = "not measured", "0"
