@@ -8,14 +8,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from steplines.analysis import analyze_run
 from steplines.config import load_config
+from steplines.engine.estimates import LineEstimator
+from steplines.engine.evaluators import LinePolicy
 from steplines.errors import RunDirError
-from steplines.measure import run_all
+from steplines.measure import LineBatches, run_all
+from steplines.problems.problem import make_problem
 from steplines.rundir import RunDir
 from steplines.store import LineStore, differing_arrays
 from steplines.store.schema import ESTIMATES
+from steplines.trajectory.loop import Trainer
 
 from conftest import TINY
 
@@ -47,6 +52,21 @@ def test_tiny_run_fills_the_estimator_arrays_and_table(tmp_path: Path) -> None:
     assert list(est.line) == [0, 1, 2, 3]
     assert est[["alpha_cockpit", "curvature_hvp", "labpal_step", "armijo_step"]].notna().all().all()
     assert est.b_simple_naive.notna().tolist() == [True, False, True, False]
+
+    # the estimator sees the step's own batch, BatchNorm mode and dropout masks: its slope at
+    # 0 reproduces the training step's exact g_t·d_t
+    cfg, device = run.config, torch.device("cpu")
+    problem = make_problem(cfg.problem)
+    trainer = Trainer(problem, cfg.train, device)
+    trainer.load_state_dict(run.trajectory.load_checkpoint(0, device))
+    batches = LineBatches(problem, cfg, device, torch.float32)
+    estimator = LineEstimator(trainer.model, problem.loss_fn, LinePolicy())
+    for t, rec in zip(range(4), run.trajectory.load_records(0)):
+        _, anchor = trainer.step(t, rec.rows, rec.aug_seed, rec.dropout_seed, keep_anchor=True)
+        direction = batches.batches(t, rec)[2]
+        e = estimator(anchor.theta, anchor.direction, anchor.buffers, rec.s_update, direction)
+        assert e.slope_zero == pytest.approx(rec.directional_derivative, rel=1e-5)
+        assert e.curvature == pytest.approx(s["est_curvature"][t], rel=1e-4)
 
     # the estimators change nothing else: a run without them writes the same store
     off = _run(tmp_path, "off", estimators=False)
