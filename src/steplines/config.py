@@ -139,6 +139,13 @@ class MeasureConfig(_Section):
         max_eval_batch: samples per forward call of the fast engine; None = one BatchNorm
             batch per call on CPU (grouping measured slower there for ResNet-20) and up to
             4096 on CUDA (3.1× faster on an H200, BENCHMARKS.md).
+        estimators: also compute, per line, the inputs of the cheap estimators the analysis
+            compares with the measured line (direction-batch slope at θ_{t+1}, dᵀHd by a
+            Hessian-vector product; ``docs/analysis.md``): 3 forward and ~4 backward passes of
+            one batch per line.
+        noise_scale_every: with ``estimators``, every ``noise_scale_every``-th line (t ≡ 0)
+            also gets per-sample gradients of its direction batch for the gradient noise scale
+            B_simple (B extra backward passes); 0 = off.
     """
 
     grid: Literal["paper", "symmetric"] = "paper"
@@ -154,6 +161,8 @@ class MeasureConfig(_Section):
     max_eval_batch: int | None = Field(default=None, gt=0)
     noisy_every: int = Field(default=0, ge=0)
     noisy_directions: int = Field(default=31, ge=2)
+    estimators: bool = True
+    noise_scale_every: int = Field(default=10, ge=0)
 
     @model_validator(mode="after")
     def _grid_not_too_fine(self) -> MeasureConfig:

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import MeasureConfig, RunConfig
+from .engine.estimates import LineEstimates, LineEstimator
 from .engine.evaluators import (
     EvalBatch,
     FastEvaluator,
@@ -199,8 +200,14 @@ class LineBatches:
         return train, val, np.concatenate(rows)
 
 
-def _line_record(samples: LineSamples, anchor: LineAnchor, train_rows: np.ndarray) -> LineRecord:
+def _line_record(
+    samples: LineSamples,
+    anchor: LineAnchor,
+    train_rows: np.ndarray,
+    estimates: LineEstimates | None = None,
+) -> LineRecord:
     r = anchor.record
+    e = estimates or LineEstimates()
     return LineRecord(
         positions=samples.positions.astype(np.float64),
         train_losses=samples.train.astype(np.float32),
@@ -215,6 +222,10 @@ def _line_record(samples: LineSamples, anchor: LineAnchor, train_rows: np.ndarra
         lr=r.lr,
         batch_loss=r.batch_loss,
         n_passes=samples.n_passes,
+        est_slope_update=e.slope_update,
+        est_curvature=e.curvature,
+        est_sample_grad_sq=e.sample_grad_sq,
+        est_batch_grad_sq=e.batch_grad_sq,
     )
 
 
@@ -279,6 +290,11 @@ class LineMeasurer:
     loop of :func:`measure_lines` and by :class:`steplines.probe.LineProbe`, so that both write
     identical lines.
 
+    With ``m.estimators`` it also computes the line's estimator inputs
+    (:class:`~steplines.engine.estimates.LineEstimator`, on its own model copy, after the
+    engine's measurement, which it does not change): per-sample gradients on every
+    ``m.noise_scale_every``-th line (``t ≡ 0``).
+
     Args:
         m: the measurement configuration (grid, engine, policies).
         model: the network; the engine works on a private copy and never changes it.
@@ -297,6 +313,12 @@ class LineMeasurer:
     ) -> None:
         self.spec = GridSpec(m.grid, m.interval, m.resolution, m.max_passes)
         self.evaluate = make_evaluator(m, model, loss_fn, device, batch_size)
+        self.estimator = (
+            LineEstimator(model, loss_fn, LinePolicy(m.batchnorm, m.dropout))
+            if m.estimators
+            else None
+        )
+        self.noise_scale_every = m.noise_scale_every
 
     def __call__(
         self,
@@ -318,7 +340,18 @@ class LineMeasurer:
             direction,
             self.spec,
         )
-        return _line_record(samples, anchor, train_rows)
+        estimates = None
+        if self.estimator is not None:
+            every = self.noise_scale_every
+            estimates = self.estimator(
+                anchor.theta,
+                anchor.direction,
+                anchor.buffers,
+                anchor.record.s_update,
+                direction,
+                per_sample=every > 0 and anchor.t % every == 0,
+            )
+        return _line_record(samples, anchor, train_rows, estimates)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -7,13 +7,17 @@ Only numpy, the store and ``engine.positions`` (numpy-only) are used.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from steplines.engine.positions import first_pass
 from steplines.store import LineRecord, LineStore
+from steplines.store.schema import ESTIMATES
 
 
 @dataclass
@@ -125,3 +129,28 @@ def make_record(
         batch_loss=float(coef.direction[:, 2].mean()),
         n_passes=3 * pos.size,
     )
+
+
+def with_exact_inputs(run: Path, n: int = 48, m: int = 4, b: int = 16) -> None:
+    """Rewrite every line with the closed-form estimator inputs of its parabolic l_B."""
+    store = LineStore.open(run / "lines.zarr", mode="r+")
+    for t in np.flatnonzero(store.done()):
+        rec = make_record(int(t), n, m, b)
+        a_b, b_b = coefficients(int(t), n, m, b).direction[:, :2].mean(0)
+        store.write_line(
+            int(t),
+            dataclasses.replace(
+                rec,
+                est_slope_update=b_b + 2 * a_b * rec.s_update,
+                est_curvature=2 * a_b,
+                est_sample_grad_sq=5.0,
+                est_batch_grad_sq=1.0,
+            ),
+        )
+
+
+def make_version_1(store_path: Path) -> None:
+    """Turn a store into what steplines wrote before schema version 2 (no ``est_*`` arrays)."""
+    for name in ESTIMATES:
+        shutil.rmtree(store_path / name)
+    zarr.open_group(store_path, mode="r+").attrs["schema_version"] = 1

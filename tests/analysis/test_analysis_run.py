@@ -108,7 +108,15 @@ EXPECTED = {
 def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
     run = make_run(tmp_path / "run", n_lines=7, skip=(3,))
     paths = analyze_run(run, mode, batch_sizes=(8, 16, 32, 64))
-    assert set(paths) == {"strategies", "fits", "derivatives", "batch_size", "distances", "summary"}
+    assert set(paths) == {
+        "strategies",
+        "fits",
+        "derivatives",
+        "batch_size",
+        "estimators",
+        "distances",
+        "summary",
+    }
     for name, cols in EXPECTED.items():
         df = pd.read_csv(paths[name])
         assert list(df.columns[: len(cols)]) == cols, name

@@ -113,7 +113,7 @@ def test_report_references_every_png_and_they_exist(built: Path) -> None:
     srcs = _imgs(html)
     pngs = {p.name for p in (built / "figures").glob("*.png")}
     assert {Path(s).name for s in srcs} == pngs
-    assert len(pngs) == 7  # Figs 1, 2, 3, 4, 5, 6, 7
+    assert len(pngs) == 8  # Figs 1, 2, 3, 4, 5, 6, 7 and the estimators figure
     for s in srcs:
         assert not Path(s).is_absolute() and s.startswith("figures/")
         assert (built / s).is_file()
@@ -286,7 +286,7 @@ def test_report_loads_in_headless_chromium(built: Path, tmp_path: Path) -> None:
     m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout, re.S)
     assert m, f"probe did not run (rc {out.returncode}):\n{out.stderr[-2000:]}"
     status = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    assert status["n"] == 7
+    assert status["n"] == 8  # Figs 1–7 and the estimators figure
     assert status["broken"] == []
     assert status["errors"] == []
     console = [line for line in out.stderr.splitlines() if ":CONSOLE" in line]

@@ -21,6 +21,12 @@ import pandas as pd
 
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
 from steplines.analysis.directions import write_direction_distances
+from steplines.analysis.estimators import (
+    LABPAL_BATCHES,
+    LabpalTap,
+    estimator_columns,
+    estimator_summary,
+)
 from steplines.analysis.lines import SummaryLines, load_summary
 from steplines.analysis.shape import (
     consecutive_distances,
@@ -38,6 +44,7 @@ from steplines.analysis.strategies import (
 )
 from steplines.errors import RunDirError
 from steplines.store import LineStore
+from steplines.store.schema import ESTIMATES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,7 +155,7 @@ def analyze_run(
 
     Returns:
         Name → path of every file written: ``strategies``, ``fits``, ``derivatives``,
-        ``batch_size``, ``distances``, ``summary``.
+        ``batch_size``, ``estimators``, ``distances``, ``summary``.
 
     Raises:
         RunDirError: No ``lines.zarr``, another schema version, or no done line.
@@ -329,12 +336,33 @@ def analyze_run(
     n_full = store.n_train + store.n_direction
     sizes = [int(b) for b in batch_sizes if int(b) <= n_full]
     records = ((int(t), store.read_line(int(t))) for t in sl.lines)
-    bs_cols = batch_size_rows(records, mode=mode, momentum=momentum, batch_sizes=sizes, mu=mu)
+    labpal = LabpalTap(store.n_direction, LABPAL_BATCHES, mu, mode)
+    bs_cols = batch_size_rows(
+        labpal.tap(records), mode=mode, momentum=momentum, batch_sizes=sizes, mu=mu
+    )
     bs_table = pd.DataFrame(bs_cols)
     paths["batch_size"] = out_dir / "batch_size.csv"
     bs_table.to_csv(paths["batch_size"], index=False)
     summary["batch_size"] = _batch_size_summary(bs_table, store.n_direction, mode, smoothing)
     summary["batch_size"]["batch_sizes"] = sizes
+
+    # ---------------------------------------------------------------- estimators
+    _, batch_coefs = polynomial_fits(sl.positions, sl.batch, window, (2,))
+    est_cols = estimator_columns(
+        sl,
+        {name: store.read_array(name)[sl.lines] for name in ESTIMATES},
+        q["s_opt"],
+        coefs[:, FIT_DEGREES.index(2), :3],
+        batch_coefs[:, 0, :3],
+        labpal.rows,
+        mode=mode,
+        n_train=store.n_train,
+        batch_size=store.n_direction,
+    )
+    paths["estimators"] = out_dir / "estimators.csv"
+    pd.DataFrame(est_cols).to_csv(paths["estimators"], index=False)
+    summary["estimators"] = estimator_summary(est_cols, store.n_direction)
+    summary["estimators"]["store_has_inputs"] = store.has_estimates
 
     noisy = write_direction_distances(run_dir, window, mode)
     if noisy is not None:

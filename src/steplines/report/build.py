@@ -39,6 +39,7 @@ from steplines.plotting import (
     strategy_label,
 )
 from steplines.plotting.directions import plot_direction_matrices
+from steplines.plotting.estimators import plot_estimators
 from steplines.report.paper import match_preset, paper_values
 from steplines.report.templates import COMPARE_TEMPLATE, RUN_TEMPLATE
 from steplines.store import LineStore
@@ -70,6 +71,7 @@ class RunData:
         strategies, fits, derivatives, batch_size: The analysis tables.
         distances: The arrays of ``analysis/distances.npz``.
         banners: Problems found while loading (shown at the top of the page).
+        estimators: ``analysis/estimators.csv``, or None when the analysis predates it.
     """
 
     path: Path
@@ -82,6 +84,7 @@ class RunData:
     batch_size: pd.DataFrame
     distances: dict[str, np.ndarray]
     banners: list[dict[str, str]] = field(default_factory=list)
+    estimators: pd.DataFrame | None = None
 
     @property
     def name(self) -> str:
@@ -123,6 +126,8 @@ def _needs_analysis(run_dir: Path, mode: str) -> bool:
     if summary.get("mode") != mode:
         return True
     store = run_dir / "lines.zarr"
+    if store.is_dir() and not (adir / "estimators.csv").is_file():
+        return True  # made before the estimator analysis existed
     if store.is_dir():
         oldest = min((adir / f).stat().st_mtime for f in ANALYSIS_FILES)
         return oldest < _store_mtime(store)
@@ -179,6 +184,8 @@ def load_run(run_dir: Path, mode: str = "corrected", reanalyze: bool | None = No
         }
         with np.load(adir / "distances.npz") as npz:
             distances = {k: np.asarray(npz[k]) for k in npz.files}
+        est_path = adir / "estimators.csv"
+        estimators = pd.read_csv(est_path) if est_path.is_file() else None
     except (OSError, ValueError, KeyError) as exc:
         raise RunDirError(
             f"{adir} is incomplete or unreadable ({type(exc).__name__}: {exc}); "
@@ -235,6 +242,7 @@ def load_run(run_dir: Path, mode: str = "corrected", reanalyze: bool | None = No
         batch_size=tables["batch_size"],
         distances=distances,
         banners=banners,
+        estimators=estimators,
     )
 
 
@@ -410,6 +418,21 @@ def _ordered(strategies: dict[str, Any]) -> list[tuple[str, Any]]:
         return (_STRAT_ORDER.index(base) if base in _STRAT_ORDER else 99, item[0])
 
     return sorted(strategies.items(), key=key)
+
+
+def _noise_scale_note(run: RunData) -> str:
+    """One line on B_simple beside the batch-size table ('' when it was not measured)."""
+    est = run.summary.get("estimators") or {}
+    if not est.get("noise_scale_measured"):
+        return ""
+    bs = est.get("b_simple", {})
+    return (
+        f"Gradient noise scale B_simple = tr Σ/|G|² of the direction batch (McCandlish et al. "
+        f"2018; per-sample gradients on {bs.get('n', 0)} lines): median {_f(bs.get('median'))} "
+        f"[{_f(bs.get('q25'))}, {_f(bs.get('q75'))}], against the run's batch size "
+        f"{est.get('batch_size')}; McCandlish et al. expect little gain from batches much "
+        "larger than B_simple. Over training: the estimators section below."
+    )
 
 
 def _bs_table(run: RunData) -> tuple[list[str], list[list[str]]]:
@@ -674,6 +697,125 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
     return figs
 
 
+_EST_ROWS: tuple[tuple[str, str, str, bool], ...] = (
+    (
+        "Cockpit α",
+        "α from a least-squares parabola through l_B(0), l_B(s_u) and the direction-batch "
+        "slopes at 0 and s_u (same batch; Schneider et al. 2021) against α_true = "
+        "s_u/s_opt − 1 of the measured full-batch line",
+        "alpha_error",
+        True,
+    ),
+    (
+        "LABPAL-style parabola",
+        "PAL's parabola (l(0), l(µ), slope at 0) of the mean of {labpal} mini-batches: its "
+        "step against s_opt",
+        "labpal_step_ratio",
+        False,
+    ),
+    (
+        "LABPAL-style curvature",
+        "its a against a of the degree-2 fit of the full-batch line",
+        "labpal_a_rel_error",
+        False,
+    ),
+    (
+        "Armijo backtracking (SLS)",
+        "first step with l_B(s) ≤ l_B(0) + c·s·g·d on the measured direction-batch line "
+        "(c = {c:g}, β = {beta:g}, SLS's reset γ = {gamma:g}; Vaswani et al. 2019) against s_opt",
+        "armijo_step_ratio",
+        False,
+    ),
+    (
+        "directional curvature",
+        "dᵀH_B d by a Hessian-vector product at θ_t against 2a of the full-batch degree-2 fit",
+        "curvature_rel_error",
+        True,
+    ),
+)
+
+
+def _estimator_section(run: RunData) -> dict[str, Any]:
+    """Numbers of the section "Cheap estimators against the measured line" (never fails)."""
+    intro = (
+        "What a practitioner could have estimated cheaply during training, set against the "
+        "measured full-batch line of each step (formulas and variants: docs/analysis.md). "
+        "Errors: α as a difference, steps as ratios to s_opt (1 = exact), curvatures as "
+        "relative errors (0 = exact)."
+    )
+    est = run.summary.get("estimators")
+    if not est:
+        return {
+            "intro": intro,
+            "note": "Not analysed: these tables predate the estimator analysis; run "
+            "'steplines analyze RUN' with the line store present.",
+            "rows": [],
+            "figure": None,
+        }
+    measured = bool(est.get("measured"))
+    errors = est.get("errors", {})
+    arm = est.get("armijo", {})
+    rows = []
+    for name, what, col, needs_inputs in _EST_ROWS:
+        q = errors.get(col, {})
+        if needs_inputs and not measured:
+            error, n = "not measured", "0"
+        else:
+            error = f"{_f(q.get('median'))} [{_f(q.get('q25'))}, {_f(q.get('q75'))}]"
+            n = str(q.get("n", 0))
+        what = what.format(
+            labpal=est.get("labpal_batches", "?"),
+            c=float(arm.get("c", 0.1)),
+            beta=float(arm.get("beta", 0.9)),
+            gamma=float(arm.get("gamma", 2.0)),
+        )
+        rows.append({"name": name, "what": what, "error": error, "n": n})
+    bs = est.get("b_simple", {})
+    b = est.get("batch_size")
+    if est.get("noise_scale_measured"):
+        naive = est.get("b_simple_naive", {})
+        b_err = (
+            f"{_f(bs.get('median'))} [{_f(bs.get('q25'))}, {_f(bs.get('q75'))}] "
+            f"(plug-in tr Σ/|G_B|²: {_f(naive.get('median'))})"
+        )
+        b_n = str(bs.get("n", 0))
+    else:
+        b_err, b_n = "not measured", "0"
+    rows.append(
+        {
+            "name": "gradient noise scale B_simple",
+            "what": "tr Σ/|G|² from per-sample gradients of the direction batch (McCandlish et "
+            f"al. 2018), a value, not an error; the run's batch size is {b}: next to the "
+            "batch-size table above",
+            "error": b_err,
+            "n": b_n,
+        }
+    )
+    note = ""
+    if not measured:
+        note = (
+            "Not measured: this line store has no estimator inputs (made with store schema "
+            "version 1 or with measure.estimators = false), so Cockpit α, dᵀHd and B_simple "
+            "are not available; the LABPAL-style parabola and the Armijo step need only the "
+            "stored line and are shown."
+        )
+    return {"intro": intro, "note": note, "rows": rows, "figure": None, "measured": measured}
+
+
+def _estimator_figure(run: RunData) -> _Fig | None:
+    if run.estimators is None or run.estimators.empty:
+        return None
+    b = (run.summary.get("estimators") or {}).get("batch_size")
+    return _Fig(
+        "estimators",
+        "Cheap estimators against the measured line",
+        "Top: each estimator's error at every line (grey), its rolling median and 25–75 % "
+        "band; dashed: no error (B_simple: the run's batch size). Bottom: distribution over "
+        "all lines (red: median). Panels without data say 'not measured'.",
+        lambda: plot_estimators(run.estimators, batch_size=b),
+    )
+
+
 def _draw_all(
     figs: Sequence[_Fig],
     fig_dir: Path,
@@ -817,6 +959,11 @@ def build_run_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     banners = list(run.banners)
     figures = _draw_all(_figures(run, mode), run.path / "figures", out.parent, banners, formats)
+    est = _estimator_section(run)
+    est_fig = _estimator_figure(run)
+    if est_fig is not None:
+        drawn = _draw_all([est_fig], run.path / "figures", out.parent, banners, formats)
+        est["figure"] = drawn[0] if drawn else None
     title, _ = paper_values(match_preset(run.config))
     paper_note = (
         "Paper column: SPEC §7; the supplementary numbers were read off the paper's plots "
@@ -843,7 +990,9 @@ def build_run_report(
             paper_note=paper_note,
             bs_strategies=bs_header,
             bs_table=bs_rows,
+            bs_note=_noise_scale_note(run),
             figures=figures,
+            est=est,
             version=_version(),
         )
     )

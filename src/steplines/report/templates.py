@@ -75,6 +75,22 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 {% for row in bs_table %}<tr><td>{{ row[0] }}</td>{% for v in row[1:] %}
 <td class="num">{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>{% endif %}
+{% if bs_note %}<p class="note" id="noise-scale">{{ bs_note }}</p>{% endif %}
+
+<h2 id="estimators">Cheap estimators against the measured line</h2>
+<p class="note">{{ est.intro }}</p>
+{% if est.note %}<div class="banner">{{ est.note }}</div>{% endif %}
+{% if est.rows %}<table id="estimator-results">
+<tr><th>estimator</th><th>what is compared</th><th>error: median [25 %, 75 %]</th>
+<th>lines</th></tr>
+{% for r in est.rows %}<tr><td>{{ r.name }}</td><td>{{ r.what }}</td>
+<td class="num">{{ r.error }}</td><td class="num">{{ r.n }}</td></tr>
+{% endfor %}</table>{% endif %}
+{% if est.figure %}<figure id="fig-{{ est.figure.name }}">
+<img src="{{ est.figure.src }}" alt="{{ est.figure.title }}">
+<figcaption>{{ est.figure.caption }}{% if est.figure.pdf %} <a href="{{ est.figure.pdf }}">PDF</a>
+{% endif %}</figcaption>
+</figure>{% endif %}
 
 <h2>Figures</h2>
 {% for f in figures %}<figure id="fig-{{ f.name }}">

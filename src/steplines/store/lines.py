@@ -34,8 +34,11 @@ from zarr.codecs import BloscCodec
 from steplines.errors import RunDirError
 from steplines.store.schema import (
     ARRAYS,
+    ARRAYS_BY_NAME,
+    ESTIMATES,
     MEANS,
     PER_SAMPLE_LOSSES,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     STORE_FORMAT,
     SUMMARY,
@@ -71,6 +74,9 @@ class LineRecord:
         lr: Learning rate of step ``t``.
         batch_loss: Loss of the direction batch at ``theta_t``.
         n_passes: Forward passes spent measuring this line.
+        est_slope_update, est_curvature, est_sample_grad_sq, est_batch_grad_sq: Estimator
+            inputs (:data:`steplines.store.schema.ESTIMATES`); NaN = not computed. Stores of
+            schema version 1 have no such arrays: they are not written there and read as NaN.
     """
 
     positions: np.ndarray
@@ -86,6 +92,10 @@ class LineRecord:
     lr: float
     batch_loss: float
     n_passes: int
+    est_slope_update: float = math.nan
+    est_curvature: float = math.nan
+    est_sample_grad_sq: float = math.nan
+    est_batch_grad_sq: float = math.nan
 
 
 def _compressor() -> BloscCodec:
@@ -134,8 +144,11 @@ class LineStore:
             "K": int(sizes["n_positions"]),
         }
         self._lines_per_chunk = int(sizes["lines_per_chunk"])
+        version = int(self._attrs.get("schema_version", SCHEMA_VERSION))
         self._arrays: dict[str, Any] = {}
         for spec in ARRAYS:
+            if spec.since > version:
+                continue  # introduced after this store was made: absent, reads as fill
             arr = group.get(spec.name)
             if not isinstance(arr, zarr.Array):
                 raise RunDirError(
@@ -269,10 +282,11 @@ class LineStore:
         if attrs.get("format") != STORE_FORMAT or "sizes" not in attrs:
             raise RunDirError(not_store)
         version = attrs.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
+            readable = ", ".join(map(str, READABLE_VERSIONS))
             raise RunDirError(
                 f"{path} has line-store schema_version {version}, this steplines reads "
-                f"{SCHEMA_VERSION}; analyse it with the steplines version that wrote it, "
+                f"{readable}; analyse it with the steplines version that wrote it, "
                 "or measure again into a new run directory"
             )
         return cls(path, group, mode)
@@ -323,6 +337,15 @@ class LineStore:
     def schema_version(self) -> int:
         """Schema version the store was written with."""
         return int(self._attrs["schema_version"])
+
+    def has_array(self, name: str) -> bool:
+        """Whether the store holds array ``name`` (stores of older versions lack newer ones)."""
+        return name in self._arrays
+
+    @property
+    def has_estimates(self) -> bool:
+        """Whether the store has the estimator arrays (schema version ≥ 2)."""
+        return all(name in self._arrays for name in ESTIMATES)
 
     @property
     def val_indices(self) -> np.ndarray:
@@ -428,6 +451,9 @@ class LineStore:
             "zero_index": _first_match(pos, 0.0),
             "checksum": _checksum(record.train_losses, record.val_losses, record.direction_losses),
         }
+        for name in ESTIMATES:
+            if name in a:  # a version-1 store has no estimator arrays: left out
+                scalars[name] = float(getattr(record, name))
         for name, value in scalars.items():
             a[name][t] = value
         a["done"][t] = True
@@ -505,14 +531,24 @@ class LineStore:
             lr=float(a["lr"][t]),
             batch_loss=float(a["batch_loss"][t]),
             n_passes=int(a["n_passes"][t]),
+            **{name: float(a[name][t]) for name in ESTIMATES if name in a},
         )
 
     def read_summary(self) -> dict[str, np.ndarray]:
         """Return every ``[T]`` and ``[T, K]`` array (no per-sample data).
 
         Lines that are not done hold fill values (NaN, -1, 0); mask with ``summary["done"]``.
+        Arrays the store does not have (a version-1 store's estimator arrays) are returned
+        filled with their fill value.
         """
-        return {name: np.asarray(self._arrays[name][:]) for name in SUMMARY}
+        return {name: self.read_array(name) for name in SUMMARY}
+
+    def read_array(self, name: str) -> np.ndarray:
+        """One whole array, read into memory; one the store lacks (older version) as its fill."""
+        if name in self._arrays:
+            return np.asarray(self._arrays[name][:])
+        spec = ARRAYS_BY_NAME[name]
+        return np.full(spec.shape(self._sizes), spec.fill, dtype=spec.np_dtype)
 
     def verify_line(self, t: int) -> bool:
         """Recompute the checksum of line ``t``'s stored per-sample data.
@@ -555,12 +591,14 @@ class LineStore:
 def differing_arrays(a: Path, b: Path) -> list[str]:
     """Names of the arrays (of :data:`ARRAYS`) whose contents differ between two line stores.
 
-    NaN equals NaN. Used to check that resumed, sharded or distributed measurements wrote
-    exactly the store of an uninterrupted run.
+    NaN equals NaN; an array one store lacks (an older schema version) compares as its fill
+    value. Used to check that resumed, sharded or distributed measurements wrote exactly the
+    store of an uninterrupted run.
     """
-    ga, gb = (zarr.open_group(str(p), mode="r") for p in (a, b))
-    return [
-        spec.name
-        for spec in ARRAYS
-        if not np.array_equal(ga[spec.name][...], gb[spec.name][...], equal_nan=True)
-    ]
+    sa, sb = LineStore.open(Path(a)), LineStore.open(Path(b))
+    out = []
+    for spec in ARRAYS:
+        va, vb = sa.read_array(spec.name), sb.read_array(spec.name)
+        if va.shape != vb.shape or not np.array_equal(va, vb, equal_nan=True):
+            out.append(spec.name)
+    return out

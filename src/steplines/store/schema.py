@@ -24,8 +24,17 @@ from typing import Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-"""Version of the layout below. Bump it on any change that an old reader would misread."""
+SCHEMA_VERSION = 2
+"""Version of the layout below. Bump it on any change that an old reader would misread.
+
+History: 1 — the per-sample line store; 2 — adds the ``[T]`` estimator arrays
+(:data:`ESTIMATES`). A store of version 1 is still read (``READABLE_VERSIONS``): its missing
+arrays read as their fill value (NaN, "not measured"), and writers leave them out.
+"""
+
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+"""Store versions this code opens. Every array lists the version that introduced it
+(:attr:`ArraySpec.since`); arrays newer than a store are absent from it."""
 
 STORE_FORMAT = "steplines.lines"
 """Value of the group attribute ``format`` that marks a Zarr group as a line store."""
@@ -44,6 +53,7 @@ class ArraySpec:
         fill: Fill value of unwritten elements.
         chunking: How the array is chunked (see the module docstring).
         meaning: Unit and meaning, for documentation.
+        since: The schema version that introduced the array (absent from older stores).
     """
 
     name: str
@@ -52,6 +62,7 @@ class ArraySpec:
     fill: float | int | bool
     chunking: Chunking
     meaning: str
+    since: int = 1
 
     def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
         """Return the array shape for the given dimension sizes (keys ``T, K, N, M, B``)."""
@@ -233,6 +244,47 @@ ARRAYS: tuple[ArraySpec, ...] = (
         "Column of positions equal to 0.0 (first match), -1 if absent.",
     ),
     ArraySpec(
+        "est_slope_update",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "Estimator input: slope of the direction-batch loss along the line at theta_{t+1}, "
+        "grad l_B(theta_t + s_update*d_t) . d_t (Cockpit's alpha); NaN: not computed.",
+        since=2,
+    ),
+    ArraySpec(
+        "est_curvature",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "Estimator input: d_t^T H_B d_t, directional curvature of the direction-batch loss at "
+        "theta_t by a Hessian-vector product; NaN: not computed.",
+        since=2,
+    ),
+    ArraySpec(
+        "est_sample_grad_sq",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "Estimator input: (1/B) sum_i |g_i|^2 over per-sample gradients g_i of the direction "
+        "batch at theta_t (gradients of each loss of the one batch forward); NaN on lines "
+        "without per-sample gradients (measure.noise_scale_every).",
+        since=2,
+    ),
+    ArraySpec(
+        "est_batch_grad_sq",
+        "float64",
+        ("T",),
+        _NAN,
+        "segment",
+        "Estimator input: |(1/B) sum_i g_i|^2, squared norm of the batch gradient formed from "
+        "the same per-sample gradients; NaN on lines without them.",
+        since=2,
+    ),
+    ArraySpec(
         "checksum",
         "int64",
         ("T",),
@@ -264,6 +316,14 @@ MEANS: dict[str, str] = {
 }
 """Per-sample array -> its per-line mean array."""
 
+ESTIMATES: tuple[str, ...] = (
+    "est_slope_update",
+    "est_curvature",
+    "est_sample_grad_sq",
+    "est_batch_grad_sq",
+)
+"""The ``[T]`` estimator arrays (schema version 2; :mod:`steplines.engine.estimates`)."""
+
 SCALARS: tuple[str, ...] = (
     "s_update",
     "update_norm",
@@ -275,6 +335,7 @@ SCALARS: tuple[str, ...] = (
     "n_passes",
     "update_index",
     "zero_index",
+    *ESTIMATES,
     "checksum",
     "done",
 )
