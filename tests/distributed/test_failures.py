@@ -33,7 +33,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "small"
-    if not _mount_tmpfs(mnt, "420k"):
+    if not _mount_tmpfs(mnt, "500k"):
         pytest.skip("needs root and tmpfs mounts to simulate a full disk")
     try:
         yield mnt
