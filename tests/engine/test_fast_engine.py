@@ -153,3 +153,35 @@ def test_compiled_engine_equals_reference(name: str, batchnorm: str) -> None:
     fast = ev(theta, d, bufs, POSITIONS, batches)
     assert ev._compiled is not None  # the compiled path ran (no silent eager fallback)
     assert (fast - ref).abs().max().item() <= TOL[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("batchnorm", ["batch", "running"])
+@pytest.mark.parametrize("per_call", [8, 64], ids=["1-batch", "grouped"])
+@pytest.mark.parametrize("name", FAST_MODELS)
+def test_channels_last_equals_reference(
+    name: str, per_call: int, batchnorm: str, dtype: torch.dtype
+) -> None:
+    """Channels-last forced (the tiny test inputs are below the automatic threshold)."""
+    model, theta, d, bufs, batches = model_case(name, dtype)
+    if name == "digits-resnet":
+        per_call *= 2  # batches of 16
+    policy = LinePolicy(batchnorm)
+    ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, policy, loss_fn)
+    ev = FastEvaluator(model, policy, loss_fn, per_call, channels_last=True)
+    fast = ev(theta, d, bufs, POSITIONS, batches)
+    assert ev.channels_last
+    assert (fast - ref).abs().max().item() <= TOL[dtype]
+
+
+def test_channels_last_auto_follows_the_network_size() -> None:
+    small = model_case("digits-resnet", torch.float32)
+    ev = FastEvaluator(small[0], LinePolicy(), loss_fn, None, channels_last="auto")
+    ev(*small[1:4], POSITIONS[:1], small[4])
+    assert not ev.channels_last  # 0.27 MFLOP per sample: overhead-bound, NCHW
+    torch.manual_seed(0)
+    big = make_model("resnet20", image_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    ev = FastEvaluator(big, LinePolicy(), loss_fn, None, channels_last="auto")
+    ev._decide_layout([EvalBatch(x, torch.zeros(2, dtype=torch.long), 0)])
+    assert ev.channels_last  # 81 MFLOP per sample

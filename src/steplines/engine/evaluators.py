@@ -192,6 +192,11 @@ COMPILE_MIN_FLOP = 1e12
 many FLOP — about 10 s on the 2-core CPU, so a ~30–60 s compilation pays for itself within the
 first lines of a run, while tests and the tiny demo network never wait for the compiler."""
 
+CHANNELS_LAST_MIN_FLOP = 1e7
+"""``channels_last="auto"`` switches to channels-last for networks of at least this many FLOP
+per sample: ResNet-20 (81 MFLOP) ran 1.28× faster eagerly on CPU, the digits network
+(0.27 MFLOP, overhead-bound) 0.72× (BENCHMARKS.md)."""
+
 ACTIVATION_FACTOR = 6
 """Bytes one sample occupies during a forward call ≈ this × its largest layer output (input,
 output, residual and the per-group BatchNorm temporaries of the widest layer are alive at
@@ -228,7 +233,9 @@ class FastEvaluator:
         loss_fn: per-sample loss.
         max_eval_batch: at most this many samples per forward call; ``None`` = per device
             (:func:`default_per_call`).
-        channels_last: keep 4-D activations channels-last (oneDNN's fast layout on CPU, tensor
+        channels_last: ``True``, ``False`` or ``"auto"`` (networks of ≥
+            :data:`CHANNELS_LAST_MIN_FLOP` per sample): keep 4-D activations channels-last
+            (oneDNN's fast layout on CPU, tensor
             cores' on CUDA); ignored with active dropout (its masks follow memory order).
         compile: ``torch.compile`` the forward of the main call shape: ``True``, ``False`` or
             ``"auto"`` (on CPU when a call costs ≥ :data:`COMPILE_MIN_FLOP` and no dropout
@@ -244,7 +251,7 @@ class FastEvaluator:
         loss_fn: LossFn,
         max_eval_batch: int | None = 2048,
         *,
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         compile: bool | str = False,
         memory_budget_mb: float | None = None,
     ) -> None:
@@ -256,9 +263,12 @@ class FastEvaluator:
         self.loss_fn = loss_fn
         self.max_eval_batch = max_eval_batch
         self.per_call_seed = has_active_dropout(self.model, policy)
-        self.channels_last = channels_last and not self.per_call_seed and is_conv_model(model)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self._channels_last = channels_last if is_conv_model(model) else False
+        self.channels_last = False  # decided (for "auto") at the first call
+        if self.per_call_seed:
+            self._channels_last = False
+        if self._channels_last is True:
+            self._use_channels_last()
         self.buffers = list(self.model.buffers())
         self.compile = False if self.per_call_seed else compile
         self.memory_budget_mb = memory_budget_mb
@@ -317,6 +327,16 @@ class FastEvaluator:
         return max(limit, 1)
 
     # -- evaluation -----------------------------------------------------------------------------
+
+    def _use_channels_last(self) -> None:
+        self.channels_last = True
+        self.model.to(memory_format=torch.channels_last)  # the parameters stay the same objects
+
+    def _decide_layout(self, batches: Sequence[EvalBatch]) -> None:
+        if self._channels_last == "auto" and batches:
+            self._channels_last = self.profile(batches[0].x)[0] >= CHANNELS_LAST_MIN_FLOP
+            if self._channels_last:
+                self._use_channels_last()
 
     def _layout(self, x: Tensor) -> Tensor:
         if self.channels_last and x.dim() == 4:
@@ -379,6 +399,7 @@ class FastEvaluator:
     ) -> Tensor:
         """Per-sample losses ``[rows, K]``; same arguments as :func:`reference_losses`."""
         device = theta[0].device
+        self._decide_layout(batches)
         groups = self._groups(batches, self.per_call(batches))
         rows = sum(g[1].shape[0] for g in groups)
         self._prepare_compiled(groups, rows, len(positions))
@@ -408,7 +429,8 @@ def make_fast_evaluator(
     """The fast engine as a run's measurement configuration ``m`` asks for, per device.
 
     Samples per call: ``m.max_eval_batch`` or :func:`default_per_call`, bounded by
-    ``m.memory_budget_mb``; channels-last for convolutional networks (CPU and CUDA);
+    ``m.memory_budget_mb``; channels-last for convolutional networks of ≥
+    :data:`CHANNELS_LAST_MIN_FLOP` per sample (CPU and CUDA);
     ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`).
     """
     del batch_size, device  # the batches say both
@@ -417,7 +439,7 @@ def make_fast_evaluator(
         policy,
         loss_fn,
         m.max_eval_batch,
-        channels_last=True,
+        channels_last="auto",
         compile={"on": True, "off": False}.get(m.compile, "auto"),
         memory_budget_mb=m.memory_budget_mb,
     )
