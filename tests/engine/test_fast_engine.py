@@ -185,3 +185,18 @@ def test_channels_last_auto_follows_the_network_size() -> None:
     ev = FastEvaluator(big, LinePolicy(), loss_fn, None, channels_last="auto")
     ev._decide_layout([EvalBatch(x, torch.zeros(2, dtype=torch.long), 0)])
     assert ev.channels_last  # 81 MFLOP per sample
+
+
+@pytest.mark.slow
+def test_auto_compiles_large_lines_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compile="auto"`` compiles once a pass is large enough, with the same losses."""
+    import steplines.engine.evaluators as ev_mod
+
+    model, theta, d, bufs, batches = model_case("resnet20", torch.float32)
+    policy = LinePolicy()
+    ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, policy, loss_fn)
+    m = MeasureConfig()
+    monkeypatch.setattr(ev_mod, "COMPILE_MIN_FLOP", 1.0)
+    ev = make_fast_evaluator(m, model, policy, loss_fn, torch.device("cpu"), 8)
+    assert (ev(theta, d, bufs, POSITIONS, batches) - ref).abs().max().item() <= 1e-5
+    assert ev._compiled is not None
