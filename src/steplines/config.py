@@ -136,9 +136,13 @@ class MeasureConfig(_Section):
         engine: ``auto`` (fast), ``fast`` or ``reference`` (slow, obvious; the test oracle).
         noisy_every: at every ``noisy_every``-th step also measure ``noisy_directions`` lines
             from θ_t along the gradients of other mini-batches (SPEC §5, Fig. 8); 0 = off.
-        max_eval_batch: samples per forward call of the fast engine; None = one BatchNorm
-            batch per call on CPU (grouping measured slower there for ResNet-20) and up to
-            4096 on CUDA (3.1× faster on an H200, BENCHMARKS.md).
+        max_eval_batch: samples per forward call of the fast engine; None = chosen per
+            device (``engine.evaluators.make_fast_evaluator``, BENCHMARKS.md).
+        compile: ``torch.compile`` the fast engine's forward: ``auto`` (on CPU when a line's
+            pass costs ≥ 10¹² FLOP, e.g. ResNet-20 on CIFAR; never with active dropout),
+            ``on`` or ``off``.
+        memory_budget_mb: bound on the activation memory of one forward call of the fast
+            engine (MiB); lowers the samples per call when they would not fit.
         estimators: also compute, per line, the inputs of the cheap estimators the analysis
             compares with the measured line (direction-batch slope at θ_{t+1}, dᵀHd by a
             Hessian-vector product; ``docs/analysis.md``): 3 forward and ~4 backward passes of
@@ -159,6 +163,8 @@ class MeasureConfig(_Section):
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "auto"
     max_eval_batch: int | None = Field(default=None, gt=0)
+    compile: Literal["auto", "on", "off"] = "auto"
+    memory_budget_mb: float = Field(default=4096, gt=0)
     noisy_every: int = Field(default=0, ge=0)
     noisy_directions: int = Field(default=31, ge=2)
     estimators: bool = True

@@ -24,12 +24,13 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import MeasureConfig, RunConfig
+from .engine.background import BackgroundWriter, Prefetcher
 from .engine.estimates import LineEstimates, LineEstimator
 from .engine.evaluators import (
     EvalBatch,
-    FastEvaluator,
     LinePolicy,
     LossFn,
+    make_fast_evaluator,
     reference_losses,
     trainable_parameters,
 )
@@ -43,6 +44,7 @@ from .seeding import derive_seed
 from .store import LineRecord, LineStore
 from .store.directions import DirectionStore
 from .trajectory.loop import LineAnchor, StepRecord, Trainer
+from .trajectory.storage import TrajectoryDir
 
 log = logging.getLogger("steplines")
 
@@ -279,8 +281,7 @@ def make_evaluator(
     policy = LinePolicy(m.batchnorm, m.dropout)
     if m.engine == "reference":
         return functools.partial(reference_losses, model, policy=policy, loss_fn=loss_fn)
-    per_call = m.max_eval_batch or (4096 if device.type == "cuda" else batch_size)
-    return FastEvaluator(model, policy, loss_fn, per_call)
+    return make_fast_evaluator(m, model, policy, loss_fn, device, batch_size)
 
 
 class LineMeasurer:
@@ -456,10 +457,40 @@ def _measure_segments(
     total = sum(int((~done[c : min(e, recorded)]).sum()) for c, e in todo)
     bar = _progress(total, "measure", progress)
     measured = 0
-    for c, end in todo:
-        end = min(end, recorded)
-        trainer.load_state_dict(traj.load_checkpoint(c, device))
-        for t, rec in zip(range(c, end), traj.load_records(c)):
+    # Lines are written in a background thread and the next line's batches are built while
+    # this one is measured (engine/background.py): the loop does not wait on disk or data.
+    with BackgroundWriter(store.write_line) as writer:
+        for c, end in todo:
+            measured += _measure_segment(
+                trainer, traj, c, min(end, recorded), done, noisy, batches, measurer, writer, bar
+            )
+    bar.close()
+    return measured
+
+
+def _measure_segment(
+    trainer: Trainer,
+    traj: TrajectoryDir,
+    c: int,
+    end: int,
+    done: np.ndarray,
+    noisy: NoisyDirections | None,
+    batches: LineBatches,
+    measurer: LineMeasurer,
+    writer: BackgroundWriter,
+    bar: tqdm,
+) -> int:
+    device = trainer.device
+    measured = 0
+    trainer.load_state_dict(traj.load_checkpoint(c, device))
+    records = traj.load_records(c)
+    wanted = [
+        (t, (t, rec))
+        for t, rec in zip(range(c, end), records)
+        if not done[t] or (noisy is not None and noisy.due(t))
+    ]
+    with Prefetcher(lambda item: batches.batches(*item), wanted) as prefetch:
+        for t, rec in zip(range(c, end), records):
             noisy_due = noisy is not None and noisy.due(t)
             want = not done[t] or noisy_due
             replay, anchor = trainer.step(
@@ -473,18 +504,17 @@ def _measure_segments(
                 )
             if anchor is None:
                 continue
-            train, val, direction, rows = batches.batches(t, rec)
+            train, val, direction, rows = prefetch.get(t)
             if noisy_due:
                 noisy.measure(t, anchor, train, val, measurer.evaluate, measurer.spec, batches)
             if done[t]:
                 continue
-            store.write_line(t, measurer(anchor, train, val, direction, rows))
+            writer.put(t, measurer(anchor, train, val, direction, rows))
             measured += 1
             bar.update()
-        if traj.checkpoint_path(end).exists():
-            _check_replay(trainer, traj.load_checkpoint(end, device), end)
-        log.info("segment [%d, %d) measured", c, end)
-    bar.close()
+    if traj.checkpoint_path(end).exists():
+        _check_replay(trainer, traj.load_checkpoint(end, device), end)
+    log.info("segment [%d, %d) measured", c, end)
     return measured
 
 

@@ -29,6 +29,8 @@ NON_SEMANTIC = (
     "measure.engine",
     "measure.device",
     "measure.max_eval_batch",
+    "measure.compile",
+    "measure.memory_budget_mb",
 )
 
 

@@ -327,5 +327,9 @@ def _register_report_commands() -> None:
     main.add_command(analyze)
     main.add_command(report)
 
+    from .bench_cmd import bench
+
+    main.add_command(bench)
+
 
 _register_report_commands()

@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+
+if TYPE_CHECKING:
+    from ..config import MeasureConfig
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -132,7 +137,7 @@ class _GroupedBatchNorm:
 
     With ``[G·b, C, …]`` input, normalises each of the G consecutive blocks of b rows with that
     block's own mean and (biased) variance — exactly what G separate train-mode calls would do
-    — and never touches the running statistics.
+    — and never touches the running statistics. Channels-last 4-D input stays channels-last.
     """
 
     def __init__(self, module: nn.modules.batchnorm._BatchNorm) -> None:
@@ -146,72 +151,243 @@ class _GroupedBatchNorm:
                 x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps
             )
         n, c = x.shape[0], x.shape[1]
-        g = self.group or n
-        if g >= n:
+        g = min(self.group or n, n)
+        last = (
+            x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
+        compiling = torch.compiler.is_compiling()
+        if g == n and (compiling or not last):
             return F.batch_norm(x, None, None, m.weight, m.bias, True, 0.0, m.eps)
-        xv = x.reshape(n // g, g, c, -1)
+        # Eager channels-last input always takes the path below: ATen's channels-last CPU
+        # batch_norm was measured up to 6e-5 away from the NCHW result in float32 (ResNet-20).
+        # [G, rows of a group, C] (channels-last, a view) or [G, g, C, rest] (contiguous).
+        xv = x.permute(0, 2, 3, 1).reshape(n // g, -1, c) if last else x.reshape(n // g, g, c, -1)
+        dims = (1,) if last else (1, 3)
+        shape = (1, 1, c) if last else (1, 1, c, 1)
         # Per-group mean and biased variance (two-pass, as F.batch_norm), then one fused
         # scale-and-shift: several times faster on CPU than var_mean over non-contiguous dims.
-        mean = xv.mean(dim=(1, 3), keepdim=True)
-        xc = xv - mean
-        scale = torch.rsqrt((xc * xc).mean(dim=(1, 3), keepdim=True) + m.eps)
+        # Compiled, var_mean becomes one Welford reduction (the two-pass form drifted to 1e-5).
+        if compiling:
+            var, mean = torch.var_mean(xv, dim=dims, correction=0, keepdim=True)
+            xc = xv - mean
+        else:
+            mean = xv.mean(dim=dims, keepdim=True)
+            xc = xv - mean
+            var = (xc * xc).mean(dim=dims, keepdim=True)
+        scale = torch.rsqrt(var + m.eps)
         if m.affine:
-            y = torch.addcmul(m.bias.view(1, 1, c, 1), xc, scale * m.weight.view(1, 1, c, 1))
+            y = torch.addcmul(m.bias.view(shape), xc, scale * m.weight.view(shape))
         else:
             y = xc * scale
+        if last:
+            h, w = x.shape[2], x.shape[3]
+            return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
         return y.view_as(x)
+
+
+COMPILE_MIN_FLOP = 1e12
+"""``compile="auto"`` compiles when one call of the engine (a line's pass) costs at least this
+many FLOP — about 10 s on the 2-core CPU, so a ~30–60 s compilation pays for itself within the
+first lines of a run, while tests and the tiny demo network never wait for the compiler."""
+
+CHANNELS_LAST_MIN_FLOP = 1e7
+"""``channels_last="auto"`` switches to channels-last for networks of at least this many FLOP
+per sample: ResNet-20 (81 MFLOP) ran 1.28× faster eagerly on CPU, the digits network
+(0.27 MFLOP, overhead-bound) 0.72× (BENCHMARKS.md)."""
+
+ACTIVATION_FACTOR = 6
+"""Bytes one sample occupies during a forward call ≈ this × its largest layer output (input,
+output, residual and the per-group BatchNorm temporaries of the widest layer are alive at
+once); the memory budget divides by it to bound the samples per call."""
+
+log = logging.getLogger("steplines")
+
+
+def is_conv_model(model: nn.Module) -> bool:
+    """Whether ``model`` has 2-D convolutions (channels-last pays off only for those)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def default_per_call(device: torch.device, flop_per_sample: float, batch: int) -> int:
+    """Samples per call when not configured: CUDA 8192 (all samples of a position of the
+    paper's ResNet-20 run, 3,968 + 896 + 128, in one call); CPU one BatchNorm batch (bigger
+    calls measured slower on one thread for both ResNet-20 and the digits network,
+    BENCHMARKS.md)."""
+    del flop_per_sample
+    return 8192 if device.type == "cuda" else batch
 
 
 class FastEvaluator:
     """Fast per-sample line losses with the semantics of :func:`reference_losses`.
 
+    Per call (one pass of a line): θ_t's buffers are copied into a private model once; per
+    position the parameters are written in place (``_foreach``), then each run of equal-sized
+    batches is evaluated in calls of at most ``max_eval_batch`` samples (fewer if the memory
+    budget says so) with per-group BatchNorm statistics, under ``inference_mode``.
+
     Args:
         model: the network; a private copy is made once and reused across lines.
         policy: BatchNorm and dropout policy.
         loss_fn: per-sample loss.
-        max_eval_batch: at most this many samples per forward call (memory bound).
+        max_eval_batch: at most this many samples per forward call; ``None`` = per device
+            (:func:`default_per_call`).
+        channels_last: ``True``, ``False`` or ``"auto"`` (networks of ≥
+            :data:`CHANNELS_LAST_MIN_FLOP` per sample): keep 4-D activations channels-last
+            (oneDNN's fast layout on CPU, tensor
+            cores' on CUDA); ignored with active dropout (its masks follow memory order).
+        compile: ``torch.compile`` the forward of the main call shape: ``True``, ``False`` or
+            ``"auto"`` (on CPU when a call costs ≥ :data:`COMPILE_MIN_FLOP` and no dropout
+            is active, since the compiled dropout draws other masks). Other shapes (a partial
+            last batch) run eagerly; a compiler failure falls back to eager with a warning.
+        memory_budget_mb: bound on the activation memory of one call; ``None`` = unbounded.
     """
 
     def __init__(
-        self, model: nn.Module, policy: LinePolicy, loss_fn: LossFn, max_eval_batch: int = 2048
+        self,
+        model: nn.Module,
+        policy: LinePolicy,
+        loss_fn: LossFn,
+        max_eval_batch: int | None = 2048,
+        *,
+        channels_last: bool | str = False,
+        compile: bool | str = False,
+        memory_budget_mb: float | None = None,
     ) -> None:
         self.model = copy.deepcopy(model)
         set_policy_modes(self.model, policy)
         self.params = [p for _, p in trainable_parameters(self.model)]
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.buffers = list(self.model.buffers())
         self.loss_fn = loss_fn
         self.max_eval_batch = max_eval_batch
         self.per_call_seed = has_active_dropout(self.model, policy)
+        self._channels_last = channels_last if is_conv_model(model) else False
+        self.channels_last = False  # decided (for "auto") at the first call
+        if self.per_call_seed:
+            self._channels_last = False
+        if self._channels_last is True:
+            self._use_channels_last()
+        self.buffers = list(self.model.buffers())
+        self.compile = False if self.per_call_seed else compile
+        self.memory_budget_mb = memory_budget_mb
         self.bns: list[_GroupedBatchNorm] = []
         for m in self.model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 bn = _GroupedBatchNorm(m)
                 m.forward = bn  # instance attribute shadows the class method
                 self.bns.append(bn)
+        self._compiled: Callable[[Tensor], Tensor] | None = None
+        self._compiled_key: tuple[tuple[int, ...], int] | None = None
+        self._profile: tuple[float, float] | None = None  # (FLOP, activation bytes) per sample
 
-    def _groups(self, batches: Sequence[EvalBatch]) -> list[tuple[Tensor, Tensor, int, int, int]]:
+    # -- sizing -------------------------------------------------------------------------------
+
+    def profile(self, x: Tensor) -> tuple[float, float]:
+        """(FLOP, activation bytes) of one sample, from a 2-sample forward of ``x``'s rows."""
+        if self._profile is None:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            largest = [0]
+
+            def hook(_m: nn.Module, _i: object, out: object) -> None:
+                if isinstance(out, Tensor):
+                    largest[0] = max(largest[0], out.numel() * out.element_size())
+
+            leaves = [m for m in self.model.modules() if not list(m.children())]
+            handles = [m.register_forward_hook(hook) for m in leaves]
+            xs = x[:2] if x.shape[0] >= 2 else x
+            try:
+                with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+                    for bn in self.bns:
+                        bn.group = None
+                    self.model(self._layout(xs))
+            finally:
+                for h in handles:
+                    h.remove()
+            n = xs.shape[0]
+            flop = fc.get_total_flops() / n
+            act = ACTIVATION_FACTOR * largest[0] / n + x[0].numel() * x.element_size()
+            self._profile = (float(flop), float(act))
+        return self._profile
+
+    def per_call(self, batches: Sequence[EvalBatch]) -> int:
+        """Samples per forward call: ``max_eval_batch`` (``None``: per device, see
+        :func:`default_per_call`), lowered to fit the memory budget (never below one batch)."""
+        if not batches:
+            return 1
+        limit = self.max_eval_batch
+        if limit is None:
+            x = batches[0].x
+            limit = default_per_call(x.device, self.profile(x)[0], batches[0].y.shape[0])
+        if self.memory_budget_mb is not None:
+            act = self.profile(batches[0].x)[1]
+            limit = min(limit, int(self.memory_budget_mb * 2**20 // act))
+        return max(limit, 1)
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def _use_channels_last(self) -> None:
+        self.channels_last = True
+        self.model.to(memory_format=torch.channels_last)  # the parameters stay the same objects
+
+    def _decide_layout(self, batches: Sequence[EvalBatch]) -> None:
+        if self._channels_last == "auto" and batches:
+            self._channels_last = self.profile(batches[0].x)[0] >= CHANNELS_LAST_MIN_FLOP
+            if self._channels_last:
+                self._use_channels_last()
+
+    def _layout(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _groups(
+        self, batches: Sequence[EvalBatch], limit: int
+    ) -> list[tuple[Tensor, Tensor, int, int, int]]:
         """Concatenate runs of equal-sized batches: (x, y, group size, first row, seed)."""
         groups, i, start = [], 0, 0
         while i < len(batches):
             b = batches[i].y.shape[0]
             j = i + 1
             if not self.per_call_seed:
-                while (
-                    j < len(batches)
-                    and batches[j].y.shape[0] == b
-                    and (j - i + 1) * b <= self.max_eval_batch
-                ):
+                while j < len(batches) and batches[j].y.shape[0] == b and (j - i + 1) * b <= limit:
                     j += 1
             xs = [bt.x for bt in batches[i:j]]
             ys = [bt.y for bt in batches[i:j]]
             x = xs[0] if len(xs) == 1 else torch.cat(xs)
             y = ys[0] if len(ys) == 1 else torch.cat(ys)
-            groups.append((x, y, b, start, batches[i].dropout_seed))
+            groups.append((self._layout(x), y, b, start, batches[i].dropout_seed))
             start += y.shape[0]
             i = j
         return groups
+
+    def _want_compile(self, x: Tensor, rows: int, n_positions: int) -> bool:
+        if self.compile == "auto":
+            if x.device.type != "cpu":
+                return False
+            return self.profile(x)[0] * rows * n_positions >= COMPILE_MIN_FLOP
+        return bool(self.compile)
+
+    def _prepare_compiled(self, groups: list, rows: int, n_positions: int) -> None:
+        if self._compiled_key is not None or not groups or not self.compile:
+            return
+        x, _, size = max(groups, key=lambda g: g[0].shape[0])[:3]
+        self._compiled_key = (tuple(x.shape), size)
+        if self._want_compile(x, rows, n_positions):
+            self._compiled = torch.compile(self.model, dynamic=False)
+
+    def _forward(self, x: Tensor, size: int) -> Tensor:
+        for bn in self.bns:
+            bn.group = size
+        if self._compiled is not None and (tuple(x.shape), size) == self._compiled_key:
+            try:
+                return self._compiled(x)
+            except Exception as err:  # no compiler, unsupported op: the eager path is exact
+                log.warning("torch.compile failed (%s); evaluating eagerly", err)
+                self._compiled = None
+        return self.model(x)
 
     def __call__(
         self,
@@ -223,19 +399,47 @@ class FastEvaluator:
     ) -> Tensor:
         """Per-sample losses ``[rows, K]``; same arguments as :func:`reference_losses`."""
         device = theta[0].device
-        groups = self._groups(batches)
+        self._decide_layout(batches)
+        groups = self._groups(batches, self.per_call(batches))
         rows = sum(g[1].shape[0] for g in groups)
+        self._prepare_compiled(groups, rows, len(positions))
         out = torch.empty(rows, len(positions), dtype=theta[0].dtype, device=device)
+        theta, direction = list(theta), list(direction)
         with torch.inference_mode(), _forked_rng(device):
             for dst, src in zip(self.buffers, buffers):
                 dst.copy_(src)
             for k, s in enumerate(positions):
-                for p, a, d in zip(self.params, theta, direction):
-                    point_on_line(a, d, s, out=p)
+                torch._foreach_copy_(self.params, theta)
+                torch._foreach_add_(self.params, direction, alpha=float(s))
                 for x, y, size, start, seed in groups:
-                    for bn in self.bns:
-                        bn.group = size
                     if self.per_call_seed:
                         torch.manual_seed(seed)
-                    out[start : start + y.shape[0], k] = self.loss_fn(self.model(x), y)
+                    out[start : start + y.shape[0], k] = self.loss_fn(self._forward(x, size), y)
         return out
+
+
+def make_fast_evaluator(
+    m: MeasureConfig,
+    model: nn.Module,
+    policy: LinePolicy,
+    loss_fn: LossFn,
+    device: torch.device,
+    batch_size: int,
+) -> FastEvaluator:
+    """The fast engine as a run's measurement configuration ``m`` asks for, per device.
+
+    Samples per call: ``m.max_eval_batch`` or :func:`default_per_call`, bounded by
+    ``m.memory_budget_mb``; channels-last for convolutional networks of ≥
+    :data:`CHANNELS_LAST_MIN_FLOP` per sample (CPU and CUDA);
+    ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`).
+    """
+    del batch_size, device  # the batches say both
+    return FastEvaluator(
+        model,
+        policy,
+        loss_fn,
+        m.max_eval_batch,
+        channels_last="auto",
+        compile={"on": True, "off": False}.get(m.compile, "auto"),
+        memory_budget_mb=m.memory_budget_mb,
+    )
