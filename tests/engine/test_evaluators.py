@@ -72,16 +72,19 @@ def test_dropout_fixed_per_batch_and_off() -> None:
     assert torch.allclose(off[:8, 2], plain)  # s = 0 with dropout off is the plain model
 
 
+@pytest.mark.parametrize("case", ["conv_bn", "mlp_dropout"])
 @pytest.mark.parametrize("engine", ["reference", "fast"])
-def test_measurement_changes_no_state(engine: str) -> None:
-    model, theta, d, bufs, batches = make_case("conv_bn", torch.float32)
+def test_measurement_changes_no_state(engine: str, case: str) -> None:
+    model, theta, d, bufs, batches = make_case(case, torch.float32)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     if engine == "reference":
         reference_losses(model, theta, d, bufs, POSITIONS, batches, LinePolicy(), loss_fn)
     else:
-        FastEvaluator(model, LinePolicy(), loss_fn)(theta, d, bufs, POSITIONS, batches)
+        # max_eval_batch=None: the engine sizes its calls by a profiling forward pass first
+        fast = FastEvaluator(model, LinePolicy(), loss_fn, None, memory_budget_mb=64)
+        fast(theta, d, bufs, POSITIONS, batches)
     assert torch.equal(torch.get_rng_state(), rng)
     assert model.training
     for k, v in model.state_dict().items():

@@ -299,7 +299,12 @@ class FastEvaluator:
             handles = [m.register_forward_hook(hook) for m in leaves]
             xs = x[:2] if x.shape[0] >= 2 else x
             try:
-                with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+                # forked RNG: a dropout layer must not move the caller's random stream
+                with (
+                    torch.inference_mode(),
+                    _forked_rng(x.device),
+                    FlopCounterMode(display=False) as fc,
+                ):
                     for bn in self.bns:
                         bn.group = None
                     self.model(self._layout(xs))
