@@ -46,6 +46,14 @@ CASES: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+def random_anchor(model: nn.Module) -> tuple[list, list, list]:
+    """``(θ, d, buffers)``: the model's parameters, a random unit direction, its buffers."""
+    theta = [p.detach().clone() for p in model.parameters()]
+    d = [torch.randn_like(p) for p in theta]
+    norm = torch.sqrt(sum((x * x).sum() for x in d))
+    return theta, [x / norm for x in d], [b.detach().clone() for b in model.buffers()]
+
+
 def make_case(
     name: str, dtype: torch.dtype, sizes: tuple[int, ...] = (8, 8, 8, 5), seed: int = 0
 ) -> tuple[nn.Module, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[EvalBatch]]:
@@ -60,11 +68,7 @@ def make_case(
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
-    theta = [p.detach().clone() for p in model.parameters()]
-    d = [torch.randn_like(p) for p in theta]
-    norm = torch.sqrt(sum((x * x).sum() for x in d))
-    direction = [x / norm for x in d]
-    buffers = [b.detach().clone() for b in model.buffers()]
+    theta, direction, buffers = random_anchor(model)
     batches = [
         EvalBatch(torch.randn(n, 1, 4, 4, dtype=dtype), torch.randint(0, 3, (n,)), 100 + i)
         for i, n in enumerate(sizes)

@@ -489,7 +489,9 @@ def _measure_segment(
         for t, rec in zip(range(c, end), records)
         if not done[t] or (noisy is not None and noisy.due(t))
     ]
-    with Prefetcher(lambda item: batches.batches(*item), wanted) as prefetch:
+    # CPU: prepare in this thread (a second thread's OpenMP team slowed the engine 1.8×)
+    background = device.type == "cuda"
+    with Prefetcher(lambda item: batches.batches(*item), wanted, background) as prefetch:
         for t, rec in zip(range(c, end), records):
             noisy_due = noisy is not None and noisy.due(t)
             want = not done[t] or noisy_due

@@ -104,3 +104,18 @@ def test_failed_store_write_stops_the_run_and_leaves_the_line_unmarked(
     monkeypatch.setattr(LineStore, "write_line", real)
     assert measure_lines(run, problem, torch.device("cpu")) == int((~done).sum())
     assert np.asarray(LineStore.open(run.lines_path).done()).all()
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_prefetcher_threads_only_when_asked(background: bool) -> None:
+    """On CPU the measurement prepares batches inline (no second OpenMP team)."""
+    threads: list[str] = []
+
+    def fn(x: int) -> int:
+        threads.append(threading.current_thread().name)
+        return x * x
+
+    with Prefetcher(fn, [(k, k) for k in range(4)], background) as pre:
+        assert [pre.get(k) for k in range(4)] == [0, 1, 4, 9]
+    main = threading.current_thread().name
+    assert all((name != main) == background for name in threads)

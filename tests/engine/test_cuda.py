@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
 
-from cases import CASES, make_case
+from cases import CASES, make_case, random_anchor
 
 pytestmark = [
     pytest.mark.gpu,
@@ -71,11 +71,7 @@ def test_run_engine_on_cuda_equals_reference(batchnorm: str, compile_: str) -> N
     dev = torch.device("cuda")
     torch.manual_seed(0)
     model = make_model("resnet20", image_size=16).to(dev)
-    theta = [p.detach().clone() for p in model.parameters()]
-    d = [torch.randn_like(p) for p in theta]
-    norm = torch.sqrt(sum((x * x).sum() for x in d))
-    d = [x / norm for x in d]
-    bufs = [b.detach().clone() for b in model.buffers()]
+    theta, d, bufs = random_anchor(model)
     from steplines.engine.evaluators import EvalBatch
 
     batches = [

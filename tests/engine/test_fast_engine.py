@@ -18,7 +18,7 @@ from steplines.engine.evaluators import (
 )
 from steplines.problems.models import make_model
 
-from cases import make_case
+from cases import make_case, random_anchor
 
 POSITIONS = np.array([-0.5, -0.002, 0.0, 0.006, 0.137, 0.5])
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -45,11 +45,7 @@ def model_case(name: str, dtype: torch.dtype):
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
-    theta = [p.detach().clone() for p in model.parameters()]
-    d = [torch.randn_like(p) for p in theta]
-    norm = torch.sqrt(sum((x * x).sum() for x in d))
-    direction = [x / norm for x in d]
-    buffers = [b.detach().clone() for b in model.buffers()]
+    theta, direction, buffers = random_anchor(model)
     batches = [
         EvalBatch(torch.randn(n, ch, side, side, dtype=dtype), torch.randint(0, 10, (n,)), 7 + i)
         for i, n in enumerate(sizes)
