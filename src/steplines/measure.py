@@ -43,7 +43,7 @@ from .rundir import RunDir, resolve_device
 from .seeding import derive_seed
 from .store import LineRecord, LineStore
 from .store.directions import DirectionStore
-from .trajectory.loop import LineAnchor, StepRecord, Trainer
+from .trajectory.loop import LineAnchor, StepRecord, Trainer, gradients
 from .trajectory.storage import TrajectoryDir
 
 log = logging.getLogger("steplines")
@@ -562,10 +562,7 @@ class NoisyDirections:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)
             self.problem.loss_fn(self.scratch(x), y).mean().backward()
-        return [
-            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-            for p in self.params
-        ]
+        return gradients(self.params)
 
     def measure(
         self,

@@ -51,7 +51,7 @@ from .problems.problem import LossFn, Problem, check_problem, to_device
 from .rundir import RunDir
 from .seeding import derive_seed
 from .store import LineStore
-from .trajectory.loop import LineAnchor, StepRecord
+from .trajectory.loop import LineAnchor, StepRecord, gradients, update_line
 
 Schedule = str | int | Iterable[int] | Callable[[int], bool]
 
@@ -307,13 +307,7 @@ class LineProbe:
         if cur is None or not cur.active:
             return
         cur._steps_seen += 1
-        cur._grads = self._gradients()
-
-    def _gradients(self) -> list[Tensor]:
-        return [
-            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-            for p in self.params
-        ]
+        cur._grads = gradients(self.params)
 
     def _open(self, t: int) -> ProbeStep:
         if self._current is not None:
@@ -343,13 +337,8 @@ class LineProbe:
                 f"LineProbe: optimizer.step() ran {cur._steps_seen} times in the block of step "
                 f"{cur.t}; put exactly one step in each probe.step block"
             )
-        grads = cur._grads if cur._grads is not None else self._gradients()
-        with torch.no_grad():
-            update = [p.detach() - a for p, a in zip(self.params, cur._theta)]
-            norm = math.sqrt(sum(float(u.double().pow(2).sum()) for u in update))
-            direction = [u / (norm if norm > 0 else 1.0) for u in update]
-            slope = sum(float((g.double() * d.double()).sum()) for g, d in zip(grads, direction))
-            grad_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+        grads = cur._grads if cur._grads is not None else gradients(self.params)
+        direction, norm, slope, grad_norm = update_line(cur._theta, self.params, grads)
         n = int(y.shape[0])
         rows_ = np.full(n, -1, np.int64) if rows is None else np.asarray(rows, np.int64)
         seed = (

@@ -119,6 +119,7 @@ class Prefetcher(Generic[T, R]):
     ) -> None:
         self._fn = fn
         self._items = list(items)
+        self._by_key = dict(self._items)
         self._next = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._pending: dict[Hashable, Future[R]] = {}
@@ -135,7 +136,7 @@ class Prefetcher(Generic[T, R]):
     def get(self, key: Hashable) -> R:
         """The result for ``key`` (computed now if it was not the next one); starts the next."""
         if not self._background:
-            return self._fn(dict(self._items)[key])
+            return self._fn(self._by_key[key])
         while key not in self._pending and self._next < len(self._items):
             self._submit()
         fut = self._pending.pop(key)

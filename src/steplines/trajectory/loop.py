@@ -86,6 +86,28 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
         ) from None
 
 
+def gradients(params: list[nn.Parameter]) -> list[Tensor]:
+    """Copies of ``p.grad`` (zeros where a parameter got no gradient)."""
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
+@torch.no_grad()
+def update_line(
+    theta: list[Tensor], params: list[nn.Parameter], grads: list[Tensor]
+) -> tuple[list[Tensor], float, float, float]:
+    """The line of an applied update: ``(d_t, ‖u_t‖, g_t·d_t, ‖g_t‖)``.
+
+    u_t = θ_{t+1} − θ_t with θ_{t+1} = ``params`` now and θ_t = ``theta``; d_t = u_t/‖u_t‖
+    (zero when nothing moved); norms and the slope are accumulated in float64.
+    """
+    update = [p.detach() - a for p, a in zip(params, theta)]
+    norm = math.sqrt(sum(float(u.double().pow(2).sum()) for u in update))
+    direction = [u / (norm if norm > 0 else 1.0) for u in update]
+    slope = sum(float((g.double() * d.double()).sum()) for g, d in zip(grads, direction))
+    grad_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    return direction, norm, slope, grad_norm
+
+
 class Trainer:
     """Model, optimizer and schedule of one run; performs and replays steps.
 
@@ -166,20 +188,11 @@ class Trainer:
                 "is kept — lower train.lr or add a schedule"
             )
         loss.backward()
-        grads = [
-            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-            for p in self.params
-        ]
+        grads = gradients(self.params)
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         self.scheduler.step()
-        with torch.no_grad():
-            update = [p.detach() - a for p, a in zip(self.params, theta)]
-            norm = math.sqrt(sum(float(u.double().pow(2).sum()) for u in update))
-            safe = norm if norm > 0 else 1.0
-            direction = [u / safe for u in update]
-            slope = sum(float((g.double() * d.double()).sum()) for g, d in zip(grads, direction))
-            grad_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+        direction, norm, slope, grad_norm = update_line(theta, self.params, grads)
         record = StepRecord(
             rows=np.asarray(rows, dtype=np.int64),
             aug_seed=int(aug_seed),
