@@ -10,14 +10,14 @@ measured in the same run) converted to samples/s with the model's FLOP per sampl
 
 Variants: ``paper loop`` (the original sampler: parameters walked in place to each position,
 one ``no_grad`` forward per batch of 128, SPEC §3.4/§3.7), ``reference`` (the oracle), and the
-fast engine with the layout (NCHW / channels-last), samples per call, compilation, and on CPU
-two single-threaded worker processes that split the positions.
+fast engine with the layout (NCHW / channels-last; several batches per call interleaved in
+NCHW), samples per call, compilation, and on CPU the engine's worker pool: single-threaded
+processes that split the positions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .engine.evaluators import EvalBatch, FastEvaluator, LinePolicy, reference_losses
+from .engine.workers import WorkerPool
 from .problems.models import make_model
 
 SHAPES = {"resnet20": (3, 32), "resnet18": (3, 32), "mobilenetv2": (3, 32), "digits-resnet": (1, 8)}
@@ -146,6 +147,7 @@ class Variant:
     threads: int = 0
     processes: int = 1
     setup_s: float = 0.0
+    close: Callable[[], None] | None = None
     times: list[float] = field(default_factory=list)
     out: Tensor | None = None
 
@@ -154,56 +156,17 @@ def _fast(p: Problem, per_call: int, **kw: object) -> FastEvaluator:
     return FastEvaluator(p.model, LinePolicy(), loss_fn, per_call, **kw)  # type: ignore[arg-type]
 
 
-def _worker(conn: object, model_name: str, n_batches: int, n_positions: int, kw: dict) -> None:
-    """A single-threaded process evaluating its share of the positions on command."""
-    torch.set_num_threads(1)
-    p = make_line(model_name, torch.device("cpu"), n_batches, n_positions)
-    part = int(kw.pop("part")), int(kw.pop("parts"))
-    pos = np.array_split(p.positions, part[1])[part[0]]
-    ev = _fast(p, **kw)
-    ev(p.theta, p.direction, p.buffers, pos, p.batches)  # warm-up (and compilation)
-    conn.send("ready")  # type: ignore[attr-defined]
-    while conn.recv() == "go":  # type: ignore[attr-defined]
-        out = ev(p.theta, p.direction, p.buffers, pos, p.batches)
-        conn.send(out)  # type: ignore[attr-defined]
-
-
-class ProcessPair:
-    """Two spawned single-threaded workers, each evaluating half of the positions."""
-
-    def __init__(self, model_name: str, n_batches: int, n_positions: int, **kw: object) -> None:
-        ctx = mp.get_context("spawn")
-        self.conns, self.procs = [], []
-        for i in range(2):
-            a, b = ctx.Pipe()
-            args = (b, model_name, n_batches, n_positions, {**kw, "part": i, "parts": 2})
-            proc = ctx.Process(target=_worker, args=args, daemon=True)
-            proc.start()
-            self.conns.append(a)
-            self.procs.append(proc)
-        for c in self.conns:
-            c.recv()
-
-    def __call__(self) -> Tensor:
-        for c in self.conns:
-            c.send("go")
-        return torch.cat([c.recv() for c in self.conns], dim=1)
-
-    def close(self) -> None:
-        for c in self.conns:
-            c.send("stop")
-        for proc in self.procs:
-            proc.join(timeout=30)
-
-
 def cpu_variants(p: Problem, name: str, quick: bool, cores: int) -> list[Variant]:
     """The CPU variants for model ``name`` with 1 and ``cores`` threads; compiled ones only
-    without ``quick``; with 2+ cores also two single-threaded processes splitting positions."""
+    without ``quick``; with 2+ cores also the engine's worker pool (``cores`` single-threaded
+    processes splitting the positions, :class:`~steplines.engine.workers.WorkerPool`)."""
     th = (p.theta, p.direction, p.buffers, p.positions, p.batches)
     n = len(p.batches) * BATCH
+    mid = min(n, 5 * BATCH)  # the demo preset's calls: 5 BatchNorm batches
     out = [Variant("reference", functools_partial_reference(p), cores)]
     configs: list[tuple[str, int, dict]] = [
         ("fast NCHW, 1 batch/call", BATCH, {}),
+        (f"fast NCHW interleaved, ≤{mid}/call", mid, {}),
         ("fast channels-last, 1 batch/call", BATCH, {"channels_last": True}),
         (f"fast channels-last, ≤{n}/call", n, {"channels_last": True}),
     ]
@@ -236,21 +199,33 @@ def cpu_variants(p: Problem, name: str, quick: bool, cores: int) -> list[Variant
                 )
             )
     if cores >= 2:
-        per_call = n if name == "digits-resnet" else BATCH
-        kw = {"per_call": per_call, "channels_last": True, "compile": not quick}
-        t0 = time.perf_counter()
-        pair = ProcessPair(name, len(p.batches), len(p.positions), **kw)
-        label = "compiled" if not quick else "eager"
-        out.append(
-            Variant(
-                f"fast channels-last {label}, ≤{per_call}/call, 2 procs × 1 thr",
-                pair,
-                1,
-                processes=2,
-                setup_s=time.perf_counter() - t0,
+        for label, per_call, kw in _pool_configs(name, n, mid, quick):
+            pool = WorkerPool(_fast(p, per_call, **kw), cores)
+            t0 = time.perf_counter()
+            pool(*th)  # starts the workers (and compiles in each)
+            out.append(
+                Variant(
+                    f"{label}, {cores} procs × 1 thr",
+                    lambda pool=pool: pool(*th),
+                    1,
+                    processes=cores,
+                    setup_s=time.perf_counter() - t0,
+                    close=pool.close,
+                )
             )
-        )
     return out
+
+
+def _pool_configs(name: str, n: int, mid: int, quick: bool) -> list[tuple[str, int, dict]]:
+    """The worker-pool rows: the best one-process configurations of each network."""
+    if name == "digits-resnet":
+        rows = [(f"workers: NCHW interleaved, ≤{mid}/call", mid, {})]
+        if not quick:
+            kw = {"channels_last": True, "compile": True}
+            rows.append((f"workers: channels-last compiled, ≤{n}/call", n, kw))
+        return rows
+    kw = {"channels_last": True, "compile": not quick}
+    return [(f"workers: channels-last{'' if quick else ' compiled'}, 1 batch/call", BATCH, kw)]
 
 
 def functools_partial_reference(p: Problem) -> Callable[[], Tensor]:
@@ -322,8 +297,8 @@ def run_bench(
                     v.times.append(time.perf_counter() - t0)
     finally:
         for v in variants:
-            if isinstance(v.run, ProcessPair):
-                v.run.close()
+            if v.close is not None:
+                v.close()
     ceiling = {c: gemm_flops(c) for c in sorted({1, cores})} if dev.type == "cpu" else {}
     ref = next(v.out for v in variants if v.name == "reference")
     assert ref is not None

@@ -11,7 +11,7 @@ import math
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -143,6 +143,10 @@ class MeasureConfig(_Section):
             ``on`` or ``off``.
         memory_budget_mb: bound on the activation memory of one forward call of the fast
             engine (MiB); lowers the samples per call when they would not fit.
+        workers: single-threaded processes that share each line's positions on CPU:
+            ``auto`` (the run's CPU threads, for lines of ≥ 10¹⁰ FLOP per pass, in
+            ``steplines run``/``measure``; LineProbe stays in one process unless given a
+            number), or a number (1 = in-process, with the run's threads).
         estimators: also compute, per line, the inputs of the cheap estimators the analysis
             compares with the measured line (direction-batch slope at θ_{t+1}, dᵀHd by a
             Hessian-vector product; ``docs/analysis.md``): 3 forward and ~4 backward passes of
@@ -165,6 +169,7 @@ class MeasureConfig(_Section):
     max_eval_batch: int | None = Field(default=None, gt=0)
     compile: Literal["auto", "on", "off"] = "auto"
     memory_budget_mb: float = Field(default=4096, gt=0)
+    workers: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     noisy_every: int = Field(default=0, ge=0)
     noisy_directions: int = Field(default=31, ge=2)
     estimators: bool = True

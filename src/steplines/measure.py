@@ -275,13 +275,20 @@ def open_or_create_direction_store(run: RunDir) -> DirectionStore:
 
 
 def make_evaluator(
-    m: MeasureConfig, model: nn.Module, loss_fn: LossFn, device: torch.device, batch_size: int
+    m: MeasureConfig,
+    model: nn.Module,
+    loss_fn: LossFn,
+    device: torch.device,
+    batch_size: int,
+    *,
+    workers_ok: bool = False,
 ) -> Evaluate:
-    """The engine ``m.engine`` selects, bound to (a private copy of) ``model``."""
+    """The engine ``m.engine`` selects, bound to (a private copy of) ``model``; ``workers_ok``:
+    ``m.workers = "auto"`` may start worker processes (see ``make_fast_evaluator``)."""
     policy = LinePolicy(m.batchnorm, m.dropout)
     if m.engine == "reference":
         return functools.partial(reference_losses, model, policy=policy, loss_fn=loss_fn)
-    return make_fast_evaluator(m, model, policy, loss_fn, device, batch_size)
+    return make_fast_evaluator(m, model, policy, loss_fn, device, batch_size, workers_ok=workers_ok)
 
 
 class LineMeasurer:
@@ -302,6 +309,8 @@ class LineMeasurer:
         loss_fn: per-sample loss.
         device: where to measure.
         batch_size: B, the BatchNorm evaluation batch size.
+        workers_ok: ``m.workers = "auto"`` may start worker processes (the CLI's loop; a
+            user's script may lack the ``__main__`` guard that spawned processes need).
     """
 
     def __init__(
@@ -311,9 +320,11 @@ class LineMeasurer:
         loss_fn: LossFn,
         device: torch.device,
         batch_size: int,
+        *,
+        workers_ok: bool = False,
     ) -> None:
         self.spec = GridSpec(m.grid, m.interval, m.resolution, m.max_passes)
-        self.evaluate = make_evaluator(m, model, loss_fn, device, batch_size)
+        self.evaluate = make_evaluator(m, model, loss_fn, device, batch_size, workers_ok=workers_ok)
         self.estimator = (
             LineEstimator(model, loss_fn, LinePolicy(m.batchnorm, m.dropout))
             if m.estimators
@@ -353,6 +364,12 @@ class LineMeasurer:
                 per_sample=every > 0 and anchor.t % every == 0,
             )
         return _line_record(samples, anchor, train_rows, estimates)
+
+    def close(self) -> None:
+        """Stop the engine's worker processes, if any (idempotent)."""
+        close = getattr(self.evaluate, "close", None)
+        if close is not None:
+            close()
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -452,19 +469,25 @@ def _measure_segments(
     dtype = _dtype(cfg)
     batches = LineBatches(problem, cfg, device, dtype)
     trainer = Trainer(problem, cfg.train, device, dtype)
-    measurer = LineMeasurer(cfg.measure, trainer.model, problem.loss_fn, device, problem.batch_size)
+    measurer = LineMeasurer(
+        cfg.measure, trainer.model, problem.loss_fn, device, problem.batch_size, workers_ok=True
+    )
     noisy = NoisyDirections(run, problem, trainer) if cfg.measure.noisy_every else None
     total = sum(int((~done[c : min(e, recorded)]).sum()) for c, e in todo)
     bar = _progress(total, "measure", progress)
     measured = 0
     # Lines are written in a background thread and the next line's batches are built while
     # this one is measured (engine/background.py): the loop does not wait on disk or data.
-    with BackgroundWriter(store.write_line) as writer:
-        for c, end in todo:
-            measured += _measure_segment(
-                trainer, traj, c, min(end, recorded), done, noisy, batches, measurer, writer, bar
-            )
-    bar.close()
+    try:
+        with BackgroundWriter(store.write_line) as writer:
+            for c, end in todo:
+                e = min(end, recorded)
+                measured += _measure_segment(
+                    trainer, traj, c, e, done, noisy, batches, measurer, writer, bar
+                )
+    finally:
+        measurer.close()
+        bar.close()
     return measured
 
 

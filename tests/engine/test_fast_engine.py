@@ -103,7 +103,7 @@ def test_memory_budget_bounds_call_size(case: str, budget_mb: float, dtype: torc
     else:
         assert per_call == 4096 or per_call * act <= budget_mb * 2**20
     groups = ev._groups(batches, per_call)
-    assert max(g[0].shape[0] for g in groups) <= max(per_call, 8)
+    assert max(c.x.shape[0] for c in groups) <= max(per_call, 8)
     ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, LinePolicy(), loss_fn)
     assert (ev(theta, d, bufs, POSITIONS, batches) - ref).abs().max().item() <= TOL[dtype]
 
@@ -135,6 +135,44 @@ def test_channels_last_grouped_batchnorm_equals_separate_batches() -> None:
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(got, want, atol=1e-12)
     assert torch.allclose(g(x), want, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", ["digits-resnet", "resnet20"])
+def test_interleaved_calls_equal_reference(name: str, dtype: torch.dtype) -> None:
+    """NCHW calls of several batches interleave their rows (sample i of batch j at i·G + j) and
+    take all groups' BatchNorm statistics in one ATen call: same losses, rows in batch order."""
+    model, theta, d, bufs, batches = model_case(name, dtype)
+    ev = FastEvaluator(model, LinePolicy(), loss_fn, 4096)
+    calls = ev._groups(batches, 4096)
+    assert [c.interleaved for c in calls] == [True, False]  # two equal batches, a partial one
+    ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, LinePolicy(), loss_fn)
+    assert (ev(theta, d, bufs, POSITIONS, batches) - ref).abs().max().item() <= TOL[dtype]
+
+
+def test_interleaved_batchnorm_equals_separate_batches() -> None:
+    """BatchNorm1d and BatchNorm2d on interleaved rows = separate train-mode calls per group."""
+    from steplines.engine.evaluators import _GroupedBatchNorm
+
+    torch.manual_seed(0)
+    for bn, shape in ((torch.nn.BatchNorm2d(5), (4, 5, 3, 2)), (torch.nn.BatchNorm1d(5), (4, 5))):
+        bn = bn.double()
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+        groups = [torch.randn(*shape, dtype=torch.float64) for _ in range(3)]
+        g = _GroupedBatchNorm(bn)
+        g.group, g.interleaved = 4, True
+        with torch.no_grad():
+            want = torch.stack(
+                [
+                    F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+                    for x in groups
+                ],
+                1,
+            ).flatten(0, 1)
+            got = g(torch.stack(groups, 1).flatten(0, 1))
+        assert torch.allclose(got, want, atol=1e-12)
 
 
 @pytest.mark.slow

@@ -176,6 +176,33 @@ def test_same_config_and_seed_give_identical_stores(tiny_config: Path, tmp_path:
     assert_same_store(tmp_path / "a", tmp_path / "b")
 
 
+def test_worker_processes_give_the_same_store(
+    tiny_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two single-threaded worker processes sharing each line's positions write the store that
+    one single-threaded process writes, bit for bit (also the noisy directions' lines)."""
+    from steplines.engine.workers import WorkerPool
+
+    ran: list[bool] = []
+    close = WorkerPool.close
+    monkeypatch.setattr(WorkerPool, "close", lambda self: (ran.append(self.started), close(self)))
+    text = tiny_config.read_text().replace("steps = 10", "steps = 4")
+    text += "noisy_every = 4\nnoisy_directions = 2\n"
+    for name, workers in (("one", 1), ("two", 2)):
+        cfg_path = tmp_path / f"{name}.toml"
+        cfg_path.write_text(text + f"workers = {workers}\n")
+        run_all(RunDir.prepare(tmp_path / name, load_config(path=cfg_path)))
+    assert ran and ran[0]  # the workers did run (no silent in-process fallback)
+    assert_same_store(tmp_path / "one", tmp_path / "two")
+    from steplines.store.directions import DirectionStore
+
+    one, two = (
+        DirectionStore.open(tmp_path / n / "directions.zarr").read() for n in ("one", "two")
+    )
+    assert one.keys() == two.keys()
+    assert all(np.array_equal(one[k], two[k], equal_nan=True) for k in one)
+
+
 def test_noisy_directions_and_eval_metrics(tiny_config: Path, tmp_path: Path) -> None:
     """Fig. 8 lines from θ_t along other batches' gradients; eval metrics at checkpoints."""
     import json

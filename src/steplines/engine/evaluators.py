@@ -34,6 +34,7 @@ from torch.func import functional_call
 
 if TYPE_CHECKING:
     from ..config import MeasureConfig
+    from .workers import WorkerPool
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -143,6 +144,7 @@ class _GroupedBatchNorm:
     def __init__(self, module: nn.modules.batchnorm._BatchNorm) -> None:
         self.m = module
         self.group: int | None = None
+        self.interleaved = False
 
     def __call__(self, x: Tensor) -> Tensor:
         m = self.m
@@ -151,6 +153,8 @@ class _GroupedBatchNorm:
                 x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps
             )
         n, c = x.shape[0], x.shape[1]
+        if self.interleaved and self.group is not None and self.group < n:
+            return self._interleaved(x, n // self.group)
         g = min(self.group or n, n)
         last = (
             x.dim() == 4
@@ -186,6 +190,17 @@ class _GroupedBatchNorm:
             return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
         return y.view_as(x)
 
+    def _interleaved(self, x: Tensor, groups: int) -> Tensor:
+        """Rows ``i·G + j`` hold sample i of group j: ``[b·G, C, …]`` is, as a view,
+        ``[b, G·C, …]``, whose G·C "channels" are exactly the (group, channel) pairs — so
+        ATen's own fused train-mode ``batch_norm`` computes every group's statistics in one
+        call, over the same elements as G separate calls."""
+        m, b = self.m, x.shape[0] // groups
+        xv = x.reshape(b, groups * x.shape[1], *x.shape[2:])
+        w = m.weight.repeat(groups) if m.affine else None
+        bias = m.bias.repeat(groups) if m.affine else None
+        return F.batch_norm(xv, None, None, w, bias, True, 0.0, m.eps).view_as(x)
+
 
 COMPILE_MIN_FLOP = 1e12
 """``compile="auto"`` compiles when one call of the engine (a line's pass) costs at least this
@@ -217,6 +232,19 @@ def default_per_call(device: torch.device, flop_per_sample: float, batch: int) -
     BENCHMARKS.md)."""
     del flop_per_sample
     return 8192 if device.type == "cuda" else batch
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One forward call: inputs, targets, rows per BatchNorm group, first output row, dropout
+    seed, and whether the rows are interleaved (row ``i·G + j`` = sample i of batch j)."""
+
+    x: Tensor
+    y: Tensor
+    size: int
+    start: int
+    seed: int
+    interleaved: bool
 
 
 class FastEvaluator:
@@ -281,6 +309,12 @@ class FastEvaluator:
         self._compiled: Callable[[Tensor], Tensor] | None = None
         self._compiled_key: tuple[tuple[int, ...], int] | None = None
         self._profile: tuple[float, float] | None = None  # (FLOP, activation bytes) per sample
+
+    def __getstate__(self) -> dict:
+        """Picklable (for worker processes): a compiled forward is rebuilt where it is used."""
+        state = self.__dict__.copy()
+        state["_compiled"], state["_compiled_key"] = None, None
+        return state
 
     # -- sizing -------------------------------------------------------------------------------
 
@@ -348,11 +382,14 @@ class FastEvaluator:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _groups(
-        self, batches: Sequence[EvalBatch], limit: int
-    ) -> list[tuple[Tensor, Tensor, int, int, int]]:
-        """Concatenate runs of equal-sized batches: (x, y, group size, first row, seed)."""
-        groups, i, start = [], 0, 0
+    def _groups(self, batches: Sequence[EvalBatch], limit: int) -> list[_Call]:
+        """Concatenate runs of equal-sized batches into calls of at most ``limit`` rows.
+
+        NCHW (and 2-D) calls are *interleaved* — row ``i·G + j`` is sample i of batch j — so
+        that BatchNorm takes every batch's statistics in one fused ATen call
+        (:meth:`_GroupedBatchNorm._interleaved`); channels-last calls stack the batches.
+        """
+        calls, i, start = [], 0, 0
         while i < len(batches):
             b = batches[i].y.shape[0]
             j = i + 1
@@ -361,12 +398,17 @@ class FastEvaluator:
                     j += 1
             xs = [bt.x for bt in batches[i:j]]
             ys = [bt.y for bt in batches[i:j]]
-            x = xs[0] if len(xs) == 1 else torch.cat(xs)
-            y = ys[0] if len(ys) == 1 else torch.cat(ys)
-            groups.append((self._layout(x), y, b, start, batches[i].dropout_seed))
+            inter = len(xs) > 1 and not self.channels_last
+            if len(xs) == 1:
+                x, y = xs[0], ys[0]
+            elif inter:
+                x, y = torch.stack(xs, 1).flatten(0, 1), torch.stack(ys, 1).flatten(0, 1)
+            else:
+                x, y = torch.cat(xs), torch.cat(ys)
+            calls.append(_Call(self._layout(x), y, b, start, batches[i].dropout_seed, inter))
             start += y.shape[0]
             i = j
-        return groups
+        return calls
 
     def _want_compile(self, x: Tensor, rows: int, n_positions: int) -> bool:
         if self.compile == "auto":
@@ -375,18 +417,28 @@ class FastEvaluator:
             return self.profile(x)[0] * rows * n_positions >= COMPILE_MIN_FLOP
         return bool(self.compile)
 
-    def _prepare_compiled(self, groups: list, rows: int, n_positions: int) -> None:
-        if self._compiled_key is not None or not groups or not self.compile:
+    def _prepare_compiled(self, calls: list[_Call], rows: int, n_positions: int) -> None:
+        if self._compiled_key is not None or not calls or not self.compile:
             return
-        x, _, size = max(groups, key=lambda g: g[0].shape[0])[:3]
-        self._compiled_key = (tuple(x.shape), size)
-        if self._want_compile(x, rows, n_positions):
+        c = max(calls, key=lambda c: c.x.shape[0])
+        self._compiled_key = (tuple(c.x.shape), c.size, c.interleaved)
+        if self._want_compile(c.x, rows, n_positions):
             self._compiled = torch.compile(self.model, dynamic=False)
 
-    def _forward(self, x: Tensor, size: int) -> Tensor:
+    def _forward(self, c: _Call) -> Tensor:
+        """Per-sample losses of one call, in batch order."""
         for bn in self.bns:
-            bn.group = size
-        if self._compiled is not None and (tuple(x.shape), size) == self._compiled_key:
+            bn.group, bn.interleaved = c.size, c.interleaved
+        logits = self._logits(c)
+        loss = self.loss_fn(logits, c.y)
+        if c.interleaved:
+            loss = loss.view(c.size, -1).t().reshape(-1)
+        return loss
+
+    def _logits(self, c: _Call) -> Tensor:
+        x = c.x
+        key = (tuple(x.shape), c.size, c.interleaved)
+        if self._compiled is not None and key == self._compiled_key:
             try:
                 return self._compiled(x)
             except Exception as err:  # no compiler, unsupported op: the eager path is exact
@@ -405,9 +457,9 @@ class FastEvaluator:
         """Per-sample losses ``[rows, K]``; same arguments as :func:`reference_losses`."""
         device = theta[0].device
         self._decide_layout(batches)
-        groups = self._groups(batches, self.per_call(batches))
-        rows = sum(g[1].shape[0] for g in groups)
-        self._prepare_compiled(groups, rows, len(positions))
+        calls = self._groups(batches, self.per_call(batches))
+        rows = sum(c.y.shape[0] for c in calls)
+        self._prepare_compiled(calls, rows, len(positions))
         out = torch.empty(rows, len(positions), dtype=theta[0].dtype, device=device)
         theta, direction = list(theta), list(direction)
         with torch.inference_mode(), _forked_rng(device):
@@ -416,10 +468,10 @@ class FastEvaluator:
             for k, s in enumerate(positions):
                 torch._foreach_copy_(self.params, theta)
                 torch._foreach_add_(self.params, direction, alpha=float(s))
-                for x, y, size, start, seed in groups:
+                for c in calls:
                     if self.per_call_seed:
-                        torch.manual_seed(seed)
-                    out[start : start + y.shape[0], k] = self.loss_fn(self._forward(x, size), y)
+                        torch.manual_seed(c.seed)
+                    out[c.start : c.start + c.y.shape[0], k] = self._forward(c)
         return out
 
 
@@ -430,16 +482,24 @@ def make_fast_evaluator(
     loss_fn: LossFn,
     device: torch.device,
     batch_size: int,
-) -> FastEvaluator:
+    *,
+    workers_ok: bool = False,
+) -> FastEvaluator | WorkerPool:
     """The fast engine as a run's measurement configuration ``m`` asks for, per device.
 
     Samples per call: ``m.max_eval_batch`` or :func:`default_per_call`, bounded by
     ``m.memory_budget_mb``; channels-last for convolutional networks of ≥
     :data:`CHANNELS_LAST_MIN_FLOP` per sample (CPU and CUDA);
-    ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`).
+    ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`). On CPU with
+    ``m.workers`` = ``auto`` (and ``workers_ok``: the caller runs under a ``__main__`` guard,
+    as the CLI does) and ≥ 2 threads, or an explicit ``m.workers`` ≥ 2: a
+    :class:`~steplines.engine.workers.WorkerPool` of single-threaded processes (``auto``: for
+    passes of ≥ :data:`~steplines.engine.workers.WORKERS_MIN_FLOP`).
     """
-    del batch_size, device  # the batches say both
-    return FastEvaluator(
+    from .workers import WORKERS_MIN_FLOP, WorkerPool
+
+    del batch_size  # the batches say it
+    engine = FastEvaluator(
         model,
         policy,
         loss_fn,
@@ -448,3 +508,11 @@ def make_fast_evaluator(
         compile={"on": True, "off": False}.get(m.compile, "auto"),
         memory_budget_mb=m.memory_budget_mb,
     )
+    if device.type != "cpu":
+        return engine
+    if m.workers == "auto":
+        n = torch.get_num_threads()
+        if workers_ok and n >= 2:
+            return WorkerPool(engine, n, min_flop=WORKERS_MIN_FLOP)
+        return engine
+    return WorkerPool(engine, m.workers) if m.workers >= 2 else engine

@@ -1,0 +1,134 @@
+"""Worker processes that share a line's positions give the one-process engine's numbers."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from steplines.config import MeasureConfig
+from steplines.engine.evaluators import (
+    EvalBatch,
+    FastEvaluator,
+    LinePolicy,
+    make_fast_evaluator,
+    reference_losses,
+)
+from steplines.engine.workers import WorkerError, WorkerPool
+from steplines.problems.models import make_model
+
+from cases import random_anchor
+
+POSITIONS = np.linspace(-0.5, 0.5, 7)
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+@pytest.fixture(scope="module")
+def line():
+    torch.manual_seed(0)
+    model = make_model("digits-resnet", in_channels=1, image_size=8)
+    theta, direction, buffers = random_anchor(model)
+    batches = [
+        EvalBatch(torch.randn(n, 1, 8, 8), torch.randint(0, 10, (n,)), i)
+        for i, n in enumerate((16, 16, 16, 5))
+    ]
+    return model, theta, direction, buffers, batches
+
+
+def test_pool_equals_one_process_and_reference(line) -> None:
+    """Positions cut into contiguous chunks, one per worker; columns come back in order."""
+    model, theta, d, bufs, batches = line
+    pool = WorkerPool(FastEvaluator(model, LinePolicy(), loss_fn, 48), 2)
+    try:
+        got = pool(theta, d, bufs, POSITIONS, batches)
+        assert pool.started
+        again = pool(theta, d, bufs, POSITIONS[::-1].copy(), batches)  # workers are reused
+    finally:
+        pool.close()
+    assert not pool.started
+    with torch.inference_mode():
+        torch.set_num_threads(1)
+        try:
+            one = FastEvaluator(model, LinePolicy(), loss_fn, 48)(
+                theta, d, bufs, POSITIONS, batches
+            )
+        finally:
+            torch.set_num_threads(2)
+    ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, LinePolicy(), loss_fn)
+    assert torch.equal(got, one)  # the same engine on one thread, bit for bit
+    assert torch.equal(again, got.flip(1))
+    assert (got - ref).abs().max().item() <= 1e-5
+
+
+def test_small_lines_and_unpicklable_engines_stay_in_process(line, caplog) -> None:
+    model, theta, d, bufs, batches = line
+    small = WorkerPool(FastEvaluator(model, LinePolicy(), loss_fn), 2, min_flop=1e15)
+    small(theta, d, bufs, POSITIONS, batches)
+    assert not small.started  # below min_flop: no processes
+
+    def local_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # not picklable
+        return F.cross_entropy(logits, y, reduction="none")
+
+    pool = WorkerPool(FastEvaluator(model, LinePolicy(), local_loss), 2)
+    with caplog.at_level(logging.WARNING, logger="steplines"):
+        got = pool(theta, d, bufs, POSITIONS, batches)
+    assert not pool.started and "cannot be pickled" in caplog.text
+    ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, LinePolicy(), loss_fn)
+    assert (got - ref).abs().max().item() <= 1e-5
+
+
+def test_a_dead_worker_is_one_clear_error(line) -> None:
+    model, theta, d, bufs, batches = line
+    pool = WorkerPool(FastEvaluator(model, LinePolicy(), loss_fn), 2)
+    try:
+        pool(theta, d, bufs, POSITIONS, batches)
+        pool._procs[1].kill()
+        pool._procs[1].join()
+        with pytest.raises(WorkerError, match=r"worker process died.*rerun"):
+            pool(theta, d, bufs, POSITIONS, batches)
+        assert not pool.started
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize(
+    ("workers", "workers_ok", "threads", "pool"),
+    [
+        ("auto", True, 2, True),  # steplines run/measure on 2 cores
+        ("auto", False, 2, False),  # LineProbe in a user's script
+        ("auto", True, 1, False),  # one CPU thread
+        (1, True, 2, False),
+        (2, False, 1, True),  # an explicit number always
+    ],
+)
+def test_worker_choice(line, workers, workers_ok: bool, threads: int, pool: bool) -> None:
+    model = line[0]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ev = make_fast_evaluator(
+            MeasureConfig(workers=workers),
+            model,
+            LinePolicy(),
+            loss_fn,
+            torch.device("cpu"),
+            16,
+            workers_ok=workers_ok,
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert isinstance(ev, WorkerPool) is pool
+    assert not getattr(ev, "started", False)  # nothing is spawned before a big enough line
+
+
+def test_workers_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        MeasureConfig(workers=0)
+    with pytest.raises(ValueError, match="workers"):
+        MeasureConfig(workers="many")
