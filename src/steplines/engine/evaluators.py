@@ -199,7 +199,7 @@ class _GroupedBatchNorm:
         xv = x.reshape(b, groups * x.shape[1], *x.shape[2:])
         w = m.weight.repeat(groups) if m.affine else None
         bias = m.bias.repeat(groups) if m.affine else None
-        return F.batch_norm(xv, None, None, w, bias, True, 0.0, m.eps).view_as(x)
+        return F.batch_norm(xv, None, None, w, bias, True, 0.0, m.eps).reshape(x.shape)
 
 
 COMPILE_MIN_FLOP = 1e12
