@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .precision import precision_context
+
 if TYPE_CHECKING:
     from ..config import MeasureConfig
 
@@ -242,6 +244,10 @@ class FastEvaluator:
             is active, since the compiled dropout draws other masks). Other shapes (a partial
             last batch) run eagerly; a compiler failure falls back to eager with a warning.
         memory_budget_mb: bound on the activation memory of one call; ``None`` = unbounded.
+        precision: ``fp32``, ``tf32`` or ``bf16``: the arithmetic of the forward passes and
+            losses (:mod:`~steplines.engine.precision`); the losses are stored in the
+            parameters' dtype. A precision other than fp32 never compiles (eager autocast and
+            TF32 flags are what is measured and documented).
     """
 
     def __init__(
@@ -254,6 +260,7 @@ class FastEvaluator:
         channels_last: bool | str = False,
         compile: bool | str = False,
         memory_budget_mb: float | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.model = copy.deepcopy(model)
         set_policy_modes(self.model, policy)
@@ -270,7 +277,8 @@ class FastEvaluator:
         if self._channels_last is True:
             self._use_channels_last()
         self.buffers = list(self.model.buffers())
-        self.compile = False if self.per_call_seed else compile
+        self.precision = precision
+        self.compile = False if self.per_call_seed or precision != "fp32" else compile
         self.memory_budget_mb = memory_budget_mb
         self.bns: list[_GroupedBatchNorm] = []
         for m in self.model.modules():
@@ -419,7 +427,8 @@ class FastEvaluator:
                 for x, y, size, start, seed in groups:
                     if self.per_call_seed:
                         torch.manual_seed(seed)
-                    out[start : start + y.shape[0], k] = self.loss_fn(self._forward(x, size), y)
+                    with precision_context(self.precision, device):  # bf16 → out's float32
+                        out[start : start + y.shape[0], k] = self.loss_fn(self._forward(x, size), y)
         return out
 
 
@@ -436,7 +445,8 @@ def make_fast_evaluator(
     Samples per call: ``m.max_eval_batch`` or :func:`default_per_call`, bounded by
     ``m.memory_budget_mb``; channels-last for convolutional networks of ≥
     :data:`CHANNELS_LAST_MIN_FLOP` per sample (CPU and CUDA);
-    ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`).
+    ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`);
+    ``m.precision`` (:mod:`~steplines.engine.precision`).
     """
     del batch_size, device  # the batches say both
     return FastEvaluator(
@@ -447,4 +457,5 @@ def make_fast_evaluator(
         channels_last="auto",
         compile={"on": True, "off": False}.get(m.compile, "auto"),
         memory_budget_mb=m.memory_budget_mb,
+        precision=m.precision,
     )
