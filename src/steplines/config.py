@@ -154,6 +154,15 @@ class MeasureConfig(_Section):
         noise_scale_every: with ``estimators``, every ``noise_scale_every``-th line (t ≡ 0)
             also gets per-sample gradients of its direction batch for the gradient noise scale
             B_simple (B extra backward passes); 0 = off.
+        precision: arithmetic of the fast engine's forward passes: ``fp32`` (default, the
+            oracle; TF32 off), ``tf32`` (CUDA only: TF32 matmuls and convolutions, inputs
+            rounded to 10 mantissa bits) or ``bf16`` (``torch.autocast`` to bfloat16, 7
+            mantissa bits; needs ``dtype = "float32"``; ``steplines.engine.precision``). The
+            positions, training, the reference engine and the estimators stay in ``dtype``.
+        precision_check_every: with ``precision`` other than fp32, the first line each
+            measuring process measures and every ``precision_check_every``-th after it is
+            measured again in fp32 and the difference appended to
+            ``RUN/precision_checks.jsonl``.
     """
 
     grid: Literal["paper", "symmetric"] = "paper"
@@ -174,11 +183,29 @@ class MeasureConfig(_Section):
     noisy_directions: int = Field(default=31, ge=2)
     estimators: bool = True
     noise_scale_every: int = Field(default=10, ge=0)
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    precision_check_every: int = Field(default=50, ge=1)
 
     @model_validator(mode="after")
     def _grid_not_too_fine(self) -> MeasureConfig:
         if self.interval / self.resolution > 100_000:
             raise ValueError("interval/resolution gives more than 100,000 positions per side")
+        return self
+
+    @model_validator(mode="after")
+    def _precision_fits(self) -> MeasureConfig:
+        if self.precision == "fp32":
+            return self
+        if self.dtype != "float32":
+            raise ValueError(
+                f"precision {self.precision!r} lowers float32 arithmetic; it needs "
+                "dtype = 'float32' (or use precision = 'fp32')"
+            )
+        if self.engine == "reference":
+            raise ValueError(
+                f"precision {self.precision!r} applies to the fast engine; the reference "
+                "engine is the fp32 oracle (use engine = 'auto' or precision = 'fp32')"
+            )
         return self
 
 

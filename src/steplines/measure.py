@@ -11,12 +11,14 @@ an independent unit of work: resumable after a crash, shardable, retryable.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +38,7 @@ from .engine.evaluators import (
 )
 from .engine.line import Evaluate, GridSpec, LineSamples, measure_line
 from .engine.positions import max_positions
+from .engine.precision import CHECKS_FILE, check_precision, compare_lines
 from .errors import ConfigError, DivergenceError, ReplayMismatchError, RunDirError
 from .locks import segment_locks, train_lock
 from .problems.problem import Problem, make_problem, to_device
@@ -303,14 +306,25 @@ class LineMeasurer:
     engine's measurement, which it does not change): per-sample gradients on every
     ``m.noise_scale_every``-th line (``t ≡ 0``).
 
+    With ``m.precision`` other than fp32 and a ``record_path``, the first line it measures
+    and every ``m.precision_check_every``-th after it are evaluated a second time, at the same
+    positions on the same batches, by an fp32 fast engine (eager: one call every 50 lines
+    would not repay a compilation); :func:`~steplines.engine.precision.compare_lines` of the
+    two is appended to ``record_path`` as one JSON line (``{"t", "precision", ...}``).
+
     Args:
-        m: the measurement configuration (grid, engine, policies).
+        m: the measurement configuration (grid, engine, policies, precision).
         model: the network; the engine works on a private copy and never changes it.
         loss_fn: per-sample loss.
         device: where to measure.
         batch_size: B, the BatchNorm evaluation batch size.
         workers_ok: ``m.workers = "auto"`` may start worker processes (the CLI's loop; a
             user's script may lack the ``__main__`` guard that spawned processes need).
+        record_path: where the precision checks go (``RUN/precision_checks.jsonl``); None =
+            no checks.
+
+    Raises:
+        ConfigError: ``m.precision`` cannot run on ``device`` (tf32 on CPU).
     """
 
     def __init__(
@@ -320,11 +334,20 @@ class LineMeasurer:
         loss_fn: LossFn,
         device: torch.device,
         batch_size: int,
+        record_path: Path | None = None,
         *,
         workers_ok: bool = False,
     ) -> None:
+        check_precision(m.precision, device)
         self.spec = GridSpec(m.grid, m.interval, m.resolution, m.max_passes)
         self.evaluate = make_evaluator(m, model, loss_fn, device, batch_size, workers_ok=workers_ok)
+        self.precision, self.check_every = m.precision, m.precision_check_every
+        self.record_path = record_path if m.precision != "fp32" else None
+        self.fp32: Evaluate | None = None
+        if self.record_path is not None:
+            fp32 = m.model_copy(update={"precision": "fp32", "compile": "off", "workers": 1})
+            self.fp32 = make_evaluator(fp32, model, loss_fn, device, batch_size)
+        self.measured = 0
         self.estimator = (
             LineEstimator(model, loss_fn, LinePolicy(m.batchnorm, m.dropout))
             if m.estimators
@@ -352,6 +375,9 @@ class LineMeasurer:
             direction,
             self.spec,
         )
+        if self.fp32 is not None and self.measured % self.check_every == 0:
+            self._check_precision(anchor, samples, [*train, *val, direction])
+        self.measured += 1
         estimates = None
         if self.estimator is not None:
             every = self.noise_scale_every
@@ -370,6 +396,21 @@ class LineMeasurer:
         close = getattr(self.evaluate, "close", None)
         if close is not None:
             close()
+
+    def _check_precision(
+        self, anchor: LineAnchor, samples: LineSamples, batches: list[EvalBatch]
+    ) -> None:
+        """Measure the line again in fp32 and append the difference to ``record_path``."""
+        assert self.fp32 is not None and self.record_path is not None
+        ref = self.fp32(anchor.theta, anchor.direction, anchor.buffers, samples.positions, batches)
+        losses = np.concatenate([samples.train, samples.val, samples.direction])
+        diff = compare_lines(
+            samples.positions, losses, ref.detach().cpu().numpy(), samples.train.shape[0]
+        )
+        line = json.dumps({"t": anchor.t, "precision": self.precision, **diff}) + "\n"
+        # append mode, one write per record: lines of concurrent shards do not interleave
+        with open(self.record_path, "a", encoding="utf-8") as f:
+            f.write(line)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -470,7 +511,13 @@ def _measure_segments(
     batches = LineBatches(problem, cfg, device, dtype)
     trainer = Trainer(problem, cfg.train, device, dtype)
     measurer = LineMeasurer(
-        cfg.measure, trainer.model, problem.loss_fn, device, problem.batch_size, workers_ok=True
+        cfg.measure,
+        trainer.model,
+        problem.loss_fn,
+        device,
+        problem.batch_size,
+        record_path=run.path / CHECKS_FILE,
+        workers_ok=True,
     )
     noisy = NoisyDirections(run, problem, trainer) if cfg.measure.noisy_every else None
     total = sum(int((~done[c : min(e, recorded)]).sum()) for c, e in todo)
@@ -660,7 +707,7 @@ def run_all(run: RunDir, progress: bool = False, problem: Problem | None = None)
     Raises:
         DivergenceError: after measuring every line before the divergence.
     """
-    device = resolve_device(run.config.measure.device)
+    device = resolve_device(run.config.measure.device, run.config.measure.precision)
     problem = problem if problem is not None else make_problem(run.config.problem)
     run.write_provenance(device, problem.source)
     try:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from .config import MeasureConfig, RunConfig, validate_config
 from .engine.evaluators import EvalBatch, trainable_parameters
+from .engine.precision import CHECKS_FILE, check_precision
 from .errors import ConfigError
 from .locks import train_lock
 from .measure import LineBatches, LineMeasurer, open_or_create_store
@@ -203,6 +204,7 @@ class LineProbe:
             raise ConfigError(
                 f"LineProbe: steps={steps} but config.train.steps is {self.config.train.steps}"
             )
+        check_precision(self.config.measure.precision, self.device)
         self.run = RunDir.prepare(Path(run_dir), self.config)
         self.run.write_provenance(self.device)
         with train_lock(self.run.path):
@@ -210,7 +212,12 @@ class LineProbe:
         self._done = self.store.done()
         self.batches = LineBatches(self.problem, self.config, self.device, self.dtype)
         self.measurer = LineMeasurer(
-            self.config.measure, model, self.problem.loss_fn, self.device, self.problem.batch_size
+            self.config.measure,
+            model,
+            self.problem.loss_fn,
+            self.device,
+            self.problem.batch_size,
+            record_path=self.run.path / CHECKS_FILE,
         )
         self._current: ProbeStep | None = None
         self._hook = (

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from .engine.precision import engine_flags
+
 
 def _version(pkg: str) -> str | None:
     try:
@@ -47,9 +49,17 @@ def precision_flags() -> dict[str, Any]:
 
 
 def collect_provenance(
-    device: torch.device, seeds: dict[str, int], schema_version: int
+    device: torch.device,
+    seeds: dict[str, int],
+    schema_version: int,
+    engine_precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Return the provenance record written to ``RUN/provenance.json``."""
+    """Return the provenance record written to ``RUN/provenance.json``.
+
+    ``precision`` holds the process-wide flags (:func:`precision_flags`) and, under
+    ``engine``, ``measure.precision`` with the TF32 and autocast state the fast engine's
+    forward passes run under (:func:`~steplines.engine.precision.engine_flags`).
+    """
     dev: dict[str, Any] = {"type": device.type}
     if device.type == "cuda":
         dev["name"] = torch.cuda.get_device_name(device)
@@ -65,5 +75,5 @@ def collect_provenance(
         },
         "device": dev,
         "seeds": seeds,
-        "precision": precision_flags(),
+        "precision": {**precision_flags(), "engine": engine_flags(engine_precision, device)},
     }

@@ -7,6 +7,7 @@
       provenance.json    versions, git commit, device, seeds, precision flags, schema version
       trajectory/        checkpoints every C steps + per-step records
       lines.zarr/        the measurements (docs/store.md)
+      precision_checks.jsonl   with measure.precision tf32/bf16: its error against fp32
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig, read_toml, validate_config, write_config
+from .engine.precision import check_precision
 from .errors import RunDirError
 from .provenance import collect_provenance
 from .store.schema import SCHEMA_VERSION
@@ -31,11 +33,18 @@ NON_SEMANTIC = (
     "measure.max_eval_batch",
     "measure.compile",
     "measure.memory_budget_mb",
+    "measure.precision_check_every",
 )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU. On CUDA, TF32 is switched off (fp32 results)."""
+def resolve_device(name: str, precision: str = "fp32") -> torch.device:
+    """``auto`` → CUDA when available, else CPU. On CUDA, TF32 is switched off (fp32 results;
+    ``measure.precision = "tf32"`` switches it on inside the fast engine only).
+
+    Raises:
+        RunDirError: a CUDA device is named but CUDA is not available.
+        ConfigError: ``precision`` cannot run on the device (``tf32`` on CPU).
+    """
     dev = torch.device(
         "cuda"
         if name == "auto" and torch.cuda.is_available()
@@ -50,6 +59,7 @@ def resolve_device(name: str) -> torch.device:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+    check_precision(precision, dev)
     return dev
 
 
@@ -131,7 +141,8 @@ class RunDir:
         """
         p = self.path / "provenance.json"
         seeds = {"run": self.config.train.seed, "split": self.config.problem.split_seed}
-        record = collect_provenance(device, seeds, SCHEMA_VERSION)
+        precision = self.config.measure.precision
+        record = collect_provenance(device, seeds, SCHEMA_VERSION, precision)
         if problem_source:
             record["problem_source"] = problem_source
         sessions = json.loads(p.read_text()).get("sessions", []) if p.exists() else []

@@ -85,3 +85,26 @@ def test_run_engine_on_cuda_equals_reference(batchnorm: str, compile_: str) -> N
     fast = ev(theta, d, bufs, POSITIONS, batches)
     assert ev.channels_last and ev.per_call(batches) >= 96
     assert (fast - ref).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize(("precision", "bound"), [("tf32", 0.01), ("bf16", 0.05)])
+def test_reduced_precision_on_cuda_changes_the_numbers_within_a_bound(
+    precision: str, bound: float
+) -> None:
+    from steplines.engine.evaluators import EvalBatch
+    from steplines.problems.models import make_model
+
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = make_model("resnet20", in_channels=3, image_size=8).to(dev)
+    theta, d, bufs = random_anchor(model)
+    batches = [
+        EvalBatch(torch.randn(n, 3, 8, 8, device=dev), torch.randint(0, 10, (n,), device=dev), i)
+        for i, n in enumerate((16, 16, 5))
+    ]
+    pos = POSITIONS[:-1]
+    fp32 = FastEvaluator(model, LinePolicy(), loss_fn, None)(theta, d, bufs, pos, batches)
+    low = FastEvaluator(model, LinePolicy(), loss_fn, None, precision=precision)
+    diff = (low(theta, d, bufs, pos, batches) - fp32).abs().max().item()
+    assert 0 < diff < bound * fp32.abs().max().item()  # relative to the losses' size
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32

@@ -53,6 +53,18 @@ def test_invalid_fields_are_reported_at_once(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+def test_tf32_off_cuda_and_bf16_in_float64_are_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "tf32.toml"
+    cfg.write_text(TINY.format(steps=3) + 'precision = "tf32"\n')
+    for cmd in ("run", "train"):
+        res = steplines(cmd, "--config", str(cfg), "--out", str(tmp_path / "r"), "--device", "cpu")
+        _one_line_error(res, "measure.precision 'tf32'", "only on CUDA GPUs", "'fp32' or 'bf16'")
+    assert not (tmp_path / "r").exists()
+    cfg.write_text(TINY.format(steps=3) + 'precision = "bf16"\ndtype = "float64"\n')
+    res = steplines("run", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    _one_line_error(res, "precision 'bf16'", "dtype = 'float32'")
+
+
 def test_existing_run_with_other_config_is_refused_and_kept(tmp_path: Path) -> None:
     cfg = tmp_path / "a.toml"
     cfg.write_text(TINY.format(steps=3))

@@ -101,10 +101,11 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     from ..measure import run_all
     from ..problems.problem import make_problem
     from ..report import build_report
-    from ..rundir import RunDir
+    from ..rundir import RunDir, resolve_device
 
     cfg = _resolve(**kw)
-    # a user's problem is imported and checked before the run directory is made
+    # the device and a user's problem are checked before the run directory is made
+    resolve_device(cfg.measure.device, cfg.measure.precision)
     problem = make_problem(cfg.problem) if cfg.problem.factory else None
     rd = RunDir.prepare(out, cfg)
     try:
@@ -130,8 +131,9 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
     from ..problems.problem import make_problem
     from ..rundir import RunDir, resolve_device
 
-    rd = RunDir.prepare(out, _resolve(**kw))
-    device = resolve_device(rd.config.measure.device)
+    cfg = _resolve(**kw)
+    device = resolve_device(cfg.measure.device, cfg.measure.precision)
+    rd = RunDir.prepare(out, cfg)
     rd.write_provenance(device)
     record_trajectory(rd, make_problem(rd.config.problem), device, progress=not quiet)
     click.echo(f"trajectory of {rd.config.train.steps} steps in {rd.trajectory.path}")
@@ -186,7 +188,7 @@ def measure(
         from ..problems.problem import make_problem
         from ..rundir import resolve_device
 
-        dev = resolve_device(rd.config.measure.device)
+        dev = resolve_device(rd.config.measure.device, rd.config.measure.precision)
         rd.write_provenance(dev)
         n = measure_lines(
             rd, make_problem(rd.config.problem), dev, segments, progress=not quiet, redo=lines

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .precision import precision_context
+
 if TYPE_CHECKING:
     from ..config import MeasureConfig
     from .workers import WorkerPool
@@ -270,6 +272,10 @@ class FastEvaluator:
             is active, since the compiled dropout draws other masks). Other shapes (a partial
             last batch) run eagerly; a compiler failure falls back to eager with a warning.
         memory_budget_mb: bound on the activation memory of one call; ``None`` = unbounded.
+        precision: ``fp32``, ``tf32`` or ``bf16``: the arithmetic of the forward passes and
+            losses (:mod:`~steplines.engine.precision`); the losses are stored in the
+            parameters' dtype. A precision other than fp32 never compiles (eager autocast and
+            TF32 flags are what is measured and documented).
     """
 
     def __init__(
@@ -282,6 +288,7 @@ class FastEvaluator:
         channels_last: bool | str = False,
         compile: bool | str = False,
         memory_budget_mb: float | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.model = copy.deepcopy(model)
         set_policy_modes(self.model, policy)
@@ -298,7 +305,8 @@ class FastEvaluator:
         if self._channels_last is True:
             self._use_channels_last()
         self.buffers = list(self.model.buffers())
-        self.compile = False if self.per_call_seed else compile
+        self.precision = precision
+        self.compile = False if self.per_call_seed or precision != "fp32" else compile
         self.memory_budget_mb = memory_budget_mb
         self.bns: list[_GroupedBatchNorm] = []
         for m in self.model.modules():
@@ -471,7 +479,8 @@ class FastEvaluator:
                 for c in calls:
                     if self.per_call_seed:
                         torch.manual_seed(c.seed)
-                    out[c.start : c.start + c.y.shape[0], k] = self._forward(c)
+                    with precision_context(self.precision, device):  # bf16 → out's float32
+                        out[c.start : c.start + c.y.shape[0], k] = self._forward(c)
         return out
 
 
@@ -490,9 +499,10 @@ def make_fast_evaluator(
     Samples per call: ``m.max_eval_batch`` or :func:`default_per_call`, bounded by
     ``m.memory_budget_mb``; channels-last for convolutional networks of ≥
     :data:`CHANNELS_LAST_MIN_FLOP` per sample (CPU and CUDA);
-    ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`). On CPU with
-    ``m.workers`` = ``auto`` (and ``workers_ok``: the caller runs under a ``__main__`` guard,
-    as the CLI does) and ≥ 2 threads, or an explicit ``m.workers`` ≥ 2: a
+    ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`);
+    ``m.precision`` (:mod:`~steplines.engine.precision`). On CPU with ``m.workers`` =
+    ``auto`` (and ``workers_ok``: the caller runs under a ``__main__`` guard, as the CLI does)
+    and ≥ 2 threads, or an explicit ``m.workers`` ≥ 2: a
     :class:`~steplines.engine.workers.WorkerPool` of single-threaded processes (``auto``: for
     passes of ≥ :data:`~steplines.engine.workers.WORKERS_MIN_FLOP`).
     """
@@ -507,6 +517,7 @@ def make_fast_evaluator(
         channels_last="auto",
         compile={"on": True, "off": False}.get(m.compile, "auto"),
         memory_budget_mb=m.memory_budget_mb,
+        precision=m.precision,
     )
     if device.type != "cpu":
         return engine

@@ -55,6 +55,8 @@ ANALYSIS_FILES = (
     "summary.json",
 )
 
+PRECISION_CHECKS = "precision_checks.jsonl"  # steplines.engine.precision.CHECKS_FILE (no torch)
+
 
 # ------------------------------------------------------------------------------ loading
 
@@ -802,6 +804,78 @@ def _estimator_section(run: RunData) -> dict[str, Any]:
     return {"intro": intro, "note": note, "rows": rows, "figure": None, "measured": measured}
 
 
+def _num(x: Any) -> float | None:
+    """A finite float, else None (records are read from a file a user may have edited)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _worst(records: list[dict[str, Any]], key: str) -> str:
+    values = [v for r in records if (v := _num(r.get(key))) is not None]
+    return _f(max(values)) if values else "—"
+
+
+def read_precision_checks(run_dir: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of ``RUN/precision_checks.jsonl`` and the number of unreadable lines."""
+    try:
+        text = (Path(run_dir) / PRECISION_CHECKS).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return [], 0
+    records, bad = [], 0
+    for line in filter(None, (ln.strip() for ln in text.splitlines())):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad += 1
+    return records, bad
+
+
+def _precision_section(run: RunData) -> dict[str, Any] | None:
+    """The paragraph "Measurement precision" (never fails); None for a plain fp32 run.
+
+    Per precision: the checks of ``RUN/precision_checks.jsonl`` (a line measured again in
+    fp32) and the worst of each error over them: per-sample max |Δℓ|, full-batch max |ΔL| and
+    the shift of the full-batch minimum |Δs_min|.
+    """
+    precision = str((run.config.get("measure") or {}).get("precision", "fp32"))
+    records, bad = read_precision_checks(run.path)
+    if not records and not bad and precision == "fp32":
+        return None
+    every = (run.config.get("measure") or {}).get("precision_check_every", "?")
+    intro = (
+        f"The lines were measured in {precision} (measure.precision; fp32 is the default and "
+        f"the oracle). The first line of each measuring process, then one in every {every} "
+        "lines, was measured again in fp32 on the same positions and batches; worst differences "
+        f"over these checks ({PRECISION_CHECKS}): per-sample losses, full-batch (mean "
+        "training) loss, and the position of the full-batch minimum on the grid."
+    )
+    rows = []
+    for p in sorted({str(r.get("precision", "?")) for r in records}):
+        mine = [r for r in records if str(r.get("precision", "?")) == p]
+        rows.append(
+            {
+                "precision": p,
+                "checks": str(len(mine)),
+                "per_sample": _worst(mine, "per_sample_max"),
+                "full_batch": _worst(mine, "full_batch_max"),
+                "s_min": _worst(mine, "s_min_diff"),
+            }
+        )
+    note = ""
+    if not records:
+        note = f"No precision check is recorded ({PRECISION_CHECKS} is missing or empty)."
+    if bad:
+        note = f"{bad} line(s) of {PRECISION_CHECKS} could not be read and are left out. {note}"
+    return {"intro": intro, "rows": rows, "note": note.strip()}
+
+
 def _estimator_figure(run: RunData) -> _Fig | None:
     if run.estimators is None or run.estimators.empty:
         return None
@@ -891,7 +965,18 @@ def _meta(run: RunData) -> list[tuple[str, list[tuple[str, str]]]]:
         out.append(
             (
                 "measurement",
-                rows(meas, ("grid", "interval", "resolution", "full_batch", "batchnorm", "dtype")),
+                rows(
+                    meas,
+                    (
+                        "grid",
+                        "interval",
+                        "resolution",
+                        "full_batch",
+                        "batchnorm",
+                        "dtype",
+                        "precision",
+                    ),
+                ),
             )
         )
     if p:
@@ -993,6 +1078,7 @@ def build_run_report(
             bs_note=_noise_scale_note(run),
             figures=figures,
             est=est,
+            precision=_precision_section(run),
             version=_version(),
         )
     )

@@ -92,6 +92,17 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 {% endif %}</figcaption>
 </figure>{% endif %}
 
+{% if precision %}<h2 id="precision">Measurement precision</h2>
+<p class="note">{{ precision.intro }}</p>
+{% if precision.note %}<div class="banner">{{ precision.note }}</div>{% endif %}
+{% if precision.rows %}<table id="precision-checks">
+<tr><th>precision</th><th>checks</th><th>worst per-sample max |Δℓ|</th>
+<th>worst full-batch max |ΔL|</th><th>worst |Δs| of the full-batch minimum</th></tr>
+{% for r in precision.rows %}<tr><td>{{ r.precision }}</td><td class="num">{{ r.checks }}</td>
+<td class="num">{{ r.per_sample }}</td><td class="num">{{ r.full_batch }}</td>
+<td class="num">{{ r.s_min }}</td></tr>
+{% endfor %}</table>{% endif %}{% endif %}
+
 <h2>Figures</h2>
 {% for f in figures %}<figure id="fig-{{ f.name }}">
 <h3>{{ f.title }}</h3>
