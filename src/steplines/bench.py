@@ -198,6 +198,10 @@ def cpu_variants(p: Problem, name: str, quick: bool, cores: int) -> list[Variant
                     setup_s=time.perf_counter() - t0,
                 )
             )
+    # opt-in bf16 autocast (measure.precision = "bf16"): speed, and its error in max |Δ|
+    per_call, kw = (mid, {}) if name == "digits-resnet" else (BATCH, {"channels_last": True})
+    bf16 = _fast(p, per_call, precision="bf16", **kw)
+    out.append(Variant(f"opt-in bf16, ≤{per_call}/call, {cores} thr", lambda: bf16(*th), cores))
     if cores >= 2:
         for label, per_call, kw in _pool_configs(name, n, mid, quick):
             pool = WorkerPool(_fast(p, per_call, **kw), cores)
@@ -253,6 +257,8 @@ def cuda_variants(p: Problem) -> list[Variant]:
         (f"fast NCHW, ≤{n}/call", n, {}),
         (f"fast channels-last, ≤{n}/call", n, {"channels_last": True}),
         (f"fast channels-last compiled, ≤{n}/call", n, {"channels_last": True, "compile": True}),
+        (f"opt-in tf32, channels-last, ≤{n}/call", n, {"channels_last": True, "precision": "tf32"}),
+        (f"opt-in bf16, channels-last, ≤{n}/call", n, {"channels_last": True, "precision": "bf16"}),
     ):
         ev = _fast(p, per_call, **kw)
         t0 = time.perf_counter()

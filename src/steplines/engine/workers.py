@@ -10,8 +10,8 @@ their speed when another process took a core, where a 2-thread OpenMP team colla
 5–20 % (its barriers wait on the descheduled thread; BENCHMARKS.md).
 
 The workers are spawned (a fresh interpreter: no OpenMP state inherited through ``fork``) on
-the first line that is worth it, and receive θ_t, d_t, the buffers and the batches through
-shared memory (``torch.multiprocessing``). Every decision that depends on the number of
+the first line that is worth it, and receive θ_t, d_t, the buffers and (once per line) the
+batches as arrays through a pipe. Every decision that depends on the number of
 positions (channels-last, ``torch.compile``) is taken once in the parent, so that the workers
 run exactly the engine one process would run.
 """
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing as mp
 import pickle
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.multiprocessing as tmp
 from torch import Tensor
 
 from .evaluators import EvalBatch, FastEvaluator
@@ -44,20 +44,38 @@ class WorkerError(RuntimeError):
     """A worker process failed or died; the lines measured before are kept."""
 
 
+def _arrays(tensors: Sequence[Tensor]) -> list[np.ndarray]:
+    return [t.detach().cpu().numpy() for t in tensors]
+
+
+def _tensors(arrays: Sequence[np.ndarray]) -> list[Tensor]:
+    return [torch.from_numpy(a) for a in arrays]
+
+
 def _serve(conn: Any, payload: bytes) -> None:
-    """Worker main loop: build the engine once, then evaluate the positions it is sent."""
+    """Worker main loop: build the engine once, then evaluate the positions it is sent.
+
+    A message is ``(θ, d, buffers, positions, batches)`` as NumPy arrays (pickled by value
+    through the pipe: a few syscalls, where torch's shared-memory tensors cost a file
+    descriptor hand-over per tensor, ~90 ms per message for the digits network); ``batches``
+    is None when they are the previous message's (the passes of one line).
+    """
     torch.set_num_threads(1)
     ev: FastEvaluator = pickle.loads(payload)
+    batches: list[EvalBatch] = []
     while True:
         msg = conn.recv()
         if msg is None:
             return
+        theta, direction, buffers, positions, sent = msg
+        if sent is not None:
+            batches = [EvalBatch(torch.from_numpy(x), torch.from_numpy(y), s) for x, y, s in sent]
         try:
-            out = ev(*msg)
+            out = ev(_tensors(theta), _tensors(direction), _tensors(buffers), positions, batches)
         except Exception as err:  # reported to the parent, which raises it as one line
             conn.send(("error", f"{type(err).__name__}: {err}"))
         else:
-            conn.send(("ok", out))
+            conn.send(("ok", out.numpy()))
 
 
 class WorkerPool:
@@ -84,6 +102,7 @@ class WorkerPool:
         self.min_flop = min_flop
         self._conns: list[Any] = []
         self._procs: list[Any] = []
+        self._batches: list[EvalBatch] = []
 
     @property
     def started(self) -> bool:
@@ -110,7 +129,7 @@ class WorkerPool:
             return False
         finally:
             ev.memory_budget_mb = budget
-        ctx = tmp.get_context("spawn")
+        ctx = mp.get_context("spawn")
         for _ in range(self.workers):
             a, b = ctx.Pipe()
             proc = ctx.Process(target=_serve, args=(b, payload), daemon=True)
@@ -143,12 +162,16 @@ class WorkerPool:
         """Per-sample losses ``[rows, K]`` (as :func:`~.evaluators.reference_losses`)."""
         if len(positions) < self.workers or not self._worth_it(batches, len(positions)):
             return self.engine(theta, direction, buffers, positions, batches)
-        theta, direction, buffers = list(theta), list(direction), list(buffers)
-        batches = list(batches)
+        anchor = (_arrays(theta), _arrays(direction), _arrays(buffers))
+        same = len(batches) == len(self._batches) and all(
+            a is b for a, b in zip(batches, self._batches)
+        )
+        sent = None if same else [(*_arrays([b.x, b.y]), b.dropout_seed) for b in batches]
+        self._batches = list(batches)  # held, so that identity means "the same batches"
         chunks = np.array_split(np.asarray(positions), self.workers)
         try:
             for conn, chunk in zip(self._conns, chunks):
-                conn.send((theta, direction, buffers, chunk, batches))
+                conn.send((*anchor, chunk, sent))
             replies = [conn.recv() for conn in self._conns]
         except (EOFError, OSError, BrokenPipeError) as err:
             codes = [p.exitcode for p in self._procs]
@@ -160,7 +183,8 @@ class WorkerPool:
         errors = [msg for kind, msg in replies if kind == "error"]
         if errors:
             raise WorkerError(f"engine worker failed: {errors[0]}")
-        return torch.cat([out for _, out in replies], dim=1)
+        out = torch.cat([torch.from_numpy(a) for _, a in replies], dim=1)
+        return out.to(theta[0].device)
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
@@ -171,7 +195,7 @@ class WorkerPool:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
-        self._conns, self._procs = [], []
+        self._conns, self._procs, self._batches = [], [], []
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
