@@ -34,6 +34,7 @@ NON_SEMANTIC = (
     "measure.compile",
     "measure.memory_budget_mb",
     "measure.precision_check_every",
+    "measure.workers",
 )
 
 
