@@ -32,9 +32,13 @@ def test_bench_json_records() -> None:
     for r in recs:
         assert {"variant", "evals_per_s", "ratio_to_paper_loop", "max_abs_diff"} <= set(r)
         assert r["evals_per_s"] > 0
-        assert r["max_abs_diff"] <= 1e-5  # every variant computes the reference's losses
+        if r["variant"].startswith("opt-in"):  # bf16: its error is what the row reports
+            assert 0 < r["max_abs_diff"] < 0.2
+        else:
+            assert r["max_abs_diff"] <= 1e-5  # every fp32 variant computes the reference's losses
     if torch.get_num_threads() >= 2:
-        assert any("2 procs" in n for n in names)
+        assert any("2 procs" in n for n in names)  # the engine's worker pool
+    assert any(n.startswith("opt-in bf16") for n in names)
 
 
 def test_bench_table() -> None:
