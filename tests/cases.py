@@ -54,6 +54,23 @@ def random_anchor(model: nn.Module) -> tuple[list, list, list]:
     return theta, [x / norm for x in d], [b.detach().clone() for b in model.buffers()]
 
 
+def digits_line(
+    sizes: tuple[int, ...] = (16, 16, 5), seed: int = 0, first_seed: int = 7
+) -> tuple[nn.Module, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[EvalBatch]]:
+    """The demo's digits network on 8×8 inputs: model, θ, a unit direction, buffers, and
+    evaluation batches of ``sizes`` rows (dropout seeds from ``first_seed``)."""
+    from steplines.problems.models import make_model
+
+    torch.manual_seed(seed)
+    model = make_model("digits-resnet", in_channels=1, image_size=8)
+    theta, d, bufs = random_anchor(model)
+    batches = [
+        EvalBatch(torch.randn(n, 1, 8, 8), torch.randint(0, 10, (n,)), first_seed + i)
+        for i, n in enumerate(sizes)
+    ]
+    return model, theta, d, bufs, batches
+
+
 def make_case(
     name: str, dtype: torch.dtype, sizes: tuple[int, ...] = (8, 8, 8, 5), seed: int = 0
 ) -> tuple[nn.Module, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[EvalBatch]]:

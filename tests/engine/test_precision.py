@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from steplines.config import MeasureConfig, load_config
-from steplines.engine.evaluators import EvalBatch, FastEvaluator, LinePolicy, make_fast_evaluator
+from steplines.engine.evaluators import FastEvaluator, LinePolicy, make_fast_evaluator
 from steplines.engine.precision import (
     CHECKS_FILE,
     check_precision,
@@ -22,13 +22,12 @@ from steplines.engine.precision import (
 )
 from steplines.errors import ConfigError
 from steplines.measure import LineMeasurer
-from steplines.problems.models import make_model
 from steplines.provenance import collect_provenance
 from steplines.report.build import PRECISION_CHECKS
 from steplines.rundir import resolve_device
 from steplines.trajectory.loop import LineAnchor, StepRecord
 
-from cases import random_anchor
+from cases import digits_line
 
 CPU = torch.device("cpu")
 POSITIONS = np.array([-0.5, -0.002, 0.0, 0.006, 0.137, 0.5])
@@ -41,14 +40,7 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def digits():
     """The digits network on 8×8 inputs: θ, a unit direction, buffers, two batches + a partial."""
-    torch.manual_seed(0)
-    model = make_model("digits-resnet", in_channels=1, image_size=8)
-    theta, d, bufs = random_anchor(model)
-    batches = [
-        EvalBatch(torch.randn(n, 1, 8, 8), torch.randint(0, 10, (n,)), 7 + i)
-        for i, n in enumerate((16, 16, 5))
-    ]
-    return model, theta, d, bufs, batches
+    return digits_line((16, 16, 5))
 
 
 def test_fp32_is_bitwise_the_default(digits) -> None:

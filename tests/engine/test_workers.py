@@ -11,16 +11,14 @@ import torch.nn.functional as F
 
 from steplines.config import MeasureConfig
 from steplines.engine.evaluators import (
-    EvalBatch,
     FastEvaluator,
     LinePolicy,
     make_fast_evaluator,
     reference_losses,
 )
 from steplines.engine.workers import WorkerError, WorkerPool
-from steplines.problems.models import make_model
 
-from cases import random_anchor
+from cases import digits_line
 
 POSITIONS = np.linspace(-0.5, 0.5, 7)
 
@@ -31,14 +29,7 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def line():
-    torch.manual_seed(0)
-    model = make_model("digits-resnet", in_channels=1, image_size=8)
-    theta, direction, buffers = random_anchor(model)
-    batches = [
-        EvalBatch(torch.randn(n, 1, 8, 8), torch.randint(0, 10, (n,)), i)
-        for i, n in enumerate((16, 16, 16, 5))
-    ]
-    return model, theta, direction, buffers, batches
+    return digits_line((16, 16, 16, 5), first_seed=0)
 
 
 def test_pool_equals_one_process_and_reference(line) -> None:
