@@ -145,8 +145,9 @@ class MeasureConfig(_Section):
             engine (MiB); lowers the samples per call when they would not fit.
         workers: single-threaded processes that share each line's positions on CPU:
             ``auto`` (the run's CPU threads, for lines of ≥ 10¹⁰ FLOP per pass, in
-            ``steplines run``/``measure``; LineProbe stays in one process unless given a
-            number), or a number (1 = in-process, with the run's threads).
+            ``steplines run``/``measure`` without Ray; LineProbe and Ray tasks stay in one
+            process unless given a number), or a number (1 = in-process, with the run's
+            threads).
         estimators: also compute, per line, the inputs of the cheap estimators the analysis
             compares with the measured line (direction-batch slope at θ_{t+1}, dᵀHd by a
             Hessian-vector product; ``docs/analysis.md``): 3 forward and ~4 backward passes of

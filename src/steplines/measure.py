@@ -452,6 +452,7 @@ def measure_lines(
     segments: Iterable[tuple[int, int]] | None = None,
     progress: bool = False,
     redo: list[int] | None = None,
+    workers_ok: bool = True,
 ) -> int:
     """Measure every missing line of the given segments; return how many were measured.
 
@@ -462,6 +463,8 @@ def measure_lines(
         segments: ``(start, end)`` segments to work on (default: all); skip finished lines.
         progress: show a progress bar.
         redo: lines to measure again even though they are done (e.g. reported by ``verify``).
+        workers_ok: ``measure.workers = "auto"`` may start worker processes (False inside a
+            Ray task, which holds its CPUs in one process).
 
     Raises:
         RunDirError: another process holds one of these segments, or nothing is recorded.
@@ -493,7 +496,9 @@ def measure_lines(
         if redo:
             store.invalidate(redo)
         done = store.done()  # another writer may have finished lines before we locked
-        return _measure_segments(run, problem, device, store, todo, done, recorded, progress)
+        return _measure_segments(
+            run, problem, device, store, todo, done, recorded, progress, workers_ok
+        )
 
 
 def _measure_segments(
@@ -505,6 +510,7 @@ def _measure_segments(
     done: np.ndarray,
     recorded: int,
     progress: bool,
+    workers_ok: bool,
 ) -> int:
     cfg, traj = run.config, run.trajectory
     dtype = _dtype(cfg)
@@ -517,7 +523,7 @@ def _measure_segments(
         device,
         problem.batch_size,
         record_path=run.path / CHECKS_FILE,
-        workers_ok=True,
+        workers_ok=workers_ok,
     )
     noisy = NoisyDirections(run, problem, trainer) if cfg.measure.noisy_every else None
     total = sum(int((~done[c : min(e, recorded)]).sum()) for c, e in todo)

@@ -53,7 +53,10 @@ def measure_segment_task(
     cfg: RunConfig = validate_config(config, f"{run_path}/config.toml")
     run = RunDir(run_path, cfg)
     problem = _problem(json.dumps(cfg.problem.model_dump(mode="json"), sort_keys=True))
-    return measure_lines(run, problem, resolve_device(device), [tuple(segment)], redo=redo)
+    # one process per task: Ray reserved its CPUs for this process's threads
+    return measure_lines(
+        run, problem, resolve_device(device), [tuple(segment)], redo=redo, workers_ok=False
+    )
 
 
 def measure_with_ray(
