@@ -203,6 +203,61 @@ def test_worker_processes_give_the_same_store(
     assert all(np.array_equal(one[k], two[k], equal_nan=True) for k in one)
 
 
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
+def _describe_pid(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return str(pid)
+
+
+def test_ctrl_c_with_workers_is_one_line_and_leaves_no_process(
+    tiny_config: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group: the CLI and its workers) while worker
+    processes measure: one line, exit 130, no worker traceback, no worker left behind, and
+    the rerun finishes the store of an uninterrupted run."""
+    cfg = tmp_path / "workers.toml"
+    cfg.write_text(tiny_config.read_text().replace("steps = 10", "steps = 40") + "workers = 2\n")
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "steplines.cli", "run", "--config", str(cfg), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*args, "--quiet", "--no-report"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell job
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 120
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        pgrep = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        workers = [int(p) for p in pgrep.stdout.split()]
+    assert workers, "the run started no worker process"
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; every finished line is kept" in err and "Traceback" not in err
+    alive = workers
+    for _ in range(50):  # a zombie (exited, not yet reaped by this sandbox's init) is gone
+        alive = [p for p in workers if _running(p)]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, f"processes left behind: {[_describe_pid(p) for p in alive]}"
+    res = steplines("run", "--config", str(cfg), "--out", str(out), "--quiet", check=True)
+    assert "40/40 lines done" in res.stdout
+
+
 def test_noisy_directions_and_eval_metrics(tiny_config: Path, tmp_path: Path) -> None:
     """Fig. 8 lines from θ_t along other batches' gradients; eval metrics at checkpoints."""
     import json

@@ -22,13 +22,16 @@ import contextlib
 import logging
 import multiprocessing as mp
 import pickle
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import SteplinesError
 from .evaluators import EvalBatch, FastEvaluator
 
 log = logging.getLogger("steplines")
@@ -40,8 +43,9 @@ interpreter importing torch) takes a few seconds, so smaller lines — the tests
 process."""
 
 
-class WorkerError(RuntimeError):
-    """A worker process failed or died; the lines measured before are kept."""
+class WorkerError(SteplinesError, RuntimeError):
+    """A worker process failed or died; the lines measured before are kept (the CLI says so
+    in one line)."""
 
 
 def _arrays(tensors: Sequence[Tensor]) -> list[np.ndarray]:
@@ -52,6 +56,22 @@ def _tensors(arrays: Sequence[np.ndarray]) -> list[Tensor]:
     return [torch.from_numpy(a) for a in arrays]
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while workers are started (main thread only): an ignored signal stays
+    ignored across ``exec``, and Python installs its KeyboardInterrupt handler only where
+    SIGINT is at its default — so a worker never dies of the terminal's Ctrl-C, not even
+    while it imports torch; the parent handles it and stops the workers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def _serve(conn: Any, payload: bytes) -> None:
     """Worker main loop: build the engine once, then evaluate the positions it is sent.
 
@@ -60,11 +80,15 @@ def _serve(conn: Any, payload: bytes) -> None:
     descriptor hand-over per tensor, ~90 ms per message for the digits network); ``batches``
     is None when they are the previous message's (the passes of one line).
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (see _sigint_ignored)
     torch.set_num_threads(1)
     ev: FastEvaluator = pickle.loads(payload)
     batches: list[EvalBatch] = []
     while True:
-        msg = conn.recv()
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the parent is gone (killed): nothing left to do
+            return
         if msg is None:
             return
         theta, direction, buffers, positions, sent = msg
@@ -103,6 +127,7 @@ class WorkerPool:
         self._conns: list[Any] = []
         self._procs: list[Any] = []
         self._batches: list[EvalBatch] = []
+        self._busy = False
 
     @property
     def started(self) -> bool:
@@ -130,13 +155,14 @@ class WorkerPool:
         finally:
             ev.memory_budget_mb = budget
         ctx = mp.get_context("spawn")
-        for _ in range(self.workers):
-            a, b = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(b, payload), daemon=True)
-            proc.start()
-            b.close()
-            self._conns.append(a)
-            self._procs.append(proc)
+        with _sigint_ignored():  # inherited through exec: Ctrl-C during a worker's start-up
+            for _ in range(self.workers):
+                a, b = ctx.Pipe()
+                proc = ctx.Process(target=_serve, args=(b, payload), daemon=True)
+                proc.start()
+                b.close()
+                self._conns.append(a)
+                self._procs.append(proc)
         return True
 
     def _layout_x(self, batches: Sequence[EvalBatch]) -> Tensor:
@@ -170,9 +196,11 @@ class WorkerPool:
         self._batches = list(batches)  # held, so that identity means "the same batches"
         chunks = np.array_split(np.asarray(positions), self.workers)
         try:
+            self._busy = True
             for conn, chunk in zip(self._conns, chunks):
                 conn.send((*anchor, chunk, sent))
             replies = [conn.recv() for conn in self._conns]
+            self._busy = False
         except (EOFError, OSError, BrokenPipeError) as err:
             codes = [p.exitcode for p in self._procs]
             self.close()
@@ -187,15 +215,19 @@ class WorkerPool:
         return out.to(theta[0].device)
 
     def close(self) -> None:
-        """Stop the workers (idempotent)."""
+        """Stop the workers (idempotent): idle ones finish, busy ones (an interrupted call:
+        Ctrl-C, an error in the parent) are killed at once rather than finishing a line."""
         for conn in self._conns:
             with contextlib.suppress(OSError, BrokenPipeError):
                 conn.send(None)
         for proc in self._procs:
+            if self._busy:
+                proc.kill()
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
         self._conns, self._procs, self._batches = [], [], []
+        self._busy = False
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
