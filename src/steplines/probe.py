@@ -297,10 +297,12 @@ class LineProbe:
         return _StepContext(self, t, x, y, rows, dropout_seed)
 
     def close(self) -> None:
-        """Remove the optimizer hook (the store is always consistent on disk)."""
+        """Remove the optimizer hook and stop the engine's worker processes, if any (the
+        store is always consistent on disk)."""
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        self.measurer.close()
 
     def __enter__(self) -> LineProbe:
         return self

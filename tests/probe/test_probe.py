@@ -74,6 +74,22 @@ def test_probe_in_plain_sgd_loop_reproduces_steplines_run(tmp_path: Path) -> Non
     assert_same_store(tmp_path / "run", tmp_path / "probe")
 
 
+def test_probe_with_worker_processes_reproduces_steplines_run(tmp_path: Path) -> None:
+    """``workers = 2`` in a user's (guarded) script: the same store as one process."""
+    from steplines.engine.workers import WorkerPool
+
+    cfg = load_config(path=_write(tmp_path / "c.toml", TINY.format(steps=3)))
+    run_all(RunDir.prepare(tmp_path / "run", cfg))
+    two = cfg.model_copy(update={"measure": cfg.measure.model_copy(update={"workers": 2})})
+    started = []
+    start = WorkerPool._start
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(WorkerPool, "_start", lambda *a: started.append(start(*a)) or started[-1])
+        _plain_sgd_loop(two, make_problem(cfg.problem), tmp_path / "probe", steps=3)
+    assert started == [True]  # the probe's engine ran in two worker processes
+    assert_same_store(tmp_path / "run", tmp_path / "probe")
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
