@@ -318,10 +318,10 @@ class LineMeasurer:
         loss_fn: per-sample loss.
         device: where to measure.
         batch_size: B, the BatchNorm evaluation batch size.
-        workers_ok: ``m.workers = "auto"`` may start worker processes (the CLI's loop; a
-            user's script may lack the ``__main__`` guard that spawned processes need).
         record_path: where the precision checks go (``RUN/precision_checks.jsonl``); None =
             no checks.
+        workers_ok: ``m.workers = "auto"`` may start worker processes (the CLI's loop; a
+            user's script may lack the ``__main__`` guard that spawned processes need).
 
     Raises:
         ConfigError: ``m.precision`` cannot run on ``device`` (tf32 on CPU).

@@ -315,7 +315,7 @@ class FastEvaluator:
                 m.forward = bn  # instance attribute shadows the class method
                 self.bns.append(bn)
         self._compiled: Callable[[Tensor], Tensor] | None = None
-        self._compiled_key: tuple[tuple[int, ...], int] | None = None
+        self._compiled_key: tuple[tuple[int, ...], int, bool] | None = None
         self._profile: tuple[float, float] | None = None  # (FLOP, activation bytes) per sample
 
     def __getstate__(self) -> dict:
