@@ -321,7 +321,7 @@ class LineMeasurer:
         record_path: where the precision checks go (``RUN/precision_checks.jsonl``); None =
             no checks.
         workers_ok: ``m.workers = "auto"`` may start worker processes (the CLI's loop; a
-            user's script may lack the ``__main__`` guard that spawned processes need).
+            user's training loop, where LineProbe runs, keeps its own thread settings).
 
     Raises:
         ConfigError: ``m.precision`` cannot run on ``device`` (tf32 on CPU).

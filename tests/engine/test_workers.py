@@ -80,7 +80,7 @@ def test_a_dead_worker_is_one_clear_error(line) -> None:
     try:
         pool(theta, d, bufs, POSITIONS, batches)
         pool._procs[1].kill()
-        pool._procs[1].join()
+        pool._procs[1].wait()
         with pytest.raises(WorkerError, match=r"worker process died.*rerun"):
             pool(theta, d, bufs, POSITIONS, batches)
         assert not pool.started

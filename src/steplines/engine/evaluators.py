@@ -501,7 +501,7 @@ def make_fast_evaluator(
     :data:`CHANNELS_LAST_MIN_FLOP` per sample (CPU and CUDA);
     ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`);
     ``m.precision`` (:mod:`~steplines.engine.precision`). On CPU with ``m.workers`` =
-    ``auto`` (and ``workers_ok``: the caller runs under a ``__main__`` guard, as the CLI does)
+    ``auto`` (and ``workers_ok``: the CLI's measuring loop, not a user's training loop)
     and ≥ 2 threads, or an explicit ``m.workers`` ≥ 2: a
     :class:`~steplines.engine.workers.WorkerPool` of single-threaded processes (``auto``: for
     passes of ≥ :data:`~steplines.engine.workers.WORKERS_MIN_FLOP`).

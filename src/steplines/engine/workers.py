@@ -9,22 +9,25 @@ ResNet-20 lines 1.10× faster than two threads (1,902 vs 1,736 evals/s, quiet ma
 their speed when another process took a core, where a 2-thread OpenMP team collapsed to
 5–20 % (its barriers wait on the descheduled thread; BENCHMARKS.md).
 
-The workers are spawned (a fresh interpreter: no OpenMP state inherited through ``fork``) on
-the first line that is worth it, and receive θ_t, d_t, the buffers and (once per line) the
-batches as arrays through a pipe. Every decision that depends on the number of
-positions (channels-last, ``torch.compile``) is taken once in the parent, so that the workers
-run exactly the engine one process would run.
+The workers are fresh interpreters (``python -m steplines.engine.workers``: no OpenMP state
+inherited through ``fork``, and never a re-import of the caller's ``__main__``), each in its
+own session, so that the terminal's Ctrl-C reaches only the parent, which stops them. They
+start on the first line that is worth it and receive θ_t, d_t, the buffers and (once per
+line) the batches as arrays through their stdin/stdout pipes. Every decision that depends on
+the number of positions (channels-last, ``torch.compile``) is taken once in the parent, so
+that the workers run exactly the engine one process would run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
+import os
 import pickle
-import signal
-import threading
-from collections.abc import Iterator, Sequence
+import subprocess
+import sys
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -56,37 +59,43 @@ def _tensors(arrays: Sequence[np.ndarray]) -> list[Tensor]:
     return [torch.from_numpy(a) for a in arrays]
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored while workers are started (main thread only): an ignored signal stays
-    ignored across ``exec``, and Python installs its KeyboardInterrupt handler only where
-    SIGINT is at its default — so a worker never dies of the terminal's Ctrl-C, not even
-    while it imports torch; the parent handles it and stops the workers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
+class _Link:
+    """Both ends of a worker's pipes (its stdin and stdout) as one duplex connection."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.reader = Connection(read_fd, writable=False)
+        self.writer = Connection(write_fd, readable=False)
+
+    def send(self, obj: object) -> None:
+        self.writer.send(obj)
+
+    def recv(self) -> Any:
+        return self.reader.recv()
+
+    def shut(self) -> None:
+        for c in (self.reader, self.writer):
+            with contextlib.suppress(OSError):
+                c.close()
 
 
-def _serve(conn: Any, payload: bytes) -> None:
-    """Worker main loop: build the engine once, then evaluate the positions it is sent.
+def _serve(link: _Link) -> None:
+    """Worker main loop: build the engine once (the first message), then evaluate the
+    positions it is sent until it reads None or its parent is gone.
 
     A message is ``(θ, d, buffers, positions, batches)`` as NumPy arrays (pickled by value
     through the pipe: a few syscalls, where torch's shared-memory tensors cost a file
     descriptor hand-over per tensor, ~90 ms per message for the digits network); ``batches``
     is None when they are the previous message's (the passes of one line).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (see _sigint_ignored)
     torch.set_num_threads(1)
-    ev: FastEvaluator = pickle.loads(payload)
+    try:
+        ev: FastEvaluator = pickle.loads(link.recv())
+    except (EOFError, OSError):
+        return
     batches: list[EvalBatch] = []
     while True:
         try:
-            msg = conn.recv()
+            msg = link.recv()
         except (EOFError, OSError):  # the parent is gone (killed): nothing left to do
             return
         if msg is None:
@@ -97,9 +106,37 @@ def _serve(conn: Any, payload: bytes) -> None:
         try:
             out = ev(_tensors(theta), _tensors(direction), _tensors(buffers), positions, batches)
         except Exception as err:  # reported to the parent, which raises it as one line
-            conn.send(("error", f"{type(err).__name__}: {err}"))
+            link.send(("error", f"{type(err).__name__}: {err}"))
         else:
-            conn.send(("ok", out.numpy()))
+            link.send(("ok", out.numpy()))
+
+
+def _worker_main() -> None:
+    """``python -m steplines.engine.workers``: serve on stdin/stdout; fd 1 then points at
+    stderr, so that nothing printed can corrupt the protocol."""
+    out = os.dup(1)
+    os.dup2(2, 1)
+    _serve(_Link(0, out))
+
+
+def _start_worker() -> tuple[subprocess.Popen, _Link]:
+    """A worker process in its own session: the terminal's Ctrl-C (sent to the foreground
+    process group) reaches only the parent, which stops the workers; a worker whose parent
+    died reads EOF and exits. It imports ``steplines`` as a module, never the caller's
+    ``__main__``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steplines.engine.workers"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    link = _Link(os.dup(proc.stdout.fileno()), os.dup(proc.stdin.fileno()))
+    proc.stdin.close()
+    proc.stdout.close()
+    return proc, link
 
 
 class WorkerPool:
@@ -154,15 +191,16 @@ class WorkerPool:
             return False
         finally:
             ev.memory_budget_mb = budget
-        ctx = mp.get_context("spawn")
-        with _sigint_ignored():  # inherited through exec: Ctrl-C during a worker's start-up
-            for _ in range(self.workers):
-                a, b = ctx.Pipe()
-                proc = ctx.Process(target=_serve, args=(b, payload), daemon=True)
-                proc.start()
-                b.close()
-                self._conns.append(a)
-                self._procs.append(proc)
+        for _ in range(self.workers):
+            proc, link = _start_worker()
+            self._procs.append(proc)
+            self._conns.append(link)
+        try:
+            for link in self._conns:
+                link.send(payload)
+        except OSError as err:
+            self.close()
+            raise WorkerError(f"an engine worker process did not start ({err})") from err
         return True
 
     def _layout_x(self, batches: Sequence[EvalBatch]) -> Tensor:
@@ -202,7 +240,7 @@ class WorkerPool:
             replies = [conn.recv() for conn in self._conns]
             self._busy = False
         except (EOFError, OSError, BrokenPipeError) as err:
-            codes = [p.exitcode for p in self._procs]
+            codes = [p.poll() for p in self._procs]
             self.close()
             raise WorkerError(
                 f"an engine worker process died (exit codes {codes}); measured lines are "
@@ -217,18 +255,26 @@ class WorkerPool:
     def close(self) -> None:
         """Stop the workers (idempotent): idle ones finish, busy ones (an interrupted call:
         Ctrl-C, an error in the parent) are killed at once rather than finishing a line."""
-        for conn in self._conns:
-            with contextlib.suppress(OSError, BrokenPipeError):
-                conn.send(None)
+        for link in self._conns:
+            with contextlib.suppress(OSError):
+                link.send(None)
         for proc in self._procs:
             if self._busy:
                 proc.kill()
-            proc.join(timeout=10)
-            if proc.is_alive():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+        for link in self._conns:
+            link.shut()
         self._conns, self._procs, self._batches = [], [], []
         self._busy = False
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+if __name__ == "__main__":
+    _worker_main()
