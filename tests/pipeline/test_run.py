@@ -238,6 +238,9 @@ def test_ctrl_c_with_workers_is_one_line_and_leaves_no_process(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a shell job
+        # SIGINT at its default, as in a terminal: a background job (CI may run `cmd &`)
+        # inherits it ignored, and Python then installs no KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     workers: list[int] = []
     deadline = time.monotonic() + 120
