@@ -107,7 +107,7 @@ EXPECTED = {
 @pytest.mark.parametrize("mode", ["corrected", "faithful"])
 def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
     run = make_run(tmp_path / "run", n_lines=7, skip=(3,))
-    paths = analyze_run(run, mode, batch_sizes=(8, 16, 32, 64))
+    paths = analyze_run(run, mode, scale="paper", batch_sizes=(8, 16, 32, 64))
     assert set(paths) == {
         "strategies",
         "fits",
@@ -115,6 +115,8 @@ def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
         "batch_size",
         "estimators",
         "distances",
+        "claims",
+        "settings",
         "summary",
     }
     for name, cols in EXPECTED.items():
@@ -158,7 +160,7 @@ def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
 
 def test_analyze_run_momentum(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=4, momentum=0.9)
-    paths = analyze_run(run, batch_sizes=(16,))
+    paths = analyze_run(run, scale="paper", batch_sizes=(16,))
     summary = json.loads(paths["summary"].read_text())
     assert summary["window"] == 0.5 and summary["momentum"] == 0.9
     assert "s_opt_over_minus_accumulated_delta" in summary["ratios"]

@@ -186,6 +186,57 @@ def test_stale_or_other_mode_tables_are_recomputed(tmp_path: Path) -> None:
     assert (run / "analysis" / "summary.json").stat().st_mtime_ns == before
 
 
+def test_claims_come_first_with_every_verdict(built: Path) -> None:
+    html = (built / "report.html").read_text()
+    claims = json.loads((built / "analysis" / "claims.json").read_text())
+    assert len(claims) == 8
+    assert html.index('id="claims"') < html.index("What was run") < html.index("core-results")
+    table = re.search(r'<table id="claims-table">(.*?)</table>', html, re.S).group(1)
+    for c in claims:
+        row = re.search(rf'<tr id="claim-{c["key"]}">(.*?)</tr>', table, re.S).group(1)
+        assert f"<b>{c['verdict']}</b>" in row and c["threshold"] in row
+        if c["value"] is not None:
+            assert _f(c["value"]) in row
+    # 12 lines: fewer than a claim needs, and the page says why
+    assert {c["verdict"] for c in claims} == {"inconclusive"}
+    assert "only 12 lines (needs ≥ 20)" in table
+
+
+def test_another_mode_never_replaces_the_default_report(built: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(built, run)
+    keep = {p: p.read_bytes() for p in [run / "report.html", *run.glob("analysis/*")]}
+    keep |= {p: p.read_bytes() for p in (run / "figures").iterdir()}
+    out = tmp_path / "faithful.html"
+    res = CliRunner().invoke(report, ["--mode", "faithful", "--out", str(out), str(run)])
+    assert res.exit_code == 0, res.output
+    for p, data in keep.items():
+        assert p.read_bytes() == data, f"{p} was overwritten"
+    html = out.read_text()
+    assert "Analysis mode: <b>faithful</b>" in html
+    srcs = _imgs(html)
+    assert srcs and all(s.startswith("run/analysis-faithful-paper/figures/") for s in srcs)
+    assert all((tmp_path / s).is_file() for s in srcs)
+
+
+def test_an_adamw_run_is_not_analysed_as_sgd_momentum(tmp_path: Path) -> None:
+    run = _tiny(tmp_path / "adamw", n_lines=6, momentum=0.9, lr=0.00225796)
+    (run / "config.toml").write_text(
+        '[problem]\ndataset = "custom"\nmodel = "custom"\n\n'
+        '[train]\noptimizer = "AdamW"\nlr = 0.00225796\nmomentum = 0.9\n'
+    )
+    loaded = load_run(run)
+    s = loaded.summary
+    assert (s["optimizer"], s["momentum"], s["scale"]) == ("adamw", 0.0, "run")
+    assert not any(n.endswith("_accum") for n in s["strategies"])
+    assert "s_opt_over_minus_accumulated_delta" not in s["ratios"]
+    rows = core_results(loaded)
+    text = " ".join(r["quantity"] + " " + r["ours"] for r in rows)
+    for internal in ("sgd_lambda_", "_accum", "s_opt_over_", "lambda_star_"):
+        assert internal not in text, internal
+    assert "0.00225796" not in text and "λ = 0.00226" in text
+
+
 # ------------------------------------------------------------------------------ bad input
 
 
@@ -216,10 +267,17 @@ def test_cli_report_errors_and_analyze_output(tmp_path: Path) -> None:
     run = _tiny(tmp_path / "run", n_lines=6)
     res = runner.invoke(analyze, [str(run), "--mode", "faithful"])
     assert res.exit_code == 0, res.output
-    s = json.loads((run / "analysis" / "summary.json").read_text())
-    assert s["mode"] == "faithful"
+    # another mode never replaces the default analysis in RUN/analysis/
+    assert not (run / "analysis").exists()
+    s = json.loads((run / "analysis-faithful-paper" / "summary.json").read_text())
+    assert s["mode"] == "faithful" and s["scale"] == "paper"
+    claims = json.loads((run / "analysis-faithful-paper" / "claims.json").read_text())
+    for c in claims:  # every claim is printed with its verdict
+        assert f"{c['key']}" in res.stdout and c["verdict"].upper() in res.stdout
     assert _f(s["lambda_star"]["median"]) in res.stdout
     assert _f(s["fits"]["mean_mae_degree_2"]) in res.stdout
+    res = runner.invoke(analyze, [str(run), "--lambdas", "0.1,x"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "--lambdas" in res.stderr
 
 
 def test_plotting_and_report_never_import_torch() -> None:

@@ -64,7 +64,7 @@ def test_report_of_an_analysis_made_before_the_estimators(tmp_path: Path) -> Non
     analyze_run(run)
     # with the line store: a table set without estimators.csv is analysed again
     (run / "analysis" / "estimators.csv").unlink()
-    assert _needs_analysis(run, "corrected")
+    assert _needs_analysis(run, run / "analysis", "corrected")
     assert load_run(run).estimators is not None
     # without it: the old tables are reported and the section says they predate it
     shutil.rmtree(run / "lines.zarr")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from steplines.analysis.shape import distance_matrix
+from steplines.analysis.shape import pairwise_mae, shape_curves
 from steplines.store.directions import DirectionStore
 
 
@@ -25,7 +25,9 @@ def direction_distances(
 
     Returns:
         ``steps [P]``, ``matrices [P, D, D]``, ``median [P]`` (median off-diagonal MAE per
-        position), ``s_opt [P, D]`` (position of each line's full-batch minimum), ``window``.
+        position), ``height [P, D]`` (mean of each min-shifted curve on the compared columns,
+        the scale of its distances), ``s_opt [P, D]`` (position of each line's full-batch
+        minimum), ``window``.
     """
     path = Path(run_dir) / "directions.zarr"
     if not path.exists():
@@ -33,29 +35,51 @@ def direction_distances(
     d = DirectionStore.open(path).read()
     if d["steps"].size == 0:
         return None
-    mats, medians, s_opt = [], [], []
+    mats, medians, heights, s_opt = [], [], [], []
     for pos, means, s_upd in zip(d["positions"], d["train_mean"], d["s_update"]):
         upd = np.array([int(np.argmax(p == s)) for p, s in zip(pos, s_upd)])
-        m = distance_matrix(pos, means, window, mode, update_index=upd)
+        _, curves = shape_curves(pos, means, window, mode, update_index=upd)
+        m = pairwise_mae(curves)
         mats.append(m)
         off = m[~np.eye(m.shape[0], dtype=bool)]
-        medians.append(float(np.nanmedian(off)) if off.size else np.nan)
+        medians.append(float(np.nanmedian(off)) if np.isfinite(off).any() else np.nan)
+        with np.errstate(invalid="ignore"):
+            heights.append(np.nanmean(np.where(np.isfinite(curves), curves, np.nan), axis=1))
         filled = np.where(np.isfinite(means), means, np.inf)
         s_opt.append(pos[np.arange(pos.shape[0]), np.argmin(filled, axis=1)])
     return {
         "steps": d["steps"],
         "matrices": np.stack(mats),
         "median": np.array(medians),
+        "height": np.stack(heights),
         "s_opt": np.stack(s_opt),
         "window": window,
     }
 
 
-def write_direction_distances(run_dir: Path, window: float, mode: str) -> dict[str, Any] | None:
-    """Compute :func:`direction_distances` and save ``analysis/directions.npz``."""
+def relative_spread(res: dict[str, Any]) -> np.ndarray:
+    """Per noisy-direction line: median distance to the other lines of its position / its height.
+
+    The dimensionless metric of the claim that lines along different mini-batches' directions
+    look alike (``steplines.analysis.claims``). Float ``[P·D]`` (NaN where undefined).
+    """
+    out = []
+    for mat, height in zip(res["matrices"], res["height"]):
+        d = mat.shape[0]
+        for i in range(d):
+            others = np.delete(mat[i], i)
+            others = others[np.isfinite(others)]
+            ok = others.size and height[i] > 0
+            out.append(float(np.median(others) / height[i]) if ok else np.nan)
+    return np.asarray(out, dtype=np.float64)
+
+
+def write_direction_distances(
+    run_dir: Path, out_dir: Path, window: float, mode: str
+) -> dict[str, Any] | None:
+    """Compute :func:`direction_distances` and save ``out_dir/directions.npz``."""
     res = direction_distances(run_dir, window, mode)
     if res is not None:
-        out = Path(run_dir) / "analysis"
-        out.mkdir(exist_ok=True)
-        np.savez(out / "directions.npz", mode=mode, **res)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / "directions.npz", mode=mode, **res)
     return res

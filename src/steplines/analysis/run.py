@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
-from steplines.analysis.directions import write_direction_distances
+from steplines.analysis.claims import RESAMPLES, ClaimInputs, evaluate_claims
+from steplines.analysis.directions import relative_spread, write_direction_distances
 from steplines.analysis.estimators import (
     LABPAL_BATCHES,
     LabpalTap,
@@ -28,17 +31,27 @@ from steplines.analysis.estimators import (
     estimator_summary,
 )
 from steplines.analysis.lines import SummaryLines, load_summary
+from steplines.analysis.settings import (
+    AnalysisSettings,
+    analysis_tag,
+    check_mode,
+    check_scale,
+    match_preset,
+    resolve_settings,
+)
 from steplines.analysis.shape import (
     consecutive_distances,
     pairwise_mae,
     polynomial_fits,
     shape_curves,
+    window_range,
 )
 from steplines.analysis.strategies import (
-    check_mode,
     coefficient_of_variation,
     line_quantities,
     moving_average,
+    rate_ratios,
+    running_median,
     strategy_metrics,
     strategy_steps,
 )
@@ -51,7 +64,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["FIT_DEGREES", "analyze_run", "ratio_stats", "read_run_config"]
+__all__ = [
+    "FIT_DEGREES",
+    "analysis_dir",
+    "analyze_run",
+    "ratio_stats",
+    "read_run_config",
+    "request_tag",
+]
 
 FIT_DEGREES: tuple[int, ...] = (1, 2, 3, 4)
 """Polynomial degrees fitted per line (SPEC §6.2)."""
@@ -73,21 +93,6 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path} is not valid TOML ({exc}); restore the run's config") from exc
-
-
-def _momentum(config: dict[str, Any], sl: SummaryLines) -> tuple[float, str]:
-    """β from the config, else inferred: 0 when ``‖m_t‖ = ‖g_t‖`` on every line, else 0.9."""
-    train = config.get("train", {})
-    if "momentum" in train or "optimizer" in train:
-        return float(train.get("momentum", 0.0)), "config"
-    same = np.allclose(sl.update_norm, sl.grad_norm, rtol=1e-6, equal_nan=True)
-    return (0.0 if same else 0.9), "inferred"
-
-
-def _default_lambdas(config: dict[str, Any], momentum: float) -> tuple[float, ...]:
-    """SPEC §6.3: λ = 0.05, except 0.07 for MobileNetV2 with momentum."""
-    model = str(config.get("problem", {}).get("model", "")).lower()
-    return (0.07,) if ("mobilenet" in model and momentum > 0) else (0.05,)
 
 
 def _num(x: Any) -> Any:
@@ -131,35 +136,70 @@ def _upper_median(mat: np.ndarray) -> float:
     return float(np.median(vals)) if vals.size else float("nan")
 
 
+def analysis_dir(run_dir: Path, tag: str = "") -> Path:
+    """Where an analysis is written: ``RUN/analysis`` (default) or ``RUN/analysis-<tag>``."""
+    return Path(run_dir) / ("analysis" if not tag else f"analysis-{tag}")
+
+
+def run_model(config: dict[str, Any]) -> str:
+    """The model name of ``config.toml`` ("" when absent)."""
+    return str(config.get("problem", {}).get("model", ""))
+
+
+def request_tag(
+    run_dir: Path,
+    mode: str = "corrected",
+    *,
+    scale: str | None = None,
+    window: float | None = None,
+    lambdas: Sequence[float] | None = None,
+    mu: float | None = None,
+) -> str:
+    """The tag of the analysis these options ask for, read from the run's config alone."""
+    check_mode(mode)
+    if scale is not None:
+        check_scale(scale)
+    paper = match_preset(read_run_config(run_dir)) is not None
+    return analysis_tag(mode, scale, paper, window=window, lambdas=lambdas, mu=mu)
+
+
 def analyze_run(
     run_dir: Path,
     mode: str = "corrected",
     *,
+    scale: str | None = None,
+    window: float | None = None,
     lambdas: Sequence[float] | None = None,
-    mu: float = 0.1,
+    mu: float | None = None,
     batch_sizes: Sequence[int] = BATCH_SIZES,
     smoothing: int = 25,
     max_matrix_lines: int = 1000,
+    resamples: int = RESAMPLES,
 ) -> dict[str, Path]:
-    """Analyse ``run_dir`` and write its tables to ``run_dir/analysis/``.
+    """Analyse ``run_dir`` and write its tables (``RUN/analysis/`` or ``RUN/analysis-<tag>/``).
 
     Args:
-        run_dir: A run directory with ``lines.zarr`` (and ``config.toml``; without it β is
-            inferred from ``update_norm == grad_norm``).
+        run_dir: A run directory with ``lines.zarr`` (and ``config.toml``; without it the run
+            is taken as SGD and β is inferred from ``update_norm == grad_norm``).
         mode: ``corrected`` (default) or ``faithful`` (the original's quirks; SPEC §9–§10).
-        lambdas: SGD λ list (default SPEC §6.3: 0.05; 0.07 for MobileNetV2 with momentum).
-        mu: PAL/FBPAL µ.
+        scale: ``paper`` or ``run`` (None: ``paper`` for the paper's settings and faithful,
+            else ``run``); see :mod:`steplines.analysis.settings`.
+        window: Override of the fit and distance half-width ``w``.
+        lambdas: Override of the SGD λ list (strategies ``sgd_lambda_<λ>``).
+        mu: Override of PAL/FBPAL's µ.
         batch_sizes: Simulated direction-batch sizes (sizes above N + B are skipped).
         smoothing: Moving-average length (faithful δ ratios use MA-``smoothing`` "valid").
         max_matrix_lines: The stored distance matrix covers every ``ceil(T/max)``-th line.
+        resamples: Bootstrap resamples of each claim's interval.
 
     Returns:
         Name → path of every file written: ``strategies``, ``fits``, ``derivatives``,
-        ``batch_size``, ``estimators``, ``distances``, ``summary``.
+        ``batch_size``, ``estimators``, ``distances``, ``claims``, ``settings``, ``summary``
+        (and ``directions`` when noisy directions were measured).
 
     Raises:
         RunDirError: No ``lines.zarr``, another schema version, or no done line.
-        ConfigError: Unknown ``mode``.
+        ConfigError: Unknown ``mode`` or ``scale``, or an invalid override.
     """
     check_mode(mode)
     run_dir = Path(run_dir)
@@ -171,30 +211,157 @@ def analyze_run(
     if len(sl) == 0:
         raise RunDirError(f"{store_path} has no measured lines yet; measure the run first")
     config = read_run_config(run_dir)
-    momentum, momentum_source = _momentum(config, sl)
-    lambdas = tuple(lambdas) if lambdas is not None else _default_lambdas(config, momentum)
-    window = 0.2 if momentum == 0 else 0.5
-    out_dir = run_dir / "analysis"
+    q = line_quantities(sl, mode)
+    settings = resolve_settings(
+        config,
+        mode=mode,
+        scale=scale,
+        paper_setting=match_preset(config) is not None,
+        model=run_model(config),
+        s_opt=q["s_opt"],
+        positions=sl.positions,
+        update_norm=sl.update_norm,
+        grad_norm=sl.grad_norm,
+        window=window,
+        lambdas=lambdas,
+        mu=mu,
+    )
+    out_dir = analysis_dir(run_dir, settings.tag)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     n = len(sl)
     summary: dict[str, Any] = {
         "mode": mode,
+        "scale": settings.scale,
         "lines_used": n,
         "lines_missing": int(sl.n_lines_total - n),
         "lines_total": int(sl.n_lines_total),
-        "momentum": momentum,
-        "momentum_source": momentum_source,
-        "window": window,
-        "lambdas": list(lambdas),
-        "mu": mu,
+        "optimizer": settings.optimizer.name,
+        "momentum": settings.momentum,
+        "momentum_source": settings.optimizer.source,
+        "window": settings.window,
+        "lambdas": list(settings.lambdas),
+        "mu": settings.mu,
         "full_batch_rows_metrics": int(
             store.n_train + (store.n_direction if mode == "faithful" else 0)
         ),
         "full_batch_rows_shape": int(store.n_train),
     }
 
-    # ---------------------------------------------------------------- shape (SPEC §6.2)
+    shape = _shape(sl, settings, max_matrix_lines)
+    paths["distances"] = out_dir / "distances.npz"
+    np.savez_compressed(paths["distances"], **shape.arrays)
+    summary["distances"] = shape.summary
+    paths["fits"] = out_dir / "fits.csv"
+    shape.fits.to_csv(paths["fits"], index=False)
+    summary["fits"] = shape.fit_summary
+
+    strat = _strategies(sl, q, settings)
+    paths["strategies"] = out_dir / "strategies.csv"
+    strat.table.to_csv(paths["strategies"], index=False)
+    paths["derivatives"] = out_dir / "derivatives.csv"
+    strat.derivatives.to_csv(paths["derivatives"], index=False)
+    summary.update(strat.summary)
+
+    # ---------------------------------------------------------------- batch size (§6.6)
+    n_full = store.n_train + store.n_direction
+    sizes = [int(b) for b in batch_sizes if int(b) <= n_full]
+    records = ((int(t), store.read_line(int(t))) for t in sl.lines)
+    labpal = LabpalTap(store.n_direction, LABPAL_BATCHES, settings.mu, mode)
+    bs_cols = batch_size_rows(
+        labpal.tap(records),
+        mode=mode,
+        # the original's δ_B = −‖g‖ substitution is for SGD only: NaN never compares equal to 0
+        momentum=settings.momentum if settings.optimizer.is_sgd else math.nan,
+        batch_sizes=sizes,
+        mu=settings.mu,
+    )
+    bs_table = pd.DataFrame(bs_cols)
+    paths["batch_size"] = out_dir / "batch_size.csv"
+    bs_table.to_csv(paths["batch_size"], index=False)
+    summary["batch_size"] = _batch_size_summary(bs_table, store.n_direction, mode, smoothing)
+    summary["batch_size"]["batch_sizes"] = sizes
+
+    # ---------------------------------------------------------------- estimators
+    _, batch_coefs = polynomial_fits(sl.positions, sl.batch, settings.window, (2,))
+    est_cols = estimator_columns(
+        sl,
+        {name: store.read_array(name)[sl.lines] for name in ESTIMATES},
+        q["s_opt"],
+        shape.coefs[:, FIT_DEGREES.index(2), :3],
+        batch_coefs[:, 0, :3],
+        labpal.rows,
+        mode=mode,
+        n_train=store.n_train,
+        batch_size=store.n_direction,
+    )
+    paths["estimators"] = out_dir / "estimators.csv"
+    pd.DataFrame(est_cols).to_csv(paths["estimators"], index=False)
+    summary["estimators"] = estimator_summary(est_cols, store.n_direction)
+    summary["estimators"]["store_has_inputs"] = store.has_estimates
+
+    noisy = write_direction_distances(run_dir, out_dir, settings.window, mode)
+    if noisy is not None:
+        med = noisy["median"][np.isfinite(noisy["median"])]
+        summary["noisy_directions"] = {
+            "positions": int(noisy["steps"].size),
+            "directions": int(noisy["matrices"].shape[1]),
+            "median": float(np.median(med)) if med.size else None,
+            "median_per_position": [float(m) if np.isfinite(m) else None for m in noisy["median"]],
+            "steps": [int(t) for t in noisy["steps"]],
+        }
+        paths["directions"] = out_dir / "directions.npz"
+
+    # ---------------------------------------------------------------- claims
+    claims = evaluate_claims(
+        ClaimInputs(
+            later_from=shape.later_from,
+            fit_mae2=shape.mae[:, FIT_DEGREES.index(2)],
+            fit_range=shape.fit_range,
+            consecutive=np.concatenate([[np.nan], shape.consecutive]),
+            height=shape.height,
+            s_opt=q["s_opt"],
+            s_update=sl.s_update,
+            impr={k: m["improvement"] for k, m in strat.metrics.items()},
+            rate=rate_ratios(q["s_opt"], sl.update_norm),
+            delta_ratio=_delta_ratios(bs_table, sl.lines, store.n_direction),
+            noisy_ratio=relative_spread(noisy) if noisy is not None else np.empty(0),
+            batch_size=store.n_direction,
+        ),
+        resamples=resamples,
+    )
+    paths["claims"] = out_dir / "claims.json"
+    paths["claims"].write_text(
+        json.dumps([c.to_json() for c in claims], indent=2, ensure_ascii=False) + "\n"
+    )
+    summary["claims"] = {c.key: c.verdict for c in claims}
+    paths["settings"] = out_dir / "settings.json"
+    paths["settings"].write_text(
+        json.dumps(settings.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    )
+    summary["settings"] = settings.to_json()
+    paths["summary"] = out_dir / "summary.json"
+    paths["summary"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return paths
+
+
+@dataclass
+class _Shape:
+    arrays: dict[str, Any]
+    summary: dict[str, Any]
+    fits: pd.DataFrame
+    fit_summary: dict[str, Any]
+    mae: np.ndarray
+    coefs: np.ndarray
+    fit_range: np.ndarray
+    consecutive: np.ndarray
+    height: np.ndarray
+    later_from: int
+
+
+def _shape(sl: SummaryLines, settings: AnalysisSettings, max_matrix_lines: int) -> _Shape:
+    """Distance matrices and polynomial fits of the full-batch lines on ``±w`` (SPEC §6.2)."""
+    n, mode, window = len(sl), settings.mode, settings.window
     grid, curves = shape_curves(
         sl.positions, sl.shape_full, window, mode, update_index=sl.update_index
     )
@@ -205,22 +372,19 @@ def analyze_run(
     first_matrix = pairwise_mae(curves, first_rows)
     consecutive = consecutive_distances(curves)
     later_from = FIRST_LINES if n >= 500 else math.ceil(0.1 * n)
-    later_rows = rows[rows >= later_from]
-    later = pairwise_mae(curves, later_rows)
-    paths["distances"] = out_dir / "distances.npz"
-    np.savez_compressed(
-        paths["distances"],
-        matrix=matrix,
-        lines=sl.lines[rows],
-        first_matrix=first_matrix,
-        first_lines=sl.lines[first_rows],
-        consecutive=consecutive,
-        consecutive_lines=sl.lines[1:],
-        grid=grid if grid is not None else np.empty(0),
-        window=np.float64(window),
-        mode=np.str_(mode),
-    )
-    summary["distances"] = {
+    later = pairwise_mae(curves, rows[rows >= later_from])
+    arrays = {
+        "matrix": matrix,
+        "lines": sl.lines[rows],
+        "first_matrix": first_matrix,
+        "first_lines": sl.lines[first_rows],
+        "consecutive": consecutive,
+        "consecutive_lines": sl.lines[1:],
+        "grid": grid if grid is not None else np.empty(0),
+        "window": np.float64(window),
+        "mode": np.str_(mode),
+    }
+    summary = {
         "later_from_line_index": int(later_from),
         "later_rule": "50 when at least 500 lines are analysed, else ceil(10% of lines)",
         "matrix_stride": int(stride),
@@ -234,7 +398,6 @@ def analyze_run(
         if np.isfinite(consecutive).any()
         else None,
     }
-
     mae, coefs = polynomial_fits(sl.positions, sl.shape_full, window, FIT_DEGREES)
     fits = pd.DataFrame(
         {
@@ -244,10 +407,8 @@ def analyze_run(
             **{f"c{k}": coefs[:, :, k].reshape(-1) for k in range(5)},
         }
     )
-    paths["fits"] = out_dir / "fits.csv"
-    fits.to_csv(paths["fits"], index=False)
     sub = slice(None, None, 10) if mode == "faithful" else slice(None)
-    summary["fits"] = {
+    fit_summary = {
         "window": window,
         "lines": "every 10th line" if mode == "faithful" else "all lines",
         **{
@@ -257,18 +418,42 @@ def analyze_run(
             for j, d in enumerate(FIT_DEGREES)
         },
     }
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN heights
+        height = np.nanmean(curves, axis=1)
+    return _Shape(
+        arrays=arrays,
+        summary=summary,
+        fits=fits,
+        fit_summary=fit_summary,
+        mae=mae,
+        coefs=coefs,
+        fit_range=window_range(sl.positions, sl.shape_full, window),
+        consecutive=consecutive,
+        height=height,
+        later_from=int(later_from),
+    )
 
-    # ---------------------------------------------------------------- strategies (§6.3)
-    q = line_quantities(sl, mode)
-    steps, delta_batch, delta_accum = strategy_steps(sl, q, mode, momentum, lambdas, mu)
-    metrics = strategy_metrics(sl, q, steps, mode)
-    strat = pd.concat(
+
+@dataclass
+class _Strategies:
+    table: pd.DataFrame
+    derivatives: pd.DataFrame
+    metrics: dict[str, dict[str, np.ndarray]]
+    summary: dict[str, Any]
+
+
+def _strategies(
+    sl: SummaryLines, q: dict[str, np.ndarray], settings: AnalysisSettings
+) -> _Strategies:
+    """Steps, distances and improvements of every strategy, and the λ* ratios (SPEC §6.3–§6.9)."""
+    momentum = settings.momentum
+    steps, delta_batch, delta_accum = strategy_steps(sl, q, settings)
+    metrics = strategy_metrics(sl, q, steps, settings.mode)
+    table = pd.concat(
         [pd.DataFrame({"line": sl.lines, "strategy": name, **m}) for name, m in metrics.items()],
         ignore_index=True,
     )[["line", "strategy", "step", "distance", "improvement", "clipped"]]
-    paths["strategies"] = out_dir / "strategies.csv"
-    strat.to_csv(paths["strategies"], index=False)
-
     deriv = pd.DataFrame(
         {
             "line": sl.lines,
@@ -289,12 +474,14 @@ def analyze_run(
             "delta_accum": delta_accum,
         }
     )
-    paths["derivatives"] = out_dir / "derivatives.csv"
-    deriv.to_csv(paths["derivatives"], index=False)
-
-    opt_total = float(np.nansum(metrics["optimal"]["improvement"]))
-    summary["strategies"] = {
-        name: {
+    opt_impr = metrics["optimal"]["improvement"]
+    summary: dict[str, Any] = {"strategies": {}}
+    for name, m in metrics.items():
+        ok = np.isfinite(m["improvement"])
+        # the share is taken over the lines where the strategy has a step (every line for
+        # all but lambda_star_out, which has none on the first line)
+        opt_total = float(np.nansum(opt_impr[ok]))
+        summary["strategies"][name] = {
             "accumulated_improvement": _num(np.nansum(m["improvement"])),
             "share_of_optimum": _num(np.nansum(m["improvement"]) / opt_total)
             if opt_total != 0
@@ -302,9 +489,8 @@ def analyze_run(
             "accumulated_abs_distance": _num(np.nansum(np.abs(m["distance"]))),
             "median_step": _num(np.nanmedian(m["step"])) if np.isfinite(m["step"]).any() else None,
             "clipped_lines": int(np.sum(m["clipped"])),
+            "lines": int(ok.sum()),
         }
-        for name, m in metrics.items()
-    }
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = {
             "s_opt_over_grad_norm": q["s_opt"] / sl.grad_norm,
@@ -315,6 +501,15 @@ def analyze_run(
     ratio_summary = {k: ratio_stats(sl.lines, v) for k, v in ratios.items()}
     summary["lambda_star"] = ratio_summary["s_opt_over_grad_norm"]
     summary["ratios"] = ratio_summary
+    rate = rate_ratios(q["s_opt"], sl.update_norm)
+    lr = sl.lr[np.isfinite(sl.lr)]
+    summary["rates"] = {
+        "lambda_star_in": _num(np.nanmedian(rate)) if np.isfinite(rate).any() else None,
+        "lambda_star_out_last": _num(running_median(rate)[-1]) if rate.size > 1 else None,
+        "trained": _num(np.median(lr)) if lr.size else None,
+        "rule": "λ*_t = s_opt/‖m_t‖ (‖m_t‖ = ‖u_t‖/λ_t); in-sample: median over all lines; "
+        "out-of-sample: median over the lines before t",
+    }
     if momentum > 0:
         cvs = {
             k: ratio_summary[k]["cv"]
@@ -324,61 +519,33 @@ def analyze_run(
         summary["momentum_ratio_flatter"] = min(finite, key=finite.get) if finite else None
         with np.errstate(divide="ignore", invalid="ignore"):
             reading = {}
-            for lam in lambdas:
+            for lam in settings.lambdas:
                 for suffix in ("", "_accum"):
                     name = f"sgd_lambda_{lam:g}{suffix}"
                     rel = steps[name] / sl.s_update
                     ok = np.isfinite(rel)
                     reading[name] = _num(np.median(rel[ok])) if ok.any() else None
         summary["momentum_sgd_lambda_over_sgd_step"] = reading
+    return _Strategies(table=table, derivatives=deriv, metrics=metrics, summary=summary)
 
-    # ---------------------------------------------------------------- batch size (§6.6)
-    n_full = store.n_train + store.n_direction
-    sizes = [int(b) for b in batch_sizes if int(b) <= n_full]
-    records = ((int(t), store.read_line(int(t))) for t in sl.lines)
-    labpal = LabpalTap(store.n_direction, LABPAL_BATCHES, mu, mode)
-    bs_cols = batch_size_rows(
-        labpal.tap(records), mode=mode, momentum=momentum, batch_sizes=sizes, mu=mu
+
+def _delta_ratios(table: pd.DataFrame, lines: np.ndarray, b: int) -> dict[int, np.ndarray]:
+    """Per line, ``(δ_bs/δ_B)/(B/bs)`` for the simulated ``B/4 ≤ bs ≤ 2B``, ``bs ≠ B``."""
+    if table.empty or b == 0:
+        return {}
+    sgd = table[table.strategy == "sgd"].pivot_table(
+        index="line", columns="batch_size", values="delta", aggfunc="first"
     )
-    bs_table = pd.DataFrame(bs_cols)
-    paths["batch_size"] = out_dir / "batch_size.csv"
-    bs_table.to_csv(paths["batch_size"], index=False)
-    summary["batch_size"] = _batch_size_summary(bs_table, store.n_direction, mode, smoothing)
-    summary["batch_size"]["batch_sizes"] = sizes
-
-    # ---------------------------------------------------------------- estimators
-    _, batch_coefs = polynomial_fits(sl.positions, sl.batch, window, (2,))
-    est_cols = estimator_columns(
-        sl,
-        {name: store.read_array(name)[sl.lines] for name in ESTIMATES},
-        q["s_opt"],
-        coefs[:, FIT_DEGREES.index(2), :3],
-        batch_coefs[:, 0, :3],
-        labpal.rows,
-        mode=mode,
-        n_train=store.n_train,
-        batch_size=store.n_direction,
-    )
-    paths["estimators"] = out_dir / "estimators.csv"
-    pd.DataFrame(est_cols).to_csv(paths["estimators"], index=False)
-    summary["estimators"] = estimator_summary(est_cols, store.n_direction)
-    summary["estimators"]["store_has_inputs"] = store.has_estimates
-
-    noisy = write_direction_distances(run_dir, window, mode)
-    if noisy is not None:
-        med = noisy["median"][np.isfinite(noisy["median"])]
-        summary["noisy_directions"] = {
-            "positions": int(noisy["steps"].size),
-            "directions": int(noisy["matrices"].shape[1]),
-            "median": float(np.median(med)) if med.size else None,
-            "median_per_position": [float(m) if np.isfinite(m) else None for m in noisy["median"]],
-            "steps": [int(t) for t in noisy["steps"]],
-        }
-        paths["directions"] = run_dir / "analysis" / "directions.npz"
-
-    paths["summary"] = out_dir / "summary.json"
-    paths["summary"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    return paths
+    sgd = sgd.reindex(lines)
+    if b not in sgd.columns:
+        return {}
+    ref = sgd[b].to_numpy(np.float64)
+    out = {}
+    for bs in sgd.columns:
+        if int(bs) != b and b / 4 <= int(bs) <= 2 * b:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[int(bs)] = sgd[bs].to_numpy(np.float64) / ref / (b / int(bs))
+    return out
 
 
 def _batch_size_summary(table: pd.DataFrame, b: int, mode: str, smoothing: int) -> dict[str, Any]:

@@ -34,6 +34,7 @@ __all__ = [
     "polynomial_fits",
     "shape_curves",
     "shift_by_min",
+    "window_range",
 ]
 
 
@@ -230,3 +231,19 @@ def polynomial_fits(
             mae[i, j] = float(np.mean(np.abs(np.polynomial.polynomial.polyval(x, c) - y)))
             coefs[i, j, : deg + 1] = c
     return mae, coefs
+
+
+def window_range(positions: np.ndarray, means: np.ndarray, window: float) -> np.ndarray:
+    """``max − min`` of each line over its measured positions with ``−w ≤ s ≤ w``.
+
+    The scale of a fit error on the window: a fit MAE divided by it is dimensionless.
+
+    Returns:
+        float64 ``[T]`` (NaN where a line has no finite value in the window).
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    ok = np.isfinite(positions) & np.isfinite(means) & (np.abs(positions) <= window)
+    hi = np.max(np.where(ok, means, -np.inf), axis=1)
+    lo = np.min(np.where(ok, means, np.inf), axis=1)
+    return np.where(ok.any(axis=1), hi - lo, np.nan)

@@ -22,12 +22,13 @@ This module never imports torch.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
 
 from steplines.analysis.lines import SummaryLines
-from steplines.errors import ConfigError
+from steplines.analysis.settings import MODES, AnalysisSettings, check_mode
 
 __all__ = [
     "MODES",
@@ -35,6 +36,7 @@ __all__ = [
     "batch_delta",
     "check_mode",
     "coefficient_of_variation",
+    "constant_rate_steps",
     "evaluate_line",
     "fbpal_sgd_steps",
     "fd_derivative_curvature",
@@ -44,21 +46,12 @@ __all__ = [
     "momentum_proxy",
     "moving_average",
     "pal_step",
+    "rate_ratios",
+    "running_median",
     "stencil_columns",
     "strategy_metrics",
     "strategy_steps",
 ]
-
-MODES = ("corrected", "faithful")
-"""Analysis modes: ``corrected`` (default) and ``faithful`` (the original's quirks)."""
-
-
-def check_mode(mode: str) -> str:
-    """Return ``mode`` if it is one of :data:`MODES`, else raise :class:`ConfigError`."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown analysis mode {mode!r}; use 'corrected' or 'faithful'")
-    return mode
-
 
 # ---------------------------------------------------------------------- finite differences
 
@@ -384,30 +377,84 @@ def line_quantities(sl: SummaryLines, mode: str) -> dict[str, np.ndarray]:
     return out
 
 
-def batch_delta(sl: SummaryLines, q: dict[str, np.ndarray], mode: str, momentum: float):
+def batch_delta(
+    sl: SummaryLines, q: dict[str, np.ndarray], mode: str, plain_sgd: bool
+) -> np.ndarray:
     """δ_B, the direction-batch slope at 0 used by SGD λ and PAL (SPEC §6.3 item 5, §9.21).
 
     Corrected: the exact ``g_t·d_t`` stored for every line (any optimizer). Faithful: ``−‖g_t‖``
-    when β = 0 (the original's exact substitution), the finite difference otherwise.
+    for plain SGD (the original's exact substitution), the finite difference otherwise.
     """
     if mode == "corrected":
         return sl.delta_exact.copy()
-    return -sl.grad_norm if momentum == 0 else q["delta_fd_batch"].copy()
+    return -sl.grad_norm if plain_sgd else q["delta_fd_batch"].copy()
+
+
+def running_median(x: np.ndarray) -> np.ndarray:
+    """``out[i]`` = median of the finite values of ``x[:i]`` (NaN while there are none).
+
+    The out-of-sample estimate of a per-line quantity: line ``i`` sees only lines before it.
+    """
+    seen: list[float] = []
+    out = np.full(len(x), np.nan)
+    for i, v in enumerate(np.asarray(x, dtype=np.float64)):
+        if seen:
+            k = len(seen)
+            out[i] = seen[k // 2] if k % 2 else 0.5 * (seen[k // 2 - 1] + seen[k // 2])
+        if np.isfinite(v):
+            bisect.insort(seen, float(v))
+    return out
+
+
+def rate_ratios(s_opt: np.ndarray, update_norm: np.ndarray) -> np.ndarray:
+    """λ*_t = ``s_opt/‖m_t‖``: the learning rate that would have landed on ``s_opt``.
+
+    ``‖m_t‖ = ‖u_t‖/λ_t`` is the update as applied per unit learning rate (``update_norm``):
+    ``‖g_t‖`` for plain SGD (the paper's ``s_opt/‖g‖``), the momentum buffer's norm with
+    momentum, the preconditioned step for Adam. NaN where ``‖m_t‖`` is not positive.
+    """
+    s_opt = np.asarray(s_opt, dtype=np.float64)
+    norm = np.asarray(update_norm, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, s_opt / norm, np.nan)
+
+
+def constant_rate_steps(
+    s_opt: np.ndarray, update_norm: np.ndarray
+) -> tuple[dict[str, np.ndarray], float]:
+    """The optimizer's own update at one constant learning rate λ*, without and with hindsight.
+
+    ``step_t = λ*·‖m_t‖``, the step the run's optimizer would have taken at the constant rate
+    λ* (for plain SGD ``λ*·‖g_t‖``):
+
+    * ``lambda_star_in``: λ* = median over all analysed lines of λ*_t (:func:`rate_ratios`),
+      in-sample: it has seen every line it is judged on;
+    * ``lambda_star_out``: λ* of line t = median of λ*_s over the lines s < t only
+      (:func:`running_median`), so no line's own minimum is used; NaN on the first line.
+
+    Returns:
+        ``(steps, λ*_in)``: dict name → float ``[T]``, and the in-sample λ*.
+    """
+    ratio = rate_ratios(s_opt, update_norm)
+    ok = np.isfinite(ratio)
+    lam_in = float(np.median(ratio[ok])) if ok.any() else float("nan")
+    norm = np.asarray(update_norm, dtype=np.float64)
+    return {
+        "lambda_star_in": lam_in * norm,
+        "lambda_star_out": running_median(ratio) * norm,
+    }, lam_in
 
 
 def strategy_steps(
-    sl: SummaryLines,
-    q: dict[str, np.ndarray],
-    mode: str,
-    momentum: float,
-    lambdas: Sequence[float] = (0.05,),
-    mu: float = 0.1,
+    sl: SummaryLines, q: dict[str, np.ndarray], settings: AnalysisSettings
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Steps of every strategy on every line (SPEC §6.3 table).
+    """Steps of every strategy on every line (SPEC §6.3 table, plus the constant-rate pair).
 
-    * ``optimal``: ``s_opt``; ``exact_batch``: ``argmin l_B``; ``sgd``: ``s_update``;
-    * ``sgd_lambda_<λ>``: ``−λ·δ_B``; with momentum also ``sgd_lambda_<λ>_accum``: ``−λ·D_t``
-      (the second reading of SPEC §6.9);
+    * ``optimal``: ``s_opt``; ``exact_batch``: ``argmin l_B``; ``sgd``: ``s_update`` (the step
+      as trained, any optimizer);
+    * ``lambda_star_in`` / ``lambda_star_out``: :func:`constant_rate_steps`;
+    * ``sgd_lambda_<λ>``: ``−λ·δ_B`` for each λ of ``settings.lambdas``; with SGD momentum also
+      ``sgd_lambda_<λ>_accum``: ``−λ·D_t`` (the second reading of SPEC §6.9);
     * ``pal``: :func:`pal_step` on ``l_B`` with ``b = δ_B``; ``fbpal``: on ``l`` with
       ``b = δ_full`` (finite difference; there is no exact full-batch slope);
       corrected reads ``l(µ)`` by interpolation, faithful at the grid point nearest µ;
@@ -415,10 +462,11 @@ def strategy_steps(
 
     Returns:
         ``(steps, delta_batch, delta_accum)``: dict name → float ``[T]``; δ_B; ``D_t`` (NaN
-        for β = 0). ``D_t`` uses β (corrected) or the hard-coded 0.9 (faithful).
+        unless SGD with momentum). ``D_t`` uses β (corrected) or the hard-coded 0.9 (faithful).
     """
     n = len(sl)
-    delta = batch_delta(sl, q, mode, momentum)
+    mode, momentum, mu = settings.mode, settings.momentum, settings.mu
+    delta = batch_delta(sl, q, mode, settings.optimizer.plain_sgd)
     steps: dict[str, np.ndarray] = {
         "optimal": q["s_opt"].copy(),
         "exact_batch": q["s_batch_min"].copy(),
@@ -428,7 +476,7 @@ def strategy_steps(
     if momentum > 0:
         beta = momentum if mode == "corrected" else 0.9
         accum = momentum_proxy(sl.lines, delta, beta, mode)
-    for lam in lambdas:
+    for lam in settings.lambdas:
         steps[f"sgd_lambda_{lam:g}"] = -lam * delta
         if momentum > 0:
             steps[f"sgd_lambda_{lam:g}_accum"] = -lam * accum
@@ -443,6 +491,7 @@ def strategy_steps(
     steps["pal"] = pal
     steps["fbpal"] = fbpal
     steps["fbpal_sgd"] = fbpal_sgd_steps(sl.lines, fbpal, mode)
+    steps.update(constant_rate_steps(q["s_opt"], sl.update_norm)[0])
     return steps, delta, accum
 
 

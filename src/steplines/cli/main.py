@@ -117,7 +117,10 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     click.echo(f"measured {measured} new lines; {_done_summary(rd)}")
     click.echo(f"results: {rd.path.resolve()}  (inspect: steplines info {rd.path})")
     if not no_report:
+        from ..report.build import claims_text, load_run
+
         click.echo(f"report: {build_report([rd.path])}")
+        click.echo(claims_text(load_run(rd.path, reanalyze=False)))
 
 
 @main.command()

@@ -5,11 +5,13 @@ Both import only the analysis/plotting/report layers, never torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..errors import SteplinesError
+from ..errors import ConfigError, SteplinesError
 from ._errors import _user_errors
 
 __all__ = ["analyze", "core_table", "report"]
@@ -19,18 +21,59 @@ _MODE = click.option(
     type=click.Choice(["corrected", "faithful"]),
     default="corrected",
     show_default=True,
-    help="corrected: the original analysis's quirks fixed; faithful: reproduce them (SPEC §9)",
+    help="corrected: the original analysis's quirks fixed; faithful: reproduce them "
+    "(docs/analysis.md)",
 )
 
 
-def core_table(run_dir: Path, mode: str) -> str:
-    """The core results of an analysed run as aligned plain-text rows."""
-    from ..report.build import core_results, load_run
+def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--scale``, ``--window``, ``--lambdas``, ``--mu`` (docs/analysis.md, "Settings")."""
+    options = (
+        click.option(
+            "--scale",
+            type=click.Choice(["paper", "run"]),
+            default=None,
+            help="paper: the paper's constants (window 0.2, λ 0.05, µ 0.1); run: read off this "
+            "run (window 2·s_typ, µ s_typ, λ*). Default: paper for the paper's settings and "
+            "--mode faithful, run otherwise",
+        ),
+        click.option("--window", type=float, default=None, help="half-width w of fits/distances"),
+        click.option(
+            "--lambdas", default=None, help="SGD λ list to compare, comma-separated (0.05,0.1)"
+        ),
+        click.option("--mu", type=float, default=None, help="µ of PAL and FBPAL"),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
-    run = load_run(run_dir, mode, reanalyze=False)
+
+def _options(
+    scale: str | None, window: float | None, lambdas: str | None, mu: float | None
+) -> dict[str, Any]:
+    """The analysis options as ``analyze_run`` takes them (``--lambdas`` parsed)."""
+    lams = None
+    if lambdas is not None:
+        try:
+            lams = tuple(float(x) for x in lambdas.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(
+                f"--lambdas {lambdas!r} is not a comma-separated list of numbers; e.g. 0.05,0.1"
+            ) from None
+        if not lams:
+            raise ConfigError("--lambdas is empty; give at least one rate, e.g. 0.05")
+    return {"scale": scale, "window": window, "lambdas": lams, "mu": mu}
+
+
+def core_table(run_dir: Path, mode: str, **options: Any) -> str:
+    """The claims and core results of an analysed run as aligned plain-text rows."""
+    from ..report.build import claims_text, core_results, load_run
+
+    run = load_run(run_dir, mode, reanalyze=False, **options)
     rows = [(r["quantity"], r["ours"]) for r in core_results(run)]
     width = max(len(q) for q, _ in rows)
-    lines = [f"{q.ljust(width)}  {v}" for q, v in rows]
+    lines = [claims_text(run), "", "core results:"]
+    lines += [f"  {q.ljust(width)}  {v}" for q, v in rows]
     lines += [f"note: {b['text']}" for b in run.banners if b["level"] == "error"]
     return "\n".join(lines)
 
@@ -38,19 +81,22 @@ def core_table(run_dir: Path, mode: str) -> str:
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @_MODE
+@_settings_options
 @_user_errors
-def analyze(run_dir: Path, mode: str) -> None:
-    """Write RUN/analysis/ (tables, summary.json) and print the core numbers."""
+def analyze(run_dir: Path, mode: str, **kw: Any) -> None:
+    """Write RUN/analysis/ (tables, claims.json, summary.json) and print the claims."""
     from ..analysis import analyze_run
 
-    paths = analyze_run(run_dir, mode)
-    click.echo(core_table(run_dir, mode))
+    options = _options(**kw)
+    paths = analyze_run(run_dir, mode, **options)
+    click.echo(core_table(run_dir, mode, **options))
     click.echo(f"tables: {paths['summary'].parent}")
 
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_MODE
+@_settings_options
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -58,12 +104,12 @@ def analyze(run_dir: Path, mode: str) -> None:
     help="HTML file to write (default: RUN/report.html; several runs: RUN_A/compare.html)",
 )
 @_user_errors
-def report(run_dirs: tuple[Path, ...], mode: str, out: Path | None) -> None:
+def report(run_dirs: tuple[Path, ...], mode: str, out: Path | None, **kw: Any) -> None:
     """Analyse when needed, draw every figure and write the HTML report; print its path."""
     from ..report import build_report
 
     try:
-        path = build_report(list(run_dirs), out=out, mode=mode)
+        path = build_report(list(run_dirs), out=out, mode=mode, **_options(**kw))
     except OSError as exc:  # unwritable output directory and the like
         raise SteplinesError(f"cannot write the report ({exc}); choose another --out") from exc
     click.echo(str(path.resolve()))

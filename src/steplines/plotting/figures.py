@@ -46,11 +46,24 @@ STRATEGY_COLORS: dict[str, str] = {
     "sgd": "black",
     "sgd_lambda": "orange",
     "pal": "blue",
-    "fbpal_sgd": "darkviolet",
+    "fbpal_sgd": "hotpink",
+    "lambda_star_in": "tab:cyan",
+    "lambda_star_out": "saddlebrown",
 }
-"""Colours of SPEC §6.5 (``sgd_lambda`` covers every ``sgd_lambda_<λ>`` strategy)."""
+"""Colours of the paper's figures (``sgd_lambda`` covers every ``sgd_lambda_<λ>`` strategy;
+the ``_accum`` reading is dashed), one distinct colour per strategy."""
 
-_ORDER = ("optimal", "fbpal", "sgd_lambda", "pal", "exact_batch", "sgd", "fbpal_sgd")
+_ORDER = (
+    "optimal",
+    "fbpal",
+    "lambda_star_out",
+    "lambda_star_in",
+    "sgd_lambda",
+    "pal",
+    "exact_batch",
+    "sgd",
+    "fbpal_sgd",
+)
 _MAX_POINTS = 2000
 
 
@@ -77,25 +90,39 @@ def _base(name: str) -> str:
     return name
 
 
-def strategy_label(name: str, lr: float | None = None, mu: float = 0.1) -> str:
-    """The paper's legend text of a strategy name from ``strategies.csv``."""
+def strategy_label(
+    name: str, lr: float | None = None, mu: float = 0.1, lambda_star: float | None = None
+) -> str:
+    """The legend text of a strategy name from ``strategies.csv`` (the paper's where it has one).
+
+    Args:
+        name: The strategy's name in ``strategies.csv``.
+        lr: The run's (median) learning rate, for SGD as trained.
+        mu: PAL's µ.
+        lambda_star: The in-sample λ*, for ``lambda_star_in``.
+    """
     if name == "optimal":
         return "full-batch loss (optimal)"
     if name == "exact_batch":
         return "loss of direction defining batch"
     if name == "sgd":
-        return "SGD (original)" + (f" λ = {lr:g}" if lr is not None else "")
+        return "SGD as trained" + (f" λ = {lr:.3g}" if lr is not None else "")
+    if name == "lambda_star_in":
+        lam = f" = {lambda_star:.3g}" if lambda_star is not None else ""
+        return f"constant λ*{lam} (in-sample)"
+    if name == "lambda_star_out":
+        return "constant λ* (out-of-sample)"
     if name.startswith("sgd_lambda_"):
         rest = name[len("sgd_lambda_") :]
         if rest.endswith("_accum"):
             return f"SGD λ = {rest[: -len('_accum')]} (−λ·D_t)"
         return f"SGD λ = {rest}"
     if name == "pal":
-        return f"PAL µ = {mu:g}"
+        return f"PAL µ = {mu:.3g}"
     if name == "fbpal":
-        return f"FBPAL µ = {mu:g}"
+        return f"FBPAL µ = {mu:.3g}"
     if name == "fbpal_sgd":
-        return f"FBPAL&SGD µ = {mu:g}"
+        return f"FBPAL&SGD µ = {mu:.3g}"
     return name
 
 

@@ -22,8 +22,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
-from steplines.analysis.run import read_run_config
-from steplines.analysis.strategies import check_mode
+from steplines.analysis.run import analysis_dir, read_run_config, request_tag
+from steplines.analysis.settings import check_mode, match_preset
 from steplines.errors import RunDirError, SteplinesError
 from steplines.plotting import (
     line_view,
@@ -40,11 +40,19 @@ from steplines.plotting import (
 )
 from steplines.plotting.directions import plot_direction_matrices
 from steplines.plotting.estimators import plot_estimators
-from steplines.report.paper import match_preset, paper_values
+from steplines.report.paper import paper_values
 from steplines.report.templates import COMPARE_TEMPLATE, RUN_TEMPLATE
 from steplines.store import LineStore
 
-__all__ = ["RunData", "build_report", "build_run_report", "core_results", "load_run"]
+__all__ = [
+    "RunData",
+    "build_report",
+    "build_run_report",
+    "claim_rows",
+    "claims_text",
+    "core_results",
+    "load_run",
+]
 
 ANALYSIS_FILES = (
     "strategies.csv",
@@ -53,6 +61,8 @@ ANALYSIS_FILES = (
     "batch_size.csv",
     "distances.npz",
     "summary.json",
+    "claims.json",
+    "settings.json",
 )
 
 PRECISION_CHECKS = "precision_checks.jsonl"  # steplines.engine.precision.CHECKS_FILE (no torch)
@@ -74,6 +84,9 @@ class RunData:
         distances: The arrays of ``analysis/distances.npz``.
         banners: Problems found while loading (shown at the top of the page).
         estimators: ``analysis/estimators.csv``, or None when the analysis predates it.
+        claims: ``analysis/claims.json``: one record per claim of the paper.
+        tables: The directory the tables were read from (``RUN/analysis`` or
+            ``RUN/analysis-<tag>`` for a non-default mode, scale or override).
     """
 
     path: Path
@@ -87,6 +100,15 @@ class RunData:
     distances: dict[str, np.ndarray]
     banners: list[dict[str, str]] = field(default_factory=list)
     estimators: pd.DataFrame | None = None
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    tables: Path | None = None
+
+    @property
+    def figures(self) -> Path:
+        """Where this analysis' figures go: ``RUN/figures`` (default) or beside its tables."""
+        if self.tables is None or self.tables.name == "analysis":
+            return self.path / "figures"
+        return self.tables / "figures"
 
     @property
     def name(self) -> str:
@@ -117,15 +139,14 @@ def _store_mtime(store: Path) -> float:
     return max(times)
 
 
-def _needs_analysis(run_dir: Path, mode: str) -> bool:
-    adir = run_dir / "analysis"
+def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
     if not all((adir / f).is_file() for f in ANALYSIS_FILES):
         return True
     try:
         summary = json.loads((adir / "summary.json").read_text())
     except (OSError, ValueError):
         return True
-    if summary.get("mode") != mode:
+    if summary.get("mode") != mode or "settings" not in summary:
         return True
     store = run_dir / "lines.zarr"
     if store.is_dir() and not (adir / "estimators.csv").is_file():
@@ -144,7 +165,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def load_run(run_dir: Path, mode: str = "corrected", reanalyze: bool | None = None) -> RunData:
+def load_run(
+    run_dir: Path,
+    mode: str = "corrected",
+    reanalyze: bool | None = None,
+    **options: Any,
+) -> RunData:
     """Analyse ``run_dir`` if needed and load its tables.
 
     Args:
@@ -152,6 +178,9 @@ def load_run(run_dir: Path, mode: str = "corrected", reanalyze: bool | None = No
         mode: Analysis mode (``corrected`` or ``faithful``).
         reanalyze: True: always analyse; False: never (the tables must exist); None: when a
             table is missing, was made in another mode, or is older than the line store.
+        options: ``scale``, ``window``, ``lambdas``, ``mu`` of
+            :func:`steplines.analysis.analyze_run`. An analysis other than the run's default
+            is read from (and written to) ``RUN/analysis-<tag>/``, never ``RUN/analysis/``.
 
     Raises:
         RunDirError: The directory does not exist, has no line store and no tables, has no
@@ -164,20 +193,20 @@ def load_run(run_dir: Path, mode: str = "corrected", reanalyze: bool | None = No
         raise RunDirError(f"{run_dir} is not a directory; pass a run directory")
     banners: list[dict[str, str]] = []
     store = run_dir / "lines.zarr"
+    adir = analysis_dir(run_dir, request_tag(run_dir, mode, **options))
     if reanalyze is None:
-        reanalyze = _needs_analysis(run_dir, mode)
+        reanalyze = _needs_analysis(run_dir, adir, mode)
     if reanalyze:
         if not store.is_dir():
             raise RunDirError(
-                f"{run_dir} has no lines.zarr and no complete analysis/ tables in mode "
+                f"{run_dir} has no lines.zarr and no complete {adir.name}/ tables in mode "
                 f"{mode}; pass a run directory made by 'steplines run'"
             )
-        analyze_run(run_dir, mode)
+        analyze_run(run_dir, mode, **options)
     elif not store.is_dir():
         banners.append(
             _banner("lines.zarr is missing: figures that need the raw lines are left out.")
         )
-    adir = run_dir / "analysis"
     try:
         summary = _read_json(adir / "summary.json")
         tables = {
@@ -188,6 +217,8 @@ def load_run(run_dir: Path, mode: str = "corrected", reanalyze: bool | None = No
             distances = {k: np.asarray(npz[k]) for k in npz.files}
         est_path = adir / "estimators.csv"
         estimators = pd.read_csv(est_path) if est_path.is_file() else None
+        claims_path = adir / "claims.json"
+        claims = json.loads(claims_path.read_text()) if claims_path.is_file() else []
     except (OSError, ValueError, KeyError) as exc:
         raise RunDirError(
             f"{adir} is incomplete or unreadable ({type(exc).__name__}: {exc}); "
@@ -245,6 +276,8 @@ def load_run(run_dir: Path, mode: str = "corrected", reanalyze: bool | None = No
         distances=distances,
         banners=banners,
         estimators=estimators,
+        claims=claims if isinstance(claims, list) else [],
+        tables=adir,
     )
 
 
@@ -363,7 +396,16 @@ def core_results(run: RunData) -> list[dict[str, str]]:
         add(
             "sgd_lambda_reading",
             "β > 0: median SGD λ step / SGD original step, −λ·δ_B vs −λ·D_t",
-            "; ".join(f"{k}: {_f(v)}" for k, v in reading.items()),
+            "; ".join(f"{strategy_label(k)}: {_f(v)}" for k, v in reading.items()),
+        )
+    rates = s.get("rates") or {}
+    if rates:
+        add(
+            "rates",
+            "learning rate: as trained; λ* in-sample; λ* out-of-sample at the last line",
+            f"{_f(rates.get('trained'))}; {_f(rates.get('lambda_star_in'))}; "
+            f"{_f(rates.get('lambda_star_out_last'))}",
+            "lambda_star",
         )
     add(
         "sgd_overshoot",
@@ -377,10 +419,10 @@ def core_results(run: RunData) -> list[dict[str, str]]:
             f"{_f(st.get('accumulated_improvement'))} ({_pct(st.get('share_of_optimum'))}); "
             f"Σ|distance| {_f(st.get('accumulated_abs_distance'))}"
         )
+        label = strategy_label(name, run.lr, s.get("mu", 0.1), rates.get("lambda_star_in"))
         add(
             f"strategy:{name}",
-            f"accumulated improvement of {strategy_label(name, run.lr, s.get('mu', 0.1))} "
-            "(share of the optimum's)",
+            f"accumulated improvement of {label} (share of the optimum's)",
             ours if name != "optimal" else f"{_f(opt.get('accumulated_improvement'))} (100 %)",
             key,
         )
@@ -403,6 +445,78 @@ def core_results(run: RunData) -> list[dict[str, str]]:
     return rows
 
 
+def claim_rows(run: RunData) -> list[dict[str, str]]:
+    """Rows of the "Claims" table: each claim of the paper with this run's verdict.
+
+    From ``claims.json`` (:mod:`steplines.analysis.claims`): the claim, its metric, this run's
+    value with its 95 % interval, the threshold, the verdict and its reason, the paper's value.
+    """
+    rows = []
+    for c in run.claims:
+        value = _f(c.get("value"))
+        if c.get("low") is not None and c.get("high") is not None:
+            value += f" [{_f(c['low'])}, {_f(c['high'])}]"
+        verdict = str(c.get("verdict", "inconclusive"))
+        rows.append(
+            {
+                "key": str(c.get("key", "")),
+                "claim": str(c.get("claim", "")),
+                "metric": str(c.get("metric", "")),
+                "value": value,
+                "threshold": str(c.get("threshold", "")),
+                "verdict": verdict,
+                "css": verdict.replace(" ", "-"),
+                "reason": str(c.get("reason", "")),
+                "paper": str(c.get("paper", "")),
+                "n": str(c.get("n", "")),
+            }
+        )
+    return rows
+
+
+def claims_text(run: RunData) -> str:
+    """The claims as aligned plain text (``steplines analyze`` prints it)."""
+    rows = claim_rows(run)
+    if not rows:
+        return "claims: not analysed (rerun 'steplines analyze RUN')"
+    width = max(len(r["key"]) for r in rows)
+    lines = ["claims of the paper (verdict: value [95 % interval] vs threshold; reason):"]
+    for r in rows:
+        lines.append(
+            f"  {r['key'].ljust(width)}  {r['verdict'].upper():<13}  {r['value']} vs "
+            f"{r['threshold']}; {r['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def _settings_line(run: RunData) -> str:
+    """One sentence on the analysis' scale and constants."""
+    st = run.summary.get("settings") or {}
+    s = run.summary
+    if not st:
+        return ""
+    opt = st.get("optimizer") or {}
+    name = opt.get("name", "?")
+    if st.get("scale") == "run":
+        how = (
+            f"run scale: the window and µ follow this run's typical step "
+            f"s_typ = median |s_opt| = {_f(st.get('typical_step'))} (w = 2·s_typ, µ = s_typ), "
+            "and SGD is compared at the run's own λ* (in- and out-of-sample)"
+        )
+    else:
+        how = "paper scale: the constants of the paper's ResNet-20 run"
+    given = st.get("overrides") or []
+    lams = ", ".join(_f(x) for x in s.get("lambdas") or [])
+    return (
+        f"{how}; window ±{_f(s.get('window'))}, µ = {_f(s.get('mu'))}"
+        + (f", SGD λ = {lams}" if lams else "")
+        + f"; optimizer {name}"
+        + (f" (β = {_f(opt.get('momentum'))})" if opt.get("momentum") else "")
+        + (f"; set by you: {', '.join(given)}" if given else "")
+        + "."
+    )
+
+
 def _ordinal(i: Any) -> str:
     if i is None:
         return "?"
@@ -411,7 +525,17 @@ def _ordinal(i: Any) -> str:
     return f"{n}{suffix}"
 
 
-_STRAT_ORDER = ("optimal", "fbpal", "sgd_lambda", "pal", "exact_batch", "sgd", "fbpal_sgd")
+_STRAT_ORDER = (
+    "optimal",
+    "fbpal",
+    "lambda_star_out",
+    "lambda_star_in",
+    "sgd_lambda",
+    "pal",
+    "exact_batch",
+    "sgd",
+    "fbpal_sgd",
+)
 
 
 def _ordered(strategies: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -583,10 +707,11 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
         )
     )
     noisy = s.get("noisy_directions")
-    if noisy and (run.path / "analysis" / "directions.npz").exists():
+    noisy_path = (run.tables or run.path / "analysis") / "directions.npz"
+    if noisy and noisy_path.exists():
 
         def draw_noisy() -> Figure:
-            with np.load(run.path / "analysis" / "directions.npz") as z:
+            with np.load(noisy_path) as z:
                 return plot_direction_matrices({k: z[k] for k in z.files})
 
         figs.append(
@@ -1000,11 +1125,16 @@ def _meta(run: RunData) -> list[tuple[str, list[tuple[str, str]]]]:
         (
             "analysis",
             [
-                ("mode", str(s.get("mode"))),
+                ("mode / scale", f"{s.get('mode')} / {s.get('scale', 'paper')}"),
                 ("lines", f"{s.get('lines_used')} of {s.get('lines_total')}"),
-                ("β", f"{s.get('momentum')} ({s.get('momentum_source')})"),
+                ("optimizer", str(s.get("optimizer", "sgd"))),
+                ("β (SGD momentum)", f"{s.get('momentum')} ({s.get('momentum_source')})"),
                 ("window", f"±{_f(s.get('window'))}"),
-                ("SGD λ / PAL µ", f"{s.get('lambdas')} / {s.get('mu')}"),
+                (
+                    "SGD λ / PAL µ",
+                    f"{', '.join(_f(x) for x in s.get('lambdas') or []) or '—'} / "
+                    f"{_f(s.get('mu'))}",
+                ),
                 (
                     "full batch rows",
                     f"{s.get('full_batch_rows_metrics')} (metrics), "
@@ -1043,11 +1173,11 @@ def build_run_report(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     banners = list(run.banners)
-    figures = _draw_all(_figures(run, mode), run.path / "figures", out.parent, banners, formats)
+    figures = _draw_all(_figures(run, mode), run.figures, out.parent, banners, formats)
     est = _estimator_section(run)
     est_fig = _estimator_figure(run)
     if est_fig is not None:
-        drawn = _draw_all([est_fig], run.path / "figures", out.parent, banners, formats)
+        drawn = _draw_all([est_fig], run.figures, out.parent, banners, formats)
         est["figure"] = drawn[0] if drawn else None
     title, _ = paper_values(match_preset(run.config))
     paper_note = (
@@ -1071,6 +1201,8 @@ def build_run_report(
             banners=banners,
             meta=_meta(run),
             core=core_results(run),
+            claims=claim_rows(run),
+            settings_line=_settings_line(run),
             paper_title=title,
             paper_note=paper_note,
             bs_strategies=bs_header,
@@ -1175,12 +1307,20 @@ def _compare_page(
     return out
 
 
+def _page(run: RunData) -> Path:
+    """``RUN/report.html`` for the default analysis, else beside its tables."""
+    if run.tables is None or run.tables.name == "analysis":
+        return run.path / "report.html"
+    return run.tables / "report.html"
+
+
 def build_report(
     run_dirs: Sequence[Path],
     out: Path | None = None,
     mode: str = "corrected",
     *,
     formats: Sequence[str] = ("png", "pdf"),
+    **options: Any,
 ) -> Path:
     """Analyse (when needed), draw every figure and write the HTML report.
 
@@ -1194,6 +1334,9 @@ def build_report(
         mode: Analysis mode, ``corrected`` (default) or ``faithful``. Tables made in the other
             mode, missing, or older than the line store are recomputed.
         formats: Figure files written to ``RUN/figures/`` (PNG always: the page shows it).
+        options: ``scale``, ``window``, ``lambdas``, ``mu`` (:func:`load_run`). Any analysis
+            but the run's default keeps its tables, figures and (default) page in
+            ``RUN/analysis-<tag>/``, so it never replaces the default report.
 
     Returns:
         The path of the HTML page (the run's report, or the comparison page).
@@ -1207,10 +1350,10 @@ def build_report(
     dirs = [Path(p) for p in run_dirs]
     if not dirs:
         raise RunDirError("no run directory given; pass at least one RUN")
-    runs = [load_run(p, mode) for p in dirs]
+    runs = [load_run(p, mode, **options) for p in dirs]
     if len(runs) == 1:
-        target = Path(out) if out is not None else dirs[0] / "report.html"
+        target = Path(out) if out is not None else _page(runs[0])
         return build_run_report(runs[0], target, mode, formats)
-    pages = [build_run_report(run, run.path / "report.html", mode, formats) for run in runs]
+    pages = [build_run_report(run, _page(run), mode, formats) for run in runs]
     target = Path(out) if out is not None else dirs[0] / "compare.html"
     return _compare_page(runs, pages, target, mode, formats)

@@ -7,11 +7,9 @@ text with "≈" so nobody mistakes them for exact values. Keys are the row keys 
 
 from __future__ import annotations
 
-from typing import Any
+from steplines.analysis.settings import PAPER_MODELS, match_preset
 
 __all__ = ["PAPER_MODELS", "match_preset", "paper_values"]
-
-PAPER_MODELS: tuple[str, ...] = ("resnet20", "resnet18", "mobilenetv2")
 
 _R20 = {
     "fit_1": "clearly worse than degree 2 (no number given)",
@@ -88,26 +86,6 @@ _NAMES = {
     "resnet18": "ResNet-18",
     "mobilenetv2": "MobileNetV2",
 }
-
-
-def match_preset(config: dict[str, Any]) -> tuple[str, bool] | None:
-    """``(model, momentum > 0)`` when the run is one of the paper's settings, else None.
-
-    A paper setting is CIFAR-10 with ResNet-20, ResNet-18 or MobileNetV2 and β ∈ {0, 0.9}.
-    """
-    problem = config.get("problem", {})
-    train = config.get("train", {})
-    dataset = str(problem.get("dataset", "")).lower().replace("-", "").replace("_", "")
-    model = str(problem.get("model", "")).lower().replace("-", "").replace("_", "")
-    if dataset != "cifar10" or model not in PAPER_MODELS:
-        return None
-    try:
-        beta = float(train.get("momentum", 0.0))
-    except (TypeError, ValueError):
-        return None
-    if beta not in (0.0, 0.9):
-        return None
-    return model, beta > 0
 
 
 def paper_values(match: tuple[str, bool] | None) -> tuple[str, dict[str, str]]:

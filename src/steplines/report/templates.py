@@ -25,6 +25,9 @@ _STYLE = """
   figcaption { max-width: 1100px; font-size: 0.93rem; color: #333; }
   .note { color: #555; font-size: 0.9rem; }
   code { background: #f3f3f3; padding: 0 0.2rem; }
+  .verdict.holds b { color: #17692c; }
+  .verdict.does-not-hold b { color: #a31515; }
+  .verdict.inconclusive b { color: #8a6d00; }
 </style>
 """
 
@@ -51,6 +54,21 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 {% for b in banners %}<div class="banner{% if b.level == 'error' %} error{% endif %}">
 {{ b.text }}</div>
 {% endfor %}
+
+<h2 id="claims">Claims of the paper on this run</h2>
+{% if claims %}<table id="claims-table">
+<tr><th>claim</th><th>metric</th><th>this run [95 % interval]</th><th>holds if</th>
+<th>verdict</th><th>paper</th></tr>
+{% for c in claims %}<tr id="claim-{{ c.key }}"><td>{{ c.claim }}</td><td>{{ c.metric }}</td>
+<td class="num">{{ c.value }} <span class="note">({{ c.n }})</span></td><td>{{ c.threshold }}</td>
+<td class="verdict {{ c.css }}"><b>{{ c.verdict }}</b><br><span class="note">{{ c.reason }}</span>
+</td><td>{{ c.paper }}</td></tr>
+{% endfor %}</table>
+<p class="note">{{ settings_line }} Intervals: moving-block bootstrap over lines (blocks of
+⌈√T⌉ lines, 1,000 resamples); a claim whose interval straddles its threshold, or with fewer than
+20 lines, is inconclusive. Metrics and thresholds: docs/analysis.md, "Claims".</p>
+{% else %}<div class="banner">No claims: these tables predate them; rerun
+<code>steplines analyze RUN</code>.</div>{% endif %}
 
 <h2>What was run</h2>
 <div class="meta">

@@ -1,0 +1,324 @@
+"""The analysis settings of one run, resolved once (``docs/analysis.md``, "Settings and scale").
+
+Every choice that changes an analysis number lives in one frozen :class:`AnalysisSettings`
+record: the mode (``corrected`` or ``faithful``), the scale (``paper`` or ``run``), the window
+``w`` of the fits and distances, the comparison rates λ of "SGD λ", PAL's µ, and what the run's
+optimizer was. :func:`resolve_settings` builds it from the run's config and its measured lines;
+the analyses receive it and never look at the config again. It is written beside the tables as
+``settings.json``.
+
+Scales:
+
+* ``paper``: the constants of the paper's own run (ResNet-20 on CIFAR-10 at λ = 0.1):
+  ``w = 0.2`` (0.5 with momentum), λ = 0.05 (0.07 for MobileNetV2 with momentum), µ = 0.1.
+* ``run``: the same rule read off this run. With ``s_typ`` the median of ``|s_opt|`` over the
+  analysed lines, ``w = 2·s_typ`` (at least four grid steps of line 0), ``µ = s_typ``, and the
+  comparison rate is the run's own λ*, estimated in-sample and out-of-sample (strategies
+  ``lambda_star_in`` and ``lambda_star_out``) instead of a fixed λ. On the paper's setting
+  (``s_opt`` ≈ 0.1, λ* ≈ 0.05) the rule gives the paper's constants: ``w`` ≈ 0.2, µ ≈ 0.1.
+  Multiplying every position of a store by ``c`` multiplies ``w`` and µ by ``c`` and leaves
+  every dimensionless result unchanged (tested).
+
+``--window``, ``--lambdas`` and ``--mu`` override either scale.
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from steplines.errors import ConfigError
+
+__all__ = [
+    "MODES",
+    "PAPER_MODELS",
+    "SCALES",
+    "AnalysisSettings",
+    "Optimizer",
+    "analysis_tag",
+    "check_mode",
+    "default_scale",
+    "match_preset",
+    "optimizer_of",
+    "resolve_settings",
+    "typical_step",
+]
+
+MODES = ("corrected", "faithful")
+"""Analysis modes: ``corrected`` (default) and ``faithful`` (the original's quirks)."""
+
+SCALES = ("paper", "run")
+"""Analysis scales: the paper's constants, or constants read off the run."""
+
+PAPER_MODELS: tuple[str, ...] = ("resnet20", "resnet18", "mobilenetv2")
+"""The paper's models (its settings: CIFAR-10, one of these, β ∈ {0, 0.9})."""
+
+PAPER_MU = 0.1
+PAPER_WINDOW = 0.2
+PAPER_WINDOW_MOMENTUM = 0.5
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of :data:`MODES`, else raise :class:`ConfigError`."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown analysis mode {mode!r}; use 'corrected' or 'faithful'")
+    return mode
+
+
+def check_scale(scale: str) -> str:
+    """Return ``scale`` if it is one of :data:`SCALES`, else raise :class:`ConfigError`."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown analysis scale {scale!r}; use 'paper' or 'run'")
+    return scale
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """What trained the run, as far as the analysis needs it.
+
+    Attributes:
+        name: ``sgd`` or a ``torch.optim`` class name in lower case (``adamw``); ``unknown``
+            when the run's config does not say.
+        momentum: SGD's β (0 for every other optimizer: Adam's β₁ is not SGD momentum).
+        source: ``config`` or ``inferred`` (β = 0 when ``‖m_t‖ = ‖g_t‖`` on every line, else
+            0.9, as the original analysis assumed).
+    """
+
+    name: str
+    momentum: float
+    source: str
+
+    @property
+    def is_sgd(self) -> bool:
+        """True for plain SGD and SGD with momentum."""
+        return self.name in ("sgd", "unknown")
+
+    @property
+    def plain_sgd(self) -> bool:
+        """SGD without momentum (then ``d_t = −g_t/‖g_t‖`` and ``δ_B = −‖g_t‖``)."""
+        return self.is_sgd and self.momentum == 0
+
+    def label(self) -> str:
+        """Human-readable name, e.g. ``SGD β = 0.9`` or ``AdamW``."""
+        if self.is_sgd:
+            return f"SGD β = {self.momentum:g}" if self.momentum else "SGD"
+        return {"adamw": "AdamW", "adam": "Adam", "rmsprop": "RMSprop"}.get(self.name, self.name)
+
+
+def optimizer_of(
+    config: dict[str, Any], update_norm: np.ndarray, grad_norm: np.ndarray
+) -> Optimizer:
+    """The run's optimizer from ``config.toml`` (``train.optimizer``, ``train.momentum``).
+
+    Without a config the run is taken as SGD and β is inferred from the store: 0 when
+    ``‖m_t‖ = ‖g_t‖`` on every line, else 0.9.
+    """
+    train = config.get("train", {})
+    name = str(train.get("optimizer") or config.get("probe", {}).get("optimizer") or "").lower()
+    if name and name != "sgd":
+        return Optimizer(name=name, momentum=0.0, source="config")
+    if "momentum" in train or name == "sgd":
+        return Optimizer(name="sgd", momentum=float(train.get("momentum", 0.0)), source="config")
+    same = np.allclose(update_norm, grad_norm, rtol=1e-6, equal_nan=True)
+    return Optimizer(name="unknown", momentum=0.0 if same else 0.9, source="inferred")
+
+
+def match_preset(config: dict[str, Any]) -> tuple[str, bool] | None:
+    """``(model, momentum > 0)`` when the run is one of the paper's settings, else None.
+
+    A paper setting is CIFAR-10 with ResNet-20, ResNet-18 or MobileNetV2 and β ∈ {0, 0.9}.
+    """
+    problem = config.get("problem", {})
+    train = config.get("train", {})
+    dataset = str(problem.get("dataset", "")).lower().replace("-", "").replace("_", "")
+    model = str(problem.get("model", "")).lower().replace("-", "").replace("_", "")
+    if dataset != "cifar10" or model not in PAPER_MODELS:
+        return None
+    try:
+        beta = float(train.get("momentum", 0.0))
+    except (TypeError, ValueError):
+        return None
+    if beta not in (0.0, 0.9):
+        return None
+    return model, beta > 0
+
+
+def default_scale(mode: str, paper_setting: bool) -> str:
+    """``paper`` for the paper's settings and for ``faithful``; ``run`` otherwise."""
+    return "paper" if (mode == "faithful" or paper_setting) else "run"
+
+
+def typical_step(s_opt: np.ndarray) -> float:
+    """``s_typ``: median of ``|s_opt|`` over lines with a finite, non-zero ``s_opt`` (or NaN)."""
+    s = np.abs(np.asarray(s_opt, dtype=np.float64))
+    s = s[np.isfinite(s) & (s > 0)]
+    return float(np.median(s)) if s.size else float("nan")
+
+
+def analysis_tag(
+    mode: str,
+    scale: str | None,
+    paper_setting: bool,
+    *,
+    window: float | None = None,
+    lambdas: Sequence[float] | None = None,
+    mu: float | None = None,
+) -> str:
+    """Name of an analysis: ``""`` for the run's default, else ``<mode>-<scale>[-<hash>]``.
+
+    The default analysis (mode ``corrected``, the run's default scale, no override) is the one
+    in ``RUN/analysis/``; any other is kept apart in ``RUN/analysis-<tag>/`` so that it never
+    replaces the default. ``<hash>``: 8 hex digits of the overrides' SHA-256.
+    """
+    scale = scale or default_scale(mode, paper_setting)
+    given = {
+        k: v for k, v in (("window", window), ("lambdas", lambdas), ("mu", mu)) if v is not None
+    }
+    if mode == "corrected" and scale == default_scale(mode, paper_setting) and not given:
+        return ""
+    tag = f"{mode}-{scale}"
+    if given:
+        spec = json.dumps(
+            {k: list(map(float, v)) if k == "lambdas" else float(v) for k, v in given.items()},
+            sort_keys=True,
+        )
+        tag += "-" + hashlib.sha256(spec.encode()).hexdigest()[:8]
+    return tag
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Every choice that changes an analysis number, resolved once per analysis.
+
+    Attributes:
+        mode: ``corrected`` or ``faithful``.
+        scale: ``paper`` or ``run``.
+        window: Half-width ``w`` of the fits and distance matrices.
+        lambdas: Rates λ of the ``sgd_lambda_<λ>`` strategies (step ``−λ·δ_B``); empty in
+            ``run`` scale unless given, where ``lambda_star_in``/``_out`` compare instead.
+        mu: µ of PAL and FBPAL.
+        optimizer: The run's optimizer (:class:`Optimizer`).
+        typical_step: ``s_typ`` (median ``|s_opt|``) the ``run`` scale was derived from.
+        overrides: Names of the values the user set (``window``, ``lambdas``, ``mu``).
+        paper_setting: The run is one of the paper's settings (CIFAR-10, its models, β ∈ {0, 0.9}).
+    """
+
+    mode: str
+    scale: str
+    window: float
+    lambdas: tuple[float, ...]
+    mu: float
+    optimizer: Optimizer
+    typical_step: float
+    overrides: tuple[str, ...] = ()
+    paper_setting: bool = False
+
+    @property
+    def momentum(self) -> float:
+        """SGD's β (0 for any other optimizer)."""
+        return self.optimizer.momentum
+
+    @property
+    def tag(self) -> str:
+        """``""`` for the run's default analysis, else its directory suffix (``analysis_tag``)."""
+        given = {k: getattr(self, k) for k in self.overrides}
+        return analysis_tag(self.mode, self.scale, self.paper_setting, **given)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe dict (``settings.json``; NaN → None)."""
+        out = asdict(self)
+        out["typical_step"] = self.typical_step if math.isfinite(self.typical_step) else None
+        out["lambdas"] = list(self.lambdas)
+        out["overrides"] = list(self.overrides)
+        out["tag"] = self.tag
+        return out
+
+
+def _line0_spacing(positions: np.ndarray) -> float:
+    """Median spacing of line 0's positions within its inner half (NaN if undefined)."""
+    p = positions[0]
+    p = np.unique(p[np.isfinite(p)])
+    if p.size < 2:
+        return float("nan")
+    inner = p[np.abs(p) <= 0.5 * np.max(np.abs(p))]
+    d = np.diff(inner if inner.size >= 2 else p)
+    d = d[d > 1e-12 * max(1.0, float(np.max(np.abs(p))))]
+    return float(np.median(d)) if d.size else float("nan")
+
+
+def resolve_settings(
+    config: dict[str, Any],
+    *,
+    mode: str,
+    scale: str | None,
+    paper_setting: bool,
+    model: str,
+    s_opt: np.ndarray,
+    positions: np.ndarray,
+    update_norm: np.ndarray,
+    grad_norm: np.ndarray,
+    window: float | None = None,
+    lambdas: Sequence[float] | None = None,
+    mu: float | None = None,
+) -> AnalysisSettings:
+    """Resolve mode, scale, window, rates and µ of one analysis (see the module docstring).
+
+    Args:
+        config: ``config.toml`` as a dict ({} when absent).
+        mode: ``corrected`` or ``faithful``.
+        scale: ``paper``, ``run``, or None for the default (:func:`default_scale`).
+        paper_setting: The run is one of the paper's settings.
+        model: The model's name (MobileNetV2 with momentum uses λ = 0.07 in ``paper`` scale).
+        s_opt: float ``[T]`` full-batch minima of the analysed lines.
+        positions: float ``[T, K]`` positions (line 0's grid spacing bounds ``w`` from below).
+        update_norm, grad_norm: float ``[T]`` (β inference when the config is silent).
+        window, lambdas, mu: User overrides (None: from the scale).
+
+    Raises:
+        ConfigError: Unknown mode or scale; a non-positive window or µ; a negative λ.
+    """
+    check_mode(mode)
+    scale = check_scale(scale) if scale is not None else default_scale(mode, paper_setting)
+    if window is not None and not window > 0:
+        raise ConfigError(f"--window must be positive, got {window}")
+    if mu is not None and not mu > 0:
+        raise ConfigError(f"--mu must be positive, got {mu}")
+    if lambdas is not None and any(not lam > 0 for lam in lambdas):
+        raise ConfigError(f"--lambdas must be positive, got {list(lambdas)}")
+    opt = optimizer_of(config, update_norm, grad_norm)
+    s_typ = typical_step(s_opt)
+    if scale == "paper":
+        w = PAPER_WINDOW_MOMENTUM if opt.momentum > 0 else PAPER_WINDOW
+        m = PAPER_MU
+        lams: tuple[float, ...] = (
+            (0.07,) if ("mobilenet" in model.lower() and opt.momentum > 0) else (0.05,)
+        )
+    else:
+        h = _line0_spacing(positions)
+        w = 2.0 * s_typ
+        if math.isfinite(h) and not w >= 4.0 * h:
+            w = 4.0 * h
+        m = s_typ if math.isfinite(s_typ) else 4.0 * h
+        lams = ()
+    overrides = tuple(
+        name for name, v in (("window", window), ("lambdas", lambdas), ("mu", mu)) if v is not None
+    )
+    return AnalysisSettings(
+        mode=mode,
+        scale=scale,
+        window=float(window) if window is not None else float(w),
+        lambdas=tuple(float(x) for x in lambdas) if lambdas is not None else lams,
+        mu=float(mu) if mu is not None else float(m),
+        optimizer=opt,
+        typical_step=s_typ,
+        overrides=overrides,
+        paper_setting=paper_setting,
+    )

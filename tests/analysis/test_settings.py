@@ -1,0 +1,168 @@
+"""Analysis settings: the paper scale keeps the numbers, the run scale is scale-free.
+
+``golden/`` holds the tables that ``analyze_run`` wrote for the fixture runs below before the
+settings record and the ``run`` scale existed; ``scale="paper"`` must reproduce every one of
+their values exactly (new columns, rows and keys may be added).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_fixtures import make_run
+
+from steplines.analysis import analyze_run
+from steplines.analysis.run import analysis_dir
+from steplines.analysis.settings import analysis_tag
+from steplines.errors import ConfigError
+from steplines.store import LineStore
+
+GOLDEN = Path(__file__).parent / "golden"
+TABLES = ("strategies", "fits", "derivatives", "batch_size")
+
+
+def _same_json(old: Any, new: Any, where: str = "summary") -> None:
+    """Every value of ``old`` is in ``new`` unchanged (dicts may have gained keys)."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict), where
+        for k, v in old.items():
+            assert k in new, f"{where}.{k} is gone"
+            _same_json(v, new[k], f"{where}.{k}")
+    else:
+        assert new == old, f"{where}: {new!r} != {old!r}"
+
+
+@pytest.mark.parametrize("mode", ["corrected", "faithful"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_paper_scale_reproduces_the_golden_tables(
+    tmp_path: Path, mode: str, momentum: float
+) -> None:
+    golden = GOLDEN / f"{mode}-{momentum}"
+    run = make_run(tmp_path / "run", n_lines=7, skip=(3,), momentum=momentum)
+    paths = analyze_run(run, mode, scale="paper", batch_sizes=(8, 16, 32, 64))
+    for name in TABLES:
+        old = pd.read_csv(golden / f"{name}.csv")
+        new = pd.read_csv(paths[name])
+        if name == "strategies":  # the constant-rate strategies are new rows
+            new = new[new.strategy.isin(set(old.strategy))].reset_index(drop=True)
+        pd.testing.assert_frame_equal(new[old.columns], old, check_exact=True, obj=name)
+    _same_json(
+        json.loads((golden / "summary.json").read_text()), json.loads(paths["summary"].read_text())
+    )
+    with np.load(golden / "distances.npz") as old, np.load(paths["distances"]) as new:
+        for key in old.files:
+            np.testing.assert_array_equal(new[key], old[key], err_msg=key)
+
+
+def _scaled_copy(src: Path, dst: Path, c: float) -> Path:
+    """The run ``src`` with every position multiplied by ``c`` (the same losses).
+
+    s_opt, s_update and λ* scale by c, slopes by 1/c; ‖g‖ and ‖m‖ stay.
+    """
+    dst.mkdir(parents=True)
+    (dst / "config.toml").write_text((src / "config.toml").read_text())
+    old = LineStore.open(src / "lines.zarr")
+    new = LineStore.create(
+        dst / "lines.zarr",
+        n_lines=old.n_lines,
+        n_train=old.n_train,
+        n_val=old.n_val,
+        n_direction=old.n_direction,
+        n_positions=old.n_positions,
+        val_indices=np.arange(old.n_val),
+        lines_per_chunk=old.n_lines,
+        attrs={},
+    )
+    for t in np.flatnonzero(old.done()):
+        r = old.read_line(int(t))
+        new.write_line(
+            int(t),
+            dataclasses.replace(
+                r,
+                positions=r.positions * c,
+                s_update=r.s_update * c,
+                lr=r.lr * c,
+                directional_derivative=r.directional_derivative / c,
+            ),
+        )
+    return dst
+
+
+def _dimensionless(paths: dict[str, Path]) -> dict[str, Any]:
+    summary = json.loads(paths["summary"].read_text())
+    claims = json.loads(paths["claims"].read_text())
+    fits = pd.read_csv(paths["fits"])
+    mae = fits.pivot(index="line", columns="degree", values="mae")
+    with np.load(paths["distances"]) as d:
+        dist = {k: d[k] for k in ("matrix", "first_matrix", "consecutive")}
+    return {
+        "shares": {k: v["share_of_optimum"] for k, v in summary["strategies"].items()},
+        "fit_error_ratio": (mae[1] / mae[2]).to_numpy(),
+        "distances": dist,
+        "claims": [(c["key"], c["value"], c["low"], c["high"], c["verdict"]) for c in claims],
+        "delta_ratio": {
+            k: v["median_ratio"] for k, v in summary["batch_size"]["delta_ratio"].items()
+        },
+    }
+
+
+@pytest.mark.parametrize("c", [0.1, 10.0])
+def test_run_scale_results_do_not_depend_on_the_units_of_s(tmp_path: Path, c: float) -> None:
+    base = make_run(tmp_path / "base", n_lines=24, n=32, m=4, b=16)
+    scaled = _scaled_copy(base, tmp_path / "scaled", c)
+    kw = {"batch_sizes": (8, 32), "resamples": 200}
+    a = analyze_run(base, scale="run", **kw)
+    b = analyze_run(scaled, scale="run", **kw)
+    sa = json.loads(a["settings"].read_text())
+    sb = json.loads(b["settings"].read_text())
+    assert sb["window"] == pytest.approx(c * sa["window"], rel=1e-12)
+    assert sb["mu"] == pytest.approx(c * sa["mu"], rel=1e-12)
+    ra, rb = _dimensionless(a), _dimensionless(b)
+    assert ra["shares"].keys() == rb["shares"].keys()
+    for k in ra["shares"]:
+        assert rb["shares"][k] == pytest.approx(ra["shares"][k], rel=1e-6, abs=1e-12), k
+    np.testing.assert_allclose(rb["fit_error_ratio"], ra["fit_error_ratio"], rtol=1e-4)
+    for k in ra["distances"]:
+        np.testing.assert_allclose(rb["distances"][k], ra["distances"][k], rtol=1e-6, atol=1e-9)
+    for ca, cb in zip(ra["claims"], rb["claims"]):
+        assert cb[0] == ca[0] and cb[4] == ca[4], (ca, cb)
+        for x, y in zip(ca[1:4], cb[1:4]):
+            assert (x is None) == (y is None) and (x is None or y == pytest.approx(x, rel=1e-5))
+    assert rb["delta_ratio"].keys() == ra["delta_ratio"].keys()
+    for k, x in ra["delta_ratio"].items():
+        y = rb["delta_ratio"][k]
+        assert (x is None) == (y is None) and (x is None or y == pytest.approx(x, rel=1e-6)), k
+    # and the paper's constants are not scale-free: the same run in paper scale differs
+    p = json.loads(analyze_run(scaled, scale="paper", **kw)["settings"].read_text())
+    assert p["window"] == 0.2 and p["mu"] == 0.1
+
+
+def test_non_default_analyses_never_replace_the_default(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", n_lines=6)
+    default = analyze_run(run, batch_sizes=(8,), resamples=50)
+    assert default["summary"].parent == run / "analysis"
+    before = default["summary"].read_bytes()
+    faithful = analyze_run(run, "faithful", batch_sizes=(8,), resamples=50)
+    custom = analyze_run(run, window=0.3, mu=0.05, batch_sizes=(8,), resamples=50)
+    assert faithful["summary"].parent == run / "analysis-faithful-paper"
+    assert custom["summary"].parent.name.startswith("analysis-corrected-run-")
+    assert default["summary"].read_bytes() == before
+    s = json.loads(custom["settings"].read_text())
+    assert (s["window"], s["mu"], s["overrides"]) == (0.3, 0.05, ["window", "mu"])
+    # the tag of a request is known before analysing (the report finds the tables by it)
+    assert analysis_dir(run, analysis_tag("faithful", None, False)) == faithful["summary"].parent
+    assert analysis_tag("corrected", "run", False) == ""
+    assert analysis_tag("corrected", None, True) == ""  # paper setting: paper is the default
+
+
+def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", n_lines=3)
+    for kw in ({"scale": "huge"}, {"window": 0.0}, {"mu": -1.0}, {"lambdas": (0.1, -0.2)}):
+        with pytest.raises(ConfigError):
+            analyze_run(run, batch_sizes=(8,), **kw)
