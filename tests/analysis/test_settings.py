@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_fixtures import make_run
 
 from steplines.analysis import analyze_run
 from steplines.analysis.run import analysis_dir
 from steplines.analysis.settings import analysis_tag
 from steplines.errors import ConfigError
 from steplines.store import LineStore
+
+from analysis_fixtures import make_run
 
 GOLDEN = Path(__file__).parent / "golden"
 TABLES = ("strategies", "fits", "derivatives", "batch_size")

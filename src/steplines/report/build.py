@@ -630,7 +630,8 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
     lam = s.get("lambda_star", {})
     strat = s.get("strategies", {})
     mu = float(s.get("mu", 0.1))
-    lambdas = s.get("lambdas") or [0.05]
+    # Fig. 5's "SGD λ" parabola: the paper's λ, or in run scale the run's own λ*
+    lambdas = s.get("lambdas") or [(s.get("rates") or {}).get("lambda_star_in") or 0.05]
     store_path = run.path / "lines.zarr"
     has_store = store_path.is_dir()
     figs: list[_Fig] = []
@@ -778,7 +779,9 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
             "s_opt/‖g‖ ≈ 0.05. Ours (share of the optimum's accumulated improvement): "
             f"FBPAL {share('fbpal')}, "
             + (f"SGD λ = {lam_name[len('sgd_lambda_') :]} {share(lam_name)}, " if lam_name else "")
-            + f"PAL {share('pal')}, direction batch {share('exact_batch')}, SGD original "
+            + f"constant λ* out-of-sample {share('lambda_star_out')} (in-sample "
+            f"{share('lambda_star_in')}), "
+            f"PAL {share('pal')}, direction batch {share('exact_batch')}, SGD as trained "
             f"{share('sgd')}; λ* = {_f(lam.get('median'))}; SGD's step is "
             f"{_f(_overshoot(d))}× s_opt (median).",
             lambda: plot_strategies(
