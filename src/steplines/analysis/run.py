@@ -27,7 +27,7 @@ from steplines.analysis.estimators import (
     estimator_columns,
     estimator_summary,
 )
-from steplines.analysis.lines import SummaryLines, load_summary
+from steplines.analysis.lines import SummaryLines, lines_missing, load_summary
 from steplines.analysis.shape import (
     consecutive_distances,
     pairwise_mae,
@@ -181,7 +181,7 @@ def analyze_run(
     summary: dict[str, Any] = {
         "mode": mode,
         "lines_used": n,
-        "lines_missing": int(sl.n_lines_total - n),
+        "lines_missing": lines_missing(store.done(), config),
         "lines_total": int(sl.n_lines_total),
         "momentum": momentum,
         "momentum_source": momentum_source,

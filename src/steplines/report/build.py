@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
+from steplines.analysis.lines import lines_missing, scheduled_lines
 from steplines.analysis.run import read_run_config
 from steplines.analysis.strategies import check_mode
 from steplines.errors import RunDirError, SteplinesError
@@ -210,15 +211,20 @@ def load_run(run_dir: Path, mode: str = "corrected", reanalyze: bool | None = No
             banners.append(_banner(str(exc)))
     else:
         banners.append(_banner("provenance.json is missing: versions and device are unknown."))
-    missing = int(summary.get("lines_missing") or 0)
-    total = int(summary.get("lines_total") or 0)
+    missing, total = _missing_lines(run_dir, config, summary)
     used = int(summary.get("lines_used") or 0)
     if missing:
         banners.append(
             _banner(
                 f"{missing} of {total} lines are not measured (not done): every number and "
                 f"figure covers the {used} measured lines only. Measure the rest with "
-                "'steplines measure RUN' and rebuild the report.",
+                + (
+                    "your training loop and the same LineProbe settings (it measures only "
+                    "the missing lines)"
+                    if config.get("probe")
+                    else "'steplines measure RUN'"
+                )
+                + " and rebuild the report.",
                 "error",
             )
         )
@@ -477,6 +483,19 @@ class _Fig:
     title: str
     caption: str
     draw: Callable[[], Figure]
+
+
+def _missing_lines(
+    run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
+) -> tuple[int, int]:
+    """``(scheduled but not done, scheduled)`` lines (:func:`analysis.lines.lines_missing`):
+    from the store when it is there, else ``summary.json``'s ``lines_missing``/``lines_total``.
+    """
+    store = run_dir / "lines.zarr"
+    if store.is_dir():
+        done = LineStore.open(store).done()
+        return lines_missing(done, config), int(scheduled_lines(config, done.size).sum())
+    return int(summary.get("lines_missing") or 0), int(summary.get("lines_total") or 0)
 
 
 def _evals(run_dir: Path) -> pd.DataFrame | None:
