@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, ScalarFormatter
 
 from steplines.analysis.strategies import accumulate, moving_average
 from steplines.store import LineRecord
@@ -224,7 +224,20 @@ def _minor_label(x: float, _pos: int) -> str:
     return f"{x:g}" if any(abs(m - k) < 1e-6 for k in (2, 5)) else ""
 
 
+def _plain_label(x: float, _pos: int) -> str:
+    """A tick value as a plain number (``0.65``, ``1.2``): 4 significant digits."""
+    return f"{x:.4g}"
+
+
 def _log_if_positive(ax: Axes, series: Sequence[np.ndarray | None]) -> None:
+    """Log y-axis when every finite value is positive, with labelled ticks at any span.
+
+    Spanning a decade or more: the decades (``ScalarFormatter``: ``0.1``, ``1``) and the minor
+    ticks at 2·10^k and 5·10^k are labelled; a decade tick always lies inside. Less than a
+    decade (``max < 10·min``): those ticks may all lie outside the axis (data in 0.6–0.9 has
+    none), so the major ticks are placed by ``MaxNLocator`` (1, 2, 2.5, 5 steps; about 5
+    ticks, evenly spaced in value) and labelled as plain numbers, minor ticks unlabelled.
+    """
     vals = [np.asarray(s, float) for s in series if s is not None]
     vals = [v[np.isfinite(v)] for v in vals]
     if vals and all(v.size == 0 or v.min() > 0 for v in vals):
@@ -232,6 +245,11 @@ def _log_if_positive(ax: Axes, series: Sequence[np.ndarray | None]) -> None:
         # plain numbers (0.5, 2) instead of 5×10⁻¹ on the few decades a loss spans
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+        allv = np.concatenate(vals)
+        if allv.size and allv.max() < 10 * allv.min():
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+            ax.yaxis.set_major_formatter(FuncFormatter(_plain_label))
+            ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 # ------------------------------------------------------------------------------ Figs 2, 5
