@@ -516,6 +516,29 @@ def _acc_text(run_dir: Path) -> str:
     )
 
 
+def _line_bn(config: dict[str, Any]) -> str:
+    """How the lines normalise BatchNorm (``measure.batchnorm``, default ``batch``)."""
+    if (config.get("measure") or {}).get("batchnorm", "batch") == "running":
+        return "BatchNorm with θ_t's running statistics"
+    return "BatchNorm with each evaluation batch's own statistics"
+
+
+def _eval_vs_lines(run_dir: Path, d: pd.DataFrame) -> str:
+    """Eval-mode training loss at the last checkpoint with a line beside that line's l(0)."""
+    ev = _evals(run_dir)
+    if ev is None or "train_loss" not in ev or d.empty:
+        return ""
+    ev = ev[ev.step <= d.line.max()]
+    if ev.empty:
+        return ""
+    last = ev.iloc[-1]
+    row = d[d.line <= last.step].iloc[-1] if (d.line <= last.step).any() else d.iloc[0]
+    return (
+        f"; at step {int(last.step)} the eval-mode training loss is {_f(last.train_loss)} "
+        f"and l(0) of line {int(row.line)} is {_f(row.l0)}"
+    )
+
+
 def _figures(run: RunData, mode: str) -> list[_Fig]:
     s = run.summary
     d = run.derivatives.sort_values("line")
@@ -554,13 +577,16 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
             _Fig(
                 "training",
                 "Fig. 1 — training curves",
-                "Full-batch training loss l(0), validation loss at s = 0 and the direction "
-                "batch's loss at every measured line; right: training and validation accuracy "
-                "in eval mode at every checkpoint (when the trajectory recorded them). Paper "
+                "Both kinds of numbers are drawn, labelled. Solid: full-batch training loss "
+                "l(0), validation loss at s = 0 and the direction batch's loss at every "
+                f"measured line, evaluated as the lines are ({_line_bn(run.config)}). "
+                "Squares: losses and (right) accuracy in eval mode at "
+                "every checkpoint (model.eval(): running BatchNorm statistics, no dropout; "
+                "the store holds no accuracy), when the trajectory recorded them. Paper "
                 "(ResNet-20, λ = 0.1): training and validation accuracy rise steadily over the "
                 f"10,000 steps{_acc_text(run.path)}. Ours: l(0) from "
                 f"{_f(d.l0.iloc[0])} (line {lines[0]}) to {_f(d.l0.iloc[-1])} "
-                f"(line {lines[-1]}).",
+                f"(line {lines[-1]}){_eval_vs_lines(run.path, d)}.",
                 draw_training,
             )
         )
