@@ -404,7 +404,7 @@ def core_results(run: RunData) -> list[dict[str, str]]:
     seen: set[str] = set()
     for row in rows:
         if row["paper"] and row["paper"] in seen:
-            row["paper"] = "〃"
+            row["paper"] = "(as above)"
         seen.add(row["paper"])
     return rows
 
