@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -50,61 +49,12 @@ from .locks import train_lock
 from .measure import LineBatches, LineMeasurer, open_or_create_store
 from .problems.problem import LossFn, Problem, check_problem, to_device
 from .rundir import RunDir
+from .schedule import Schedule, schedule_mask
 from .seeding import derive_seed
 from .store import LineStore
 from .trajectory.loop import LineAnchor, StepRecord, gradients, update_line
 
-Schedule = str | int | Iterable[int] | Callable[[int], bool]
-
-__all__ = ["LineProbe", "ProbeStep", "schedule_mask"]
-
-
-def schedule_mask(schedule: Schedule, steps: int) -> tuple[np.ndarray, str]:
-    """Which of ``steps`` steps get a line, and the schedule's text for ``config.toml``.
-
-    Args:
-        schedule: ``"all"``; ``k`` or ``"every:k"`` (steps 0, k, 2k, …); ``"log:n"`` (about n
-            log-spaced steps from 0 to ``steps − 1``, both included); an iterable of step
-            indices; or a function ``t → bool``.
-        steps: T, the number of training steps.
-
-    Returns:
-        ``(mask bool [T], text)``.
-
-    Raises:
-        ConfigError: an unknown form, a non-positive k or n, or steps outside ``0..T−1``.
-    """
-    mask = np.zeros(steps, dtype=bool)
-    if isinstance(schedule, str):
-        kind, _, arg = schedule.partition(":")
-        try:
-            n = int(arg) if arg else 0
-        except ValueError:
-            n = 0
-        if kind == "all" and not arg:
-            mask[:] = True
-            return mask, "all"
-        if kind in ("every", "log") and n > 0:
-            if kind == "every":
-                mask[::n] = True
-            else:
-                ts = np.unique(np.round(np.geomspace(1, steps, n)).astype(np.int64) - 1)
-                mask[ts] = True
-            return mask, f"{kind}:{n}"
-        raise ConfigError(
-            f"schedule {schedule!r}: use 'all', 'every:K', 'log:N' (K, N > 0), a list of "
-            "steps or a function t -> bool"
-        )
-    if isinstance(schedule, int) and not isinstance(schedule, bool):
-        return schedule_mask(f"every:{schedule}", steps)
-    if callable(schedule):
-        mask[:] = [bool(schedule(t)) for t in range(steps)]
-    else:
-        ts = np.asarray(sorted(set(int(t) for t in schedule)), dtype=np.int64)
-        if ts.size and (ts[0] < 0 or ts[-1] >= steps):
-            raise ConfigError(f"schedule: steps must lie in 0..{steps - 1}")
-        mask[ts] = True
-    return mask, "steps:" + ",".join(str(int(t)) for t in np.flatnonzero(mask))
+__all__ = ["LineProbe", "ProbeStep", "Schedule", "schedule_mask"]
 
 
 @dataclass

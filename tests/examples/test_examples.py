@@ -68,6 +68,7 @@ def test_own_loop_adamw_example_writes_an_analysable_run(tmp_path: Path) -> None
     analyze_run(run)
     summary = json.loads((run / "analysis" / "summary.json").read_text())
     assert summary["lines_used"] == 4
+    assert summary["lines_missing"] == 0  # the 8 steps the schedule skips are not missing
     assert "AdamW" in (run / "config.toml").read_text()
 
 

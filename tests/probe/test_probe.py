@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -242,10 +243,11 @@ def test_scheduled_probe_resumes_and_analyses(tmp_path: Path) -> None:
     done = LineStore.open(tmp_path / "run" / "lines.zarr").done()
     assert np.flatnonzero(done).tolist() == [0, 2, 4, 6]
     assert probe.due(1) is False and probe.due(2) is False  # unscheduled / already measured
-    analyze_run(tmp_path / "run")
-    assert (tmp_path / "run" / "analysis" / "summary.json").exists()
+    summary = json.loads(analyze_run(tmp_path / "run")["summary"].read_text())
+    assert summary["lines_missing"] == 0  # lines 1, 3, 5, 7 are not scheduled, not missing
     html = build_report([tmp_path / "run"]).read_text()
     assert "your own loop (LineProbe)" in html and "AdamW" in html and "every:2" in html
+    assert "lines are not measured" not in html
     # the same directory with other settings is refused, not overwritten
     with pytest.raises(RunDirError, match="different configuration"):
         _adamw_loop(SmallNet(), 8, tmp_path / "run", schedule="every:4")

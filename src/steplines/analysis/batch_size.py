@@ -18,7 +18,24 @@ For a batch size ``bs`` and the measured direction batch of ``B`` rows:
 ``l_bs`` at 0 (faithful: ``−‖g‖`` at bs = B when β = 0, §9.21; corrected: finite differences
 for every bs, one estimator for all); SGD (original) step = ``s_update`` at bs = B and
 ``lr·|δ_bs|`` otherwise; PAL µ on ``l_bs`` with ``b = δ_bs``; ``exact_batch`` = argmin ``l_bs``.
-Improvements are ``l(0) − l(step)`` on the metric full-batch line (:mod:`lines`).
+Improvements are ``l(0) − l(step)`` on the full-batch line ``l``:
+
+* corrected: the N training rows (:mod:`lines`), the same line for every bs;
+* faithful: the original's line *for this bs*. The original stacks the N training rows and
+  then the B direction rows, keeps the first ``R_bs = ⌊(N+B)/bs⌋·bs`` of them, groups them
+  into consecutive batches of bs rows and averages the batch means
+  (:func:`faithful_full_line`). Every bs of the paper divides 3968 + 128 = 4096, so there
+  nothing is cut; on the demo (N + B = 1024 + 128 = 1152) bs 256–1024 keep the first 1024
+  rows, i.e. the training rows only, while bs ≤ 128 keep all 1152; in general the cut drops
+  direction rows first, then training rows from the end. The ``optimal`` row of each line
+  is the line of the *first* batch size in ``batch_sizes`` (the original plots the optimum
+  curve and the full-batch δ of its first configuration, bs 32), with ``batch_size`` =
+  its ``R``.
+
+Residual difference in faithful mode: the strategy table (``strategies.csv``, the bs = B
+configuration) uses all N + B rows, while the original would also cut them to a multiple of
+B there; the two agree whenever N is a multiple of B (every ``epoch`` full batch, all paper
+runs), and differ only for a ``fixed`` full batch with N not a multiple of B.
 
 The simulation needs per-sample rows: it streams one line at a time through
 ``LineStore.read_line`` and never holds more than one line in memory.
@@ -42,7 +59,14 @@ from steplines.analysis.strategies import (
 )
 from steplines.store import LineRecord
 
-__all__ = ["BATCH_SIZES", "batch_size_rows", "per_sample_slopes", "simulate_batch"]
+__all__ = [
+    "BATCH_SIZES",
+    "batch_size_rows",
+    "faithful_full_line",
+    "kept_rows",
+    "per_sample_slopes",
+    "simulate_batch",
+]
 
 BATCH_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
 """The batch sizes of the original analysis (SPEC §6.3)."""
@@ -62,6 +86,47 @@ def per_sample_slopes(positions: np.ndarray, losses: np.ndarray, cols: np.ndarra
     c3 = cols[1:4]
     w = fd_weights(positions[c3])
     return losses[:, c3].astype(np.float64) @ w
+
+
+def kept_rows(rows: int, bs: int) -> int:
+    """Rows the original keeps of ``rows`` for batch size ``bs``: ``⌊rows/bs⌋·bs`` (all for
+    ``bs ≤ 1``)."""
+    return rows if bs <= 1 else rows // bs * bs
+
+
+def faithful_full_line(rows_t: np.ndarray, bs: int) -> tuple[np.ndarray, int]:
+    """The original's full-batch line for batch size ``bs`` (faithful mode).
+
+    The rows ``X`` are the N training rows followed by the B direction rows. The original
+    (``batch_losses_at_each_line_location``) keeps the first ``R = ⌊(N+B)/bs⌋·bs`` rows, splits
+    them into ``R/bs`` consecutive batches of ``bs`` rows, takes each batch's ``nanmean`` and
+    then the plain mean over the batches: ``l(s) = (1/(R/bs)) Σ_j nanmean(X[j·bs:(j+1)·bs, s])``
+    — with no NaN the mean of the first R rows. So the rows cut are the *last* ones: direction
+    rows first, then training rows. Computed in the original's order of operations (per
+    position a row-wise ``nanmean`` over contiguous batches, then the mean over the
+    ``[R/bs, K]`` batch means), so the result is the original's to the last bit.
+
+    Args:
+        rows_t: float64 ``[K, N + B]``, C-contiguous: ``X.T`` (positions × rows, training rows
+            first).
+        bs: Batch size (``bs ≤ 1``: every row, the plain mean).
+
+    Returns:
+        ``(line float64 [K], R)``; NaN when ``bs > N + B`` (no whole batch).
+    """
+    k, total = rows_t.shape
+    kept = kept_rows(total, bs)
+    if bs <= 1:
+        return rows_t.mean(axis=1), kept
+    if kept == 0:
+        return np.full(k, np.nan), 0
+    batches = rows_t[:, :kept].reshape(k, kept // bs, bs)  # contiguous batches of bs rows
+    per_batch = batches.sum(axis=2)  # [K, R/bs]: nanmean's own sum when there is no NaN
+    if np.isfinite(per_batch).all():
+        per_batch /= bs
+    else:
+        per_batch = np.nanmean(batches, axis=2)
+    return np.ascontiguousarray(per_batch.T).mean(axis=0), kept
 
 
 def simulate_batch(
@@ -104,8 +169,10 @@ def batch_size_rows(
     """Batch-size table rows for a stream of ``(t, record)`` (SPEC §6.3 item 3, §6.6).
 
     For every line and bs: rows ``sgd``, ``pal``, ``exact_batch`` with ``step``,
-    ``improvement`` (on the metric full-batch line) and ``delta`` (= δ_bs), and one row
-    ``optimal`` per line with ``batch_size`` = the full-batch row count and ``delta`` =
+    ``improvement`` (``l(0) − l(step)`` on the full-batch line: corrected, the N training
+    rows; faithful, the N + B rows cut to a multiple of bs, :func:`faithful_full_line`) and
+    ``delta`` (= δ_bs), and one row ``optimal`` per line with ``batch_size`` = the full-batch
+    row count (faithful: ``⌊(N+B)/bs₀⌋·bs₀`` for the first batch size bs₀) and ``delta`` =
     δ_full (5-point finite difference of the full-batch line).
 
     Args:
@@ -131,9 +198,15 @@ def batch_size_rows(
         pos = rec.positions
         train, direction = rec.train_losses, rec.direction_losses
         n, b = train.shape[0], direction.shape[0]
+        fulls: dict[int, np.ndarray] = {}
         if mode == "faithful" and b > 0:
-            full = np.concatenate([train, direction]).astype(np.float64).mean(axis=0)
-            n_full = n + b
+            # the original's full batch per bs: N + B rows cut to a multiple of bs
+            rows_t = np.ascontiguousarray(np.concatenate([train, direction]).T, np.float64)
+            for bs in batch_sizes:
+                fulls[bs], _ = faithful_full_line(rows_t, bs)
+            first = batch_sizes[0] if len(batch_sizes) else n + b
+            full = fulls[first] if fulls else rows_t.mean(axis=1)
+            n_full = kept_rows(n + b, first)
         else:
             full = train.astype(np.float64).mean(axis=0)
             n_full = n
@@ -169,7 +242,9 @@ def batch_size_rows(
             lb = evaluate_line(pos, l_bs, np.array([0.0, mu]), mode)[0]
             pal = float(pal_step(lb[0], lb[1], delta, mu))
             exact, _ = first_argmin(pos, l_bs)
+            full_bs = fulls.get(bs, full)
+            l0_bs = l0 if full_bs is full else float(evaluate_line(pos, full_bs, 0.0, mode)[0])
             for name, step in (("sgd", sgd), ("pal", pal), ("exact_batch", exact)):
-                val, clip = evaluate_line(pos, full, step, mode)
-                add(t, bs, name, step, l0 - float(val), delta, bool(clip))
+                val, clip = evaluate_line(pos, full_bs, step, mode)
+                add(t, bs, name, step, l0_bs - float(val), delta, bool(clip))
     return cols_out

@@ -9,18 +9,27 @@ store (never per-sample data), with the two full-batch lines of SPEC §6.1 / §9
   Faithful: the N training rows and the B direction rows together,
   ``(N·train_mean + B·direction_mean)/(N + B)`` (the paper's 4096 rows).
 
+Which lines a run set out to measure (:func:`scheduled_lines`, :func:`lines_missing`):
+``steplines run`` measures every step; a :class:`~steplines.probe.LineProbe` run only the steps
+of its schedule, recorded as ``[probe] schedule`` in ``config.toml``. A line the schedule skips
+is not missing.
+
 This module never imports torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from steplines.errors import ConfigError
+from steplines.schedule import schedule_mask
 from steplines.store import LineStore
 
-__all__ = ["SummaryLines", "from_arrays", "load_summary"]
+__all__ = ["SummaryLines", "from_arrays", "lines_missing", "load_summary", "scheduled_lines"]
 
 
 @dataclass(frozen=True)
@@ -110,3 +119,38 @@ def load_summary(store: LineStore, mode: str) -> SummaryLines:
     """Read the summary arrays of the done lines of ``store`` (no per-sample data)."""
     summary = store.read_summary()
     return from_arrays(summary, mode, store.n_train, store.n_direction)
+
+
+def scheduled_lines(config: Mapping[str, Any], n_lines: int) -> np.ndarray:
+    """bool ``[n_lines]``: the lines the run set out to measure.
+
+    A run with a ``[probe]`` table (written by ``LineProbe``) measures the steps of
+    ``probe.schedule`` (:func:`steplines.schedule.schedule_mask` of the recorded text:
+    ``all``, ``every:K``, ``log:N`` or ``steps:a,b,…``) over ``n_lines`` steps; every other run
+    (``steplines run``, or no ``config.toml``: ``config == {}``) measures all of them. A
+    schedule text that cannot be read counts every line as scheduled, so nothing is hidden.
+
+    Args:
+        config: the run's ``config.toml`` as a dict (``analysis.run.read_run_config``).
+        n_lines: T, the store's number of line slots (one per training step).
+    """
+    probe = config.get("probe")
+    text = probe.get("schedule", "all") if isinstance(probe, Mapping) else "all"
+    try:
+        return schedule_mask(str(text), int(n_lines))[0]
+    except ConfigError:
+        return np.ones(int(n_lines), dtype=bool)
+
+
+def lines_missing(done: np.ndarray, config: Mapping[str, Any]) -> int:
+    """Number of lines that are scheduled but not done: ``Σ scheduled ∧ ¬done``.
+
+    Args:
+        done: bool ``[T]`` done flags of the store (``LineStore.done()``).
+        config: the run's ``config.toml`` as a dict (see :func:`scheduled_lines`).
+
+    Returns:
+        0 for a complete run, whether it measured every step or a schedule's steps.
+    """
+    done = np.asarray(done, dtype=bool)
+    return int(np.count_nonzero(scheduled_lines(config, done.size) & ~done))

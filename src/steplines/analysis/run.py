@@ -30,7 +30,7 @@ from steplines.analysis.estimators import (
     estimator_columns,
     estimator_summary,
 )
-from steplines.analysis.lines import SummaryLines, load_summary
+from steplines.analysis.lines import SummaryLines, lines_missing, load_summary
 from steplines.analysis.settings import (
     AnalysisSettings,
     analysis_tag,
@@ -234,7 +234,7 @@ def analyze_run(
         "mode": mode,
         "scale": settings.scale,
         "lines_used": n,
-        "lines_missing": int(sl.n_lines_total - n),
+        "lines_missing": lines_missing(store.done(), config),
         "lines_total": int(sl.n_lines_total),
         "optimizer": settings.optimizer.name,
         "momentum": settings.momentum,

@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, ScalarFormatter
 
 from steplines.analysis.strategies import accumulate, moving_average
 from steplines.store import LineRecord
@@ -200,7 +200,18 @@ def plot_training(
     smoothing: int = 25,
     evals: pd.DataFrame | None = None,
 ) -> Figure:
-    """Fig. 1: losses at θ_t over training, and eval-mode accuracy at the checkpoints.
+    """Fig. 1: losses at θ_t over training as the lines measure them, and eval-mode metrics.
+
+    Two kinds of numbers, drawn apart and labelled:
+
+    * **the lines** (solid): ``l(0)``, the validation loss at ``s = 0`` and the direction
+      batch's loss, all measured the way every line is (BatchNorm normalises each evaluation
+      batch with its own statistics under the run's ``batchnorm = "batch"`` policy);
+    * **eval mode** (squares, dashed; ``trajectory/eval_*.json``): ``model.eval()`` losses and
+      accuracies of the training and validation sets at the checkpoints — BatchNorm uses its
+      *running* statistics, dropout is off. For a network with BatchNorm these can differ a
+      lot from the lines, so they are never mixed into one curve. The store holds no
+      accuracy, so the accuracy panel is eval mode only.
 
     Args:
         lines: int ``[T]`` step indices.
@@ -209,23 +220,36 @@ def plot_training(
         batch_loss: ``[T]`` loss of the direction batch at θ_t (optional; drawn faint with its
             moving average).
         smoothing: Moving-average length for the batch loss.
-        evals: eval-mode metrics at the checkpoints (columns ``step``, ``train_loss``,
-            ``train_accuracy``, ``val_loss``, ``val_accuracy``; ``trajectory/eval_*.json``).
+        evals: eval-mode metrics at the checkpoints (columns ``step`` and any of
+            ``train_loss``, ``val_loss``, ``train_accuracy``, ``val_accuracy``).
 
     Returns:
-        Losses (log y) and, with ``evals``, a second panel with training and validation
-        accuracy (eval mode, running BatchNorm statistics).
+        Losses (log y when all are positive) and, with accuracies in ``evals``, a second panel
+        with the eval-mode training and validation accuracy.
     """
-    has_acc = evals is not None and len(evals) > 0
+    evals = evals if evals is not None and len(evals) > 0 else None
+
+    def col(name: str) -> np.ndarray | None:
+        if evals is None or name not in evals:
+            return None
+        v = pd.to_numeric(evals[name], errors="coerce").to_numpy(dtype=float)
+        return v if np.isfinite(v).any() else None
+
+    has_acc = col("train_accuracy") is not None or col("val_accuracy") is not None
     fig = _figure(1, 2 if has_acc else 1, width=6.4, height=3.6)
     ax = _axes(fig)[0]
+    steps = evals.step.to_numpy() if evals is not None else None
     if has_acc:
         acc = _axes(fig)[1]
-        acc.plot(evals.step, evals.train_accuracy, "o-", color="red", ms=3, label="training")
-        acc.plot(evals.step, evals.val_accuracy, "o-", color="tab:blue", ms=3, label="validation")
+        for name, color, label in (
+            ("train_accuracy", "red", "training"),
+            ("val_accuracy", "tab:blue", "validation"),
+        ):
+            if (v := col(name)) is not None:
+                acc.plot(steps, v, "s--", color=color, ms=3, lw=0.8, mfc="none", label=label)
         acc.set_xlabel("training step t")
         acc.set_ylabel("accuracy (eval mode)")
-        acc.set_title("accuracy at the checkpoints")
+        acc.set_title("accuracy, eval mode\n(running BatchNorm statistics)", fontsize=9)
         acc.legend(fontsize=8)
     lines = np.asarray(lines)
     if batch_loss is not None and np.isfinite(batch_loss).any():
@@ -235,11 +259,24 @@ def plot_training(
     ax.plot(lines, train_l0, color="red", lw=1.4, label="full-batch training loss l(0)")
     if val_l0 is not None and np.isfinite(val_l0).any():
         ax.plot(lines, val_l0, color="tab:blue", lw=1.4, label="validation loss at s = 0")
-    _log_if_positive(ax, [train_l0, val_l0, batch_loss])
+    eval_losses = []
+    for name, color, label in (
+        ("train_loss", "red", "training loss, eval mode"),
+        ("val_loss", "tab:blue", "validation loss, eval mode"),
+    ):
+        if (v := col(name)) is not None:
+            ax.plot(steps, v, "s--", color=color, ms=3, lw=0.8, mfc="none", label=label)
+            eval_losses.append(v)
+    _log_if_positive(ax, [train_l0, val_l0, batch_loss, *eval_losses])
     ax.set_xlabel("line (training step t)")
     ax.set_ylabel("loss")
-    ax.set_title("training curves (losses measured on the lines)")
-    ax.legend(fontsize=8)
+    ax.set_title(
+        "losses: lines (solid) and eval mode at the checkpoints (squares)"
+        if eval_losses
+        else "losses measured on the lines",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
     return fig
 
 
@@ -251,7 +288,20 @@ def _minor_label(x: float, _pos: int) -> str:
     return f"{x:g}" if any(abs(m - k) < 1e-6 for k in (2, 5)) else ""
 
 
+def _plain_label(x: float, _pos: int) -> str:
+    """A tick value as a plain number (``0.65``, ``1.2``): 4 significant digits."""
+    return f"{x:.4g}"
+
+
 def _log_if_positive(ax: Axes, series: Sequence[np.ndarray | None]) -> None:
+    """Log y-axis when every finite value is positive, with labelled ticks at any span.
+
+    Spanning a decade or more: the decades (``ScalarFormatter``: ``0.1``, ``1``) and the minor
+    ticks at 2·10^k and 5·10^k are labelled; a decade tick always lies inside. Less than a
+    decade (``max < 10·min``): those ticks may all lie outside the axis (data in 0.6–0.9 has
+    none), so the major ticks are placed by ``MaxNLocator`` (1, 2, 2.5, 5 steps; about 5
+    ticks, evenly spaced in value) and labelled as plain numbers, minor ticks unlabelled.
+    """
     vals = [np.asarray(s, float) for s in series if s is not None]
     vals = [v[np.isfinite(v)] for v in vals]
     if vals and all(v.size == 0 or v.min() > 0 for v in vals):
@@ -259,6 +309,11 @@ def _log_if_positive(ax: Axes, series: Sequence[np.ndarray | None]) -> None:
         # plain numbers (0.5, 2) instead of 5×10⁻¹ on the few decades a loss spans
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+        allv = np.concatenate(vals)
+        if allv.size and allv.max() < 10 * allv.min():
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+            ax.yaxis.set_major_formatter(FuncFormatter(_plain_label))
+            ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 # ------------------------------------------------------------------------------ Figs 2, 5

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
+from steplines.analysis.lines import lines_missing, scheduled_lines
 from steplines.analysis.run import analysis_dir, read_run_config, request_tag
 from steplines.analysis.settings import check_mode, match_preset
 from steplines.errors import RunDirError, SteplinesError
@@ -241,15 +242,20 @@ def load_run(
             banners.append(_banner(str(exc)))
     else:
         banners.append(_banner("provenance.json is missing: versions and device are unknown."))
-    missing = int(summary.get("lines_missing") or 0)
-    total = int(summary.get("lines_total") or 0)
+    missing, total = _missing_lines(run_dir, config, summary)
     used = int(summary.get("lines_used") or 0)
     if missing:
         banners.append(
             _banner(
                 f"{missing} of {total} lines are not measured (not done): every number and "
                 f"figure covers the {used} measured lines only. Measure the rest with "
-                "'steplines measure RUN' and rebuild the report.",
+                + (
+                    "your training loop and the same LineProbe settings (it measures only "
+                    "the missing lines)"
+                    if config.get("probe")
+                    else "'steplines measure RUN'"
+                )
+                + " and rebuild the report.",
                 "error",
             )
         )
@@ -440,7 +446,7 @@ def core_results(run: RunData) -> list[dict[str, str]]:
     seen: set[str] = set()
     for row in rows:
         if row["paper"] and row["paper"] in seen:
-            row["paper"] = "〃"
+            row["paper"] = "(as above)"
         seen.add(row["paper"])
     return rows
 
@@ -603,6 +609,19 @@ class _Fig:
     draw: Callable[[], Figure]
 
 
+def _missing_lines(
+    run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
+) -> tuple[int, int]:
+    """``(scheduled but not done, scheduled)`` lines (:func:`analysis.lines.lines_missing`):
+    from the store when it is there, else ``summary.json``'s ``lines_missing``/``lines_total``.
+    """
+    store = run_dir / "lines.zarr"
+    if store.is_dir():
+        done = LineStore.open(store).done()
+        return lines_missing(done, config), int(scheduled_lines(config, done.size).sum())
+    return int(summary.get("lines_missing") or 0), int(summary.get("lines_total") or 0)
+
+
 def _evals(run_dir: Path) -> pd.DataFrame | None:
     """Eval-mode metrics at the checkpoints (``trajectory/eval_*.json``), or None."""
     rows = [_read_json(p) for p in sorted((run_dir / "trajectory").glob("eval_*.json"))]
@@ -618,6 +637,29 @@ def _acc_text(run_dir: Path) -> str:
     return (
         f"; ours at step {int(last.step)}: training accuracy {last.train_accuracy:.3f}, "
         f"validation accuracy {last.val_accuracy:.3f}"
+    )
+
+
+def _line_bn(config: dict[str, Any]) -> str:
+    """How the lines normalise BatchNorm (``measure.batchnorm``, default ``batch``)."""
+    if (config.get("measure") or {}).get("batchnorm", "batch") == "running":
+        return "BatchNorm with θ_t's running statistics"
+    return "BatchNorm with each evaluation batch's own statistics"
+
+
+def _eval_vs_lines(run_dir: Path, d: pd.DataFrame) -> str:
+    """Eval-mode training loss at the last checkpoint with a line beside that line's l(0)."""
+    ev = _evals(run_dir)
+    if ev is None or "train_loss" not in ev or d.empty:
+        return ""
+    ev = ev[ev.step <= d.line.max()]
+    if ev.empty:
+        return ""
+    last = ev.iloc[-1]
+    row = d[d.line <= last.step].iloc[-1] if (d.line <= last.step).any() else d.iloc[0]
+    return (
+        f"; at step {int(last.step)} the eval-mode training loss is {_f(last.train_loss)} "
+        f"and l(0) of line {int(row.line)} is {_f(row.l0)}"
     )
 
 
@@ -660,13 +702,16 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
             _Fig(
                 "training",
                 "Fig. 1 — training curves",
-                "Full-batch training loss l(0), validation loss at s = 0 and the direction "
-                "batch's loss at every measured line; right: training and validation accuracy "
-                "in eval mode at every checkpoint (when the trajectory recorded them). Paper "
+                "Both kinds of numbers are drawn, labelled. Solid: full-batch training loss "
+                "l(0), validation loss at s = 0 and the direction batch's loss at every "
+                f"measured line, evaluated as the lines are ({_line_bn(run.config)}). "
+                "Squares: losses and (right) accuracy in eval mode at "
+                "every checkpoint (model.eval(): running BatchNorm statistics, no dropout; "
+                "the store holds no accuracy), when the trajectory recorded them. Paper "
                 "(ResNet-20, λ = 0.1): training and validation accuracy rise steadily over the "
                 f"10,000 steps{_acc_text(run.path)}. Ours: l(0) from "
                 f"{_f(d.l0.iloc[0])} (line {lines[0]}) to {_f(d.l0.iloc[-1])} "
-                f"(line {lines[-1]}).",
+                f"(line {lines[-1]}){_eval_vs_lines(run.path, d)}.",
                 draw_training,
             )
         )

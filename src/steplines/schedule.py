@@ -1,0 +1,79 @@
+"""Which steps of a run get a line: the line schedule (no torch).
+
+``steplines run`` measures every step. :class:`~steplines.probe.LineProbe` measures the steps
+its ``schedule`` selects and records the schedule's text in ``config.toml``
+(``[probe] schedule``); :func:`schedule_mask` turns either form back into a mask, so the
+analysis and the report can tell a line the schedule skipped from one that is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = ["Schedule", "schedule_mask"]
+
+Schedule = str | int | Iterable[int] | Callable[[int], bool]
+
+
+def schedule_mask(schedule: Schedule, steps: int) -> tuple[np.ndarray, str]:
+    """Which of ``steps`` steps get a line, and the schedule's text for ``config.toml``.
+
+    Args:
+        schedule: ``"all"``; ``k`` or ``"every:k"`` (steps 0, k, 2k, …); ``"log:n"`` (about n
+            log-spaced steps from 0 to ``steps − 1``, both included: the distinct values of
+            ``round(geomspace(1, steps, n)) − 1``); ``"steps:a,b,…"`` (the text this function
+            returns for the two forms below; steps outside ``0..T−1`` are dropped, so a text
+            read back from a run's config never fails on them); an iterable of step indices;
+            or a function ``t → bool``.
+        steps: T, the number of training steps.
+
+    Returns:
+        ``(mask bool [T], text)``; ``schedule_mask(text, steps)`` gives the same mask.
+
+    Raises:
+        ConfigError: an unknown form, a non-positive k or n, or (iterable) steps outside
+            ``0..T−1``.
+    """
+    mask = np.zeros(steps, dtype=bool)
+    if isinstance(schedule, str):
+        kind, _, arg = schedule.partition(":")
+        if kind == "steps":
+            try:
+                ts = np.asarray([int(v) for v in arg.split(",") if v.strip()], dtype=np.int64)
+            except ValueError:
+                ts = None
+            if ts is not None:
+                mask[ts[(ts >= 0) & (ts < steps)]] = True
+                return mask, "steps:" + ",".join(str(int(t)) for t in np.flatnonzero(mask))
+        try:
+            n = int(arg) if arg else 0
+        except ValueError:
+            n = 0
+        if kind == "all" and not arg:
+            mask[:] = True
+            return mask, "all"
+        if kind in ("every", "log") and n > 0:
+            if kind == "every":
+                mask[::n] = True
+            elif steps > 0:
+                ts = np.unique(np.round(np.geomspace(1, steps, n)).astype(np.int64) - 1)
+                mask[ts] = True
+            return mask, f"{kind}:{n}"
+        raise ConfigError(
+            f"schedule {schedule!r}: use 'all', 'every:K', 'log:N' (K, N > 0), a list of "
+            "steps or a function t -> bool"
+        )
+    if isinstance(schedule, int) and not isinstance(schedule, bool):
+        return schedule_mask(f"every:{schedule}", steps)
+    if callable(schedule):
+        mask[:] = [bool(schedule(t)) for t in range(steps)]
+    else:
+        ts = np.asarray(sorted(set(int(t) for t in schedule)), dtype=np.int64)
+        if ts.size and (ts[0] < 0 or ts[-1] >= steps):
+            raise ConfigError(f"schedule: steps must lie in 0..{steps - 1}")
+        mask[ts] = True
+    return mask, "steps:" + ",".join(str(int(t)) for t in np.flatnonzero(mask))
