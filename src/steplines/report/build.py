@@ -488,9 +488,10 @@ def claims_text(run: RunData) -> str:
     width = max(len(r["key"]) for r in rows)
     lines = ["claims of the paper (verdict: value [95 % interval] vs threshold; reason):"]
     for r in rows:
+        why = "" if r["reason"].startswith("the 95 % interval") else f"; {r['reason']}"
         lines.append(
             f"  {r['key'].ljust(width)}  {r['verdict'].upper():<13}  {r['value']} vs "
-            f"{r['threshold']}; {r['reason']}"
+            f"{r['threshold']}{why}"
         )
     return "\n".join(lines)
 
