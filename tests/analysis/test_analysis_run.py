@@ -117,6 +117,7 @@ def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
         "distances",
         "claims",
         "settings",
+        "bootstrap",
         "summary",
     }
     for name, cols in EXPECTED.items():

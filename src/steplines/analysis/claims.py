@@ -21,8 +21,9 @@ This module never imports torch.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -95,6 +96,11 @@ class ClaimInputs:
         noisy_ratio: Per noisy-direction line, median distance to the other directions of its
             position over its height (empty when not measured).
         batch_size: B, the run's batch size.
+        replicates: Row-bootstrap replicates ``[T, R]`` of per-line values
+            (:mod:`steplines.analysis.bootstrap`): ``fit_mae2``, ``fit_range``, ``s_opt``,
+            ``rate`` and ``impr:<strategy>``. Where given, each bootstrap resample of the lines
+            also draws one replicate per line, so the interval covers the sampling error of
+            each line's full batch as well as the variation between lines.
     """
 
     later_from: int
@@ -109,10 +115,15 @@ class ClaimInputs:
     delta_ratio: dict[int, np.ndarray]
     noisy_ratio: np.ndarray
     batch_size: int
+    replicates: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+Column = np.ndarray | tuple[np.ndarray, np.ndarray]
+"""A per-line column: values ``[T]``, or ``(values [T], replicates [T, R])``."""
 
 
 def block_bootstrap(
-    columns: tuple[np.ndarray, ...],
+    columns: tuple[Column, ...],
     stat: Callable[..., float],
     *,
     resamples: int = RESAMPLES,
@@ -123,11 +134,15 @@ def block_bootstrap(
     """Percentile interval of ``stat(*columns)`` under a circular moving-block bootstrap.
 
     Rows (lines) are resampled in blocks of ``block`` consecutive rows (default ``⌈√T⌉``),
-    wrapping around, so that the dependence between neighbouring lines is kept.
+    wrapping around, so that the dependence between neighbouring lines is kept. A column given
+    as ``(values, replicates)`` contributes, for each drawn line, one of its ``R`` replicates
+    drawn at random (a two-level bootstrap: lines, then rows within a line).
 
     Args:
-        columns: Arrays with the same first dimension T (the lines).
-        stat: Function of the resampled columns returning a float (NaN allowed).
+        columns: Arrays with the same first dimension T (the lines), or ``(values,
+            replicates [T, R])`` pairs.
+        stat: Function of the columns along their last axis (the lines): a float for ``[T]``
+            columns, an array for ``[S, T]`` stacks of resamples (NaN allowed).
         resamples: Number of bootstrap resamples.
         level: Interval level (0.95: the 2.5 % and 97.5 % percentiles).
         seed: Seed of the generator (results are reproducible).
@@ -136,21 +151,46 @@ def block_bootstrap(
     Returns:
         ``(low, high)``; NaNs when T = 0 or no resample gives a finite statistic.
     """
-    t = len(columns[0])
-    if t == 0:
+    t = len(_values(columns[0]))
+    if t == 0 or resamples < 1:
         return math.nan, math.nan
     length = block or max(1, math.ceil(math.sqrt(t)))
     rng = np.random.default_rng(seed)
     n_blocks = math.ceil(t / length)
     starts = rng.integers(0, t, size=(resamples, n_blocks))
     idx = (starts[:, :, None] + np.arange(length)[None, None, :]).reshape(resamples, -1)[:, :t] % t
-    vals = np.array([stat(*(c[i] for c in columns)) for i in idx], dtype=np.float64)
+    width = max((c[1].shape[1] for c in columns if isinstance(c, tuple)), default=1)
+    pick = rng.integers(0, width, size=(resamples, t))
+
+    def draw(c: Column, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        if isinstance(c, tuple):
+            return c[1][i, j % c[1].shape[1]].astype(np.float64)
+        return np.asarray(c, dtype=np.float64)[i]
+
+    chunk = max(1, 2_000_000 // t)  # resamples per vectorised call: ~16 MB per column
+    vals = np.concatenate(
+        [
+            np.asarray(
+                stat(*(draw(c, idx[k : k + chunk], pick[k : k + chunk]) for c in columns)),
+                dtype=np.float64,
+            ).reshape(-1)
+            for k in range(0, resamples, chunk)
+        ]
+    )
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
         return math.nan, math.nan
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(vals, [a, 1.0 - a])
     return float(lo), float(hi)
+
+
+def _values(c: Column) -> np.ndarray:
+    return c[0] if isinstance(c, tuple) else c
+
+
+def _sliced(c: Column, part: slice) -> Column:
+    return (c[0][part], c[1][part]) if isinstance(c, tuple) else c[part]
 
 
 def verdict(
@@ -172,34 +212,43 @@ def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _finite_median(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else math.nan
+# Statistics over the lines: along the last axis, so that one call evaluates a stack of
+# bootstrap resamples ``[S, T]`` as well as the run itself ``[T]``.
 
 
-def _ratio_median(num: np.ndarray, den: np.ndarray) -> float:
+def _finite_median(x: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row gives NaN
+        return np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=-1)
+
+
+def _ratio_median(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return _finite_median(num / den)
 
 
-def _share(impr: np.ndarray, opt: np.ndarray) -> float:
+def _share(impr: np.ndarray, opt: np.ndarray) -> np.ndarray:
     ok = np.isfinite(impr) & np.isfinite(opt)
-    total = float(np.sum(opt[ok]))
-    return float(np.sum(impr[ok]) / total) if total > 0 else math.nan
+    total = np.sum(np.where(ok, opt, 0.0), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, np.sum(np.where(ok, impr, 0.0), axis=-1) / total, np.nan)
 
 
-def _spread(rate: np.ndarray) -> float:
-    r = rate[np.isfinite(rate)]
-    if r.size < 2:
-        return math.nan
-    q25, med, q75 = np.percentile(r, [25, 50, 75])
-    return float((q75 - q25) / abs(med)) if med != 0 else math.nan
+def _spread(rate: np.ndarray) -> np.ndarray:
+    r = np.where(np.isfinite(rate), rate, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q25, med, q75 = np.nanpercentile(r, [25, 50, 75], axis=-1)
+    enough = np.sum(np.isfinite(r), axis=-1) >= 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(enough & (med != 0), (q75 - q25) / np.abs(med), np.nan)
 
 
-def _worst_ratio(*cols: np.ndarray) -> float:
-    devs = [abs(_finite_median(c) - 1.0) for c in cols]
-    devs = [d for d in devs if math.isfinite(d)]
-    return max(devs) if devs else math.nan
+def _worst_ratio(*cols: np.ndarray) -> np.ndarray:
+    devs = np.stack([np.abs(_finite_median(c) - 1.0) for c in cols])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmax(devs, axis=0)
 
 
 @dataclass(frozen=True)
@@ -298,31 +347,48 @@ def evaluate_claims(x: ClaimInputs, *, resamples: int = RESAMPLES) -> list[Claim
         One :class:`Claim` per entry of :data:`CLAIMS`, in that order.
     """
     later = slice(x.later_from, None)
-    opt = x.impr.get("optimal", np.full(len(x.s_opt), np.nan))
+    nan = np.full(len(x.s_opt), np.nan)
+
+    def col(name: str, values: np.ndarray) -> Column:
+        reps = x.replicates.get(name)
+        return (values, reps) if reps is not None and reps.shape[0] == len(values) else values
+
+    opt = col("impr:optimal", x.impr.get("optimal", nan))
     out_key = "lambda_star_out"
-    data: dict[str, tuple[tuple[np.ndarray, ...], Callable[..., float], str]] = {
-        "parabola": ((x.fit_mae2, x.fit_range), _ratio_median, ""),
+    positive = x.s_opt > 0
+    s_opt = col("s_opt", np.where(positive, x.s_opt, np.nan))
+    if isinstance(s_opt, tuple):  # the same lines in every replicate: those with s_opt > 0
+        s_opt = (s_opt[0], np.where(positive[:, None], s_opt[1], np.nan))
+    data: dict[str, tuple[tuple[Column, ...], Callable[..., float], str]] = {
+        "parabola": (
+            (col("fit_mae2", x.fit_mae2), col("fit_range", x.fit_range)),
+            _ratio_median,
+            "",
+        ),
         "little_change": (
             (x.consecutive[later], x.height[later]),
             _ratio_median,
             "",
         ),
         "constant_rate": (
-            (x.impr.get(out_key, np.full(len(opt), np.nan))[later], opt[later]),
+            (
+                _sliced(col(f"impr:{out_key}", x.impr.get(out_key, nan)), later),
+                _sliced(opt, later),
+            ),
             _share,
             "" if out_key in x.impr else "the out-of-sample λ* strategy was not computed",
         ),
         "trained_overshoots": (
-            (np.where(x.s_opt > 0, x.s_update, np.nan), np.where(x.s_opt > 0, x.s_opt, np.nan)),
+            (np.where(positive, x.s_update, np.nan), s_opt),
             _ratio_median,
             "",
         ),
         "batch_search_poor": (
-            (x.impr.get("exact_batch", np.full(len(opt), np.nan)), opt),
+            (col("impr:exact_batch", x.impr.get("exact_batch", nan)), opt),
             _share,
             "",
         ),
-        "proportional": ((x.rate[later],), _spread, ""),
+        "proportional": ((_sliced(col("rate", x.rate), later),), _spread, ""),
         "batch_size": (
             tuple(x.delta_ratio[k] for k in sorted(x.delta_ratio)),
             _worst_ratio,
@@ -340,12 +406,14 @@ def evaluate_claims(x: ClaimInputs, *, resamples: int = RESAMPLES) -> list[Claim
     claims = []
     for spec in CLAIMS:
         cols, stat, missing = data[spec.key]
-        n = len(cols[0]) if cols else 0
+        n = len(_values(cols[0])) if cols else 0
         need = 4 if spec.key == "noisy_directions" else MIN_LINES
-        value = stat(*cols) if cols and n else math.nan
+        value = float(stat(*(_values(c) for c in cols))) if cols and n else math.nan
         low = high = math.nan
         if missing:
             verdict_, reason = "inconclusive", missing
+        elif resamples < 1:
+            verdict_, reason = "inconclusive", "no interval: the bootstrap was switched off"
         elif n < need:
             verdict_ = "inconclusive"
             reason = f"only {n} {'lines' if need == MIN_LINES else 'items'} (needs ≥ {need})"

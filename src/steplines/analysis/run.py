@@ -22,6 +22,13 @@ import numpy as np
 import pandas as pd
 
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
+from steplines.analysis.bootstrap import (
+    DEFAULT_LEVEL,
+    DEFAULT_RESAMPLES,
+    SEED,
+    ReplicateTap,
+    percentile_interval,
+)
 from steplines.analysis.claims import RESAMPLES, ClaimInputs, evaluate_claims
 from steplines.analysis.directions import relative_spread, write_direction_distances
 from steplines.analysis.estimators import (
@@ -175,6 +182,8 @@ def analyze_run(
     smoothing: int = 25,
     max_matrix_lines: int = 1000,
     resamples: int = RESAMPLES,
+    row_resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> dict[str, Path]:
     """Analyse ``run_dir`` and write its tables (``RUN/analysis/`` or ``RUN/analysis-<tag>/``).
 
@@ -190,7 +199,10 @@ def analyze_run(
         batch_sizes: Simulated direction-batch sizes (sizes above N + B are skipped).
         smoothing: Moving-average length (faithful δ ratios use MA-``smoothing`` "valid").
         max_matrix_lines: The stored distance matrix covers every ``ceil(T/max)``-th line.
-        resamples: Bootstrap resamples of each claim's interval.
+        resamples: Bootstrap resamples of each claim's interval (over lines).
+        row_resamples: Bootstrap resamples of each line's full-batch rows
+            (:mod:`steplines.analysis.bootstrap`; 0 = no per-line intervals).
+        level: Level of every interval.
 
     Returns:
         Name → path of every file written: ``strategies``, ``fits``, ``derivatives``,
@@ -268,8 +280,15 @@ def analyze_run(
     sizes = [int(b) for b in batch_sizes if int(b) <= n_full]
     records = ((int(t), store.read_line(int(t))) for t in sl.lines)
     labpal = LabpalTap(store.n_direction, LABPAL_BATCHES, settings.mu, mode)
+    rows = ReplicateTap(
+        {k: m["step"] for k, m in strat.metrics.items()},
+        sl.lines,
+        mode=mode,
+        window=settings.window,
+        resamples=row_resamples,
+    )
     bs_cols = batch_size_rows(
-        labpal.tap(records),
+        labpal.tap(rows.tap(records)),
         mode=mode,
         # the original's δ_B = −‖g‖ substitution is for SGD only: NaN never compares equal to 0
         momentum=settings.momentum if settings.optimizer.is_sgd else math.nan,
@@ -281,6 +300,23 @@ def analyze_run(
     bs_table.to_csv(paths["batch_size"], index=False)
     summary["batch_size"] = _batch_size_summary(bs_table, store.n_direction, mode, smoothing)
     summary["batch_size"]["batch_sizes"] = sizes
+
+    # ---------------------------------------------------------------- row bootstrap
+    reps = rows.arrays()
+    if reps:
+        paths["bootstrap"] = out_dir / "bootstrap.npz"
+        np.savez_compressed(paths["bootstrap"], lines=sl.lines, **reps)
+        _add_intervals(strat, reps, sl.update_norm, level)
+        strat.derivatives.to_csv(paths["derivatives"], index=False)
+    summary["bootstrap"] = {
+        "row_resamples": int(row_resamples),
+        "line_resamples": int(resamples),
+        "level": level,
+        "seed": SEED,
+        "full_batch_rows": int(store.n_train),
+        "rule": "per line: rows resampled with replacement (default_rng([seed, t])); "
+        "summaries combine replicate r of every line; claims add a block bootstrap over lines",
+    }
 
     # ---------------------------------------------------------------- estimators
     _, batch_coefs = polynomial_fits(sl.positions, sl.batch, settings.window, (2,))
@@ -327,6 +363,7 @@ def analyze_run(
             delta_ratio=_delta_ratios(bs_table, sl.lines, store.n_direction),
             noisy_ratio=relative_spread(noisy) if noisy is not None else np.empty(0),
             batch_size=store.n_direction,
+            replicates=_claim_replicates(reps, sl.update_norm),
         ),
         resamples=resamples,
     )
@@ -527,6 +564,52 @@ def _strategies(
                     reading[name] = _num(np.median(rel[ok])) if ok.any() else None
         summary["momentum_sgd_lambda_over_sgd_step"] = reading
     return _Strategies(table=table, derivatives=deriv, metrics=metrics, summary=summary)
+
+
+def _claim_replicates(reps: dict[str, np.ndarray], update_norm: np.ndarray) -> dict[str, Any]:
+    """The row-bootstrap replicates under the names of :class:`ClaimInputs` fields."""
+    if not reps:
+        return {}
+    out = {k: v for k, v in reps.items() if k.startswith("impr:")}
+    out["fit_mae2"], out["fit_range"], out["s_opt"] = reps["mae2"], reps["range"], reps["s_opt"]
+    out["rate"] = rate_ratios(reps["s_opt"].astype(np.float64), update_norm[:, None])
+    return out
+
+
+def _add_intervals(
+    strat: _Strategies, reps: dict[str, np.ndarray], update_norm: np.ndarray, level: float
+) -> None:
+    """Per-line and summary intervals from the row-bootstrap replicates ``[T, R]``.
+
+    Per line (``derivatives.csv``): ``s_opt_low/high`` and ``optimum_improvement_low/high``.
+    Summaries (``summary.json``): for every strategy ``accumulated_improvement_low/high`` and
+    ``share_of_optimum_low/high`` (replicate r of all lines summed), and λ*_in's interval.
+    """
+    d = strat.derivatives
+    d["s_opt_low"], d["s_opt_high"] = percentile_interval(reps["s_opt"], level)
+    opt = reps["impr:optimal"].astype(np.float64)
+    d["optimum_improvement_low"], d["optimum_improvement_high"] = percentile_interval(opt, level)
+    for name, st in strat.summary["strategies"].items():
+        key = f"impr:{name}"
+        if key not in reps:
+            continue
+        impr = reps[key].astype(np.float64)
+        ok = np.isfinite(impr)
+        total = np.where(ok, impr, 0.0).sum(axis=0)
+        opt_total = np.where(ok, opt, 0.0).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(opt_total != 0, total / opt_total, np.nan)
+        lo, hi = percentile_interval(total, level, axis=0)
+        st["accumulated_improvement_low"], st["accumulated_improvement_high"] = _num(lo), _num(hi)
+        lo, hi = percentile_interval(share, level, axis=0)
+        st["share_of_optimum_low"], st["share_of_optimum_high"] = _num(lo), _num(hi)
+    rate = rate_ratios(reps["s_opt"].astype(np.float64), update_norm[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lam = np.nanmedian(rate, axis=0)
+    lo, hi = percentile_interval(lam, level, axis=0)
+    strat.summary["rates"]["lambda_star_in_low"] = _num(lo)
+    strat.summary["rates"]["lambda_star_in_high"] = _num(hi)
 
 
 def _delta_ratios(table: pd.DataFrame, lines: np.ndarray, b: int) -> dict[int, np.ndarray]:

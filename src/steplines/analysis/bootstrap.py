@@ -1,0 +1,240 @@
+"""How sure each line's numbers are: a bootstrap over the rows of its full batch.
+
+A line's full-batch loss ``l(s) = (1/N) Σ_i ℓ_i(s)`` is a mean over N measured rows (the
+paper's 8 % subset, or a sampled full batch), so every quantity read off it — ``s_opt``,
+``l(0) − l(s_opt)``, each strategy's improvement, the degree-2 fit error — has a sampling error.
+The store keeps the per-sample rows, so the error is measured, not guessed: each line's rows are
+resampled with replacement ``R`` times,
+
+    l_r(s) = (1/N) Σ_i c_{r,i} ℓ_i(s),   c_r ~ Multinomial(N, 1/N),
+
+(the direction batch's rows alike for ``l_B``; faithful mode's metric line mixes the two groups
+with their own counts), and every quantity is recomputed on each ``l_r``. The generator of line
+``t`` is ``default_rng([seed, t])``, so a line's replicates do not depend on which other lines are
+analysed. Percentile intervals of these replicates are the per-line intervals; summaries over
+lines (accumulated improvements, shares, λ*) combine replicate ``r`` of every line, since the
+lines' rows are drawn independently. The claims (:mod:`steplines.analysis.claims`) add the
+variation between lines on top.
+
+Held fixed: the steps of strategies that are not a minimum of the resampled line (SGD, λ*,
+SGD λ, PAL, FBPAL, FBPAL&SGD keep their measured steps; their improvement interval is the
+uncertainty of ``l`` at that step). ``optimal`` and ``exact_batch`` are re-minimised per
+replicate.
+
+Everything is streamed one line at a time; a line costs two ``[R, N] @ [N, K]`` products.
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from steplines.store import LineRecord
+
+__all__ = [
+    "DEFAULT_LEVEL",
+    "DEFAULT_RESAMPLES",
+    "LineReplicates",
+    "ReplicateTap",
+    "line_replicates",
+    "percentile_interval",
+    "resample_counts",
+    "step_weights",
+]
+
+DEFAULT_RESAMPLES = 200
+"""Row resamples per line (``--resamples``)."""
+
+DEFAULT_LEVEL = 0.95
+"""Level of the percentile intervals (``--level``)."""
+
+SEED = 20210913
+"""First word of every line's generator ``default_rng([SEED, t])``."""
+
+
+def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``[R, n]`` counts of a bootstrap resample of n rows (each row sums to n)."""
+    if n == 0:
+        return np.zeros((resamples, 0))
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+
+
+def step_weights(positions: np.ndarray, steps: np.ndarray, mode: str) -> np.ndarray:
+    """``W [k, S]`` with ``values @ W = l(steps)`` for any line ``values [.., k]`` at ``positions``.
+
+    The same rule as :func:`steplines.analysis.strategies.evaluate_line`: corrected — linear
+    interpolation between measured positions; faithful — the nearest measured position (first
+    of two equidistant); a step outside ``[min s, max s]`` is evaluated at the border; NaN steps
+    give NaN.
+
+    Args:
+        positions: float ``[k]`` finite, sorted positions.
+        steps: float ``[S]``.
+        mode: ``corrected`` or ``faithful``.
+    """
+    p = np.asarray(positions, dtype=np.float64)
+    s = np.asarray(steps, dtype=np.float64)
+    k = p.size
+    w = np.zeros((k, s.size))
+    finite = np.isfinite(s)
+    sc = np.clip(np.where(finite, s, 0.0), p[0], p[-1])
+    cols = np.arange(s.size)
+    if mode == "corrected" and k > 1:
+        i = np.clip(np.searchsorted(p, sc, side="right") - 1, 0, k - 2)
+        gap = p[i + 1] - p[i]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(gap > 0, (sc - p[i]) / gap, 0.0)
+        w[i, cols] = 1.0 - frac
+        w[i + 1, cols] += frac
+    else:
+        idx = np.argmin(np.abs(p[:, None] - sc[None, :]), axis=0)
+        w[idx, cols] = 1.0
+    w[:, ~finite] = np.nan
+    return w
+
+
+def _first_argmin(positions: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise first minimum of ``values [R, k]`` at ``positions [k]``: ``(s_min, l_min)``."""
+    i = np.argmin(values, axis=1)
+    return positions[i], values[np.arange(values.shape[0]), i]
+
+
+def _fit2(x: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MAE of a least-squares parabola through each row of ``values [R, m]`` at ``x [m]``.
+
+    Also returns each row's range ``max − min``. Rows are NaN when ``m < 3``.
+    """
+    if x.size < 3:
+        nan = np.full(values.shape[0], np.nan)
+        return nan, nan
+    design = np.vander(x, 3, increasing=True)
+    coef = np.linalg.pinv(design) @ values.T
+    mae = np.mean(np.abs(design @ coef - values.T), axis=0)
+    return mae, values.max(axis=1) - values.min(axis=1)
+
+
+@dataclass
+class LineReplicates:
+    """Bootstrap replicates of one line's quantities (each ``[R]``).
+
+    Attributes:
+        s_opt, l0, l_min: Minimum position, ``l(0)`` and minimum of the metric full-batch line.
+        mae2, range_: Degree-2 fit MAE and ``max − min`` of the shape line on ``±w``.
+        impr: Strategy → improvement ``l(0) − l(step)`` on the metric line.
+    """
+
+    s_opt: np.ndarray
+    l0: np.ndarray
+    l_min: np.ndarray
+    mae2: np.ndarray
+    range_: np.ndarray
+    impr: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def line_replicates(
+    record: LineRecord,
+    steps: dict[str, float],
+    *,
+    mode: str,
+    window: float,
+    counts_train: np.ndarray,
+    counts_direction: np.ndarray,
+) -> LineReplicates:
+    """Every bootstrapped quantity of one line, for given resample counts.
+
+    With all counts equal to 1 the replicates are exactly the analysis' own values of the line
+    (the oracle the tests compare with).
+
+    Args:
+        record: The line (positions and per-sample losses).
+        steps: Strategy → its measured step on this line (``optimal`` and ``exact_batch`` are
+            re-minimised per replicate; any value given for them is ignored).
+        mode: ``corrected`` (metric line: the N training rows) or ``faithful`` (training and
+            direction rows together).
+        window: Half-width ``w`` of the degree-2 fit.
+        counts_train: ``[R, N]`` resample counts of the training rows.
+        counts_direction: ``[R, B]`` resample counts of the direction rows.
+    """
+    pos = np.asarray(record.positions, dtype=np.float64)
+    ok = np.isfinite(pos)
+    p = pos[ok]
+    train = np.asarray(record.train_losses, dtype=np.float64)[:, ok]
+    direction = np.asarray(record.direction_losses, dtype=np.float64)[:, ok]
+    n, b = train.shape[0], direction.shape[0]
+    shape = counts_train @ train / max(n, 1)
+    batch = counts_direction @ direction / b if b else np.full_like(shape, np.nan)
+    metric = (n * shape + b * batch) / (n + b) if (mode == "faithful" and b) else shape
+    s_opt, l_min = _first_argmin(p, metric)
+    names = [k for k in steps if k not in ("optimal", "exact_batch")]
+    fixed = np.array([steps[k] for k in names] + [0.0], dtype=np.float64)
+    at = metric @ step_weights(p, fixed, mode)  # [R, S + 1]; the last column is l(0)
+    l0 = at[:, -1]
+    impr = {name: l0 - at[:, j] for j, name in enumerate(names)}
+    impr["optimal"] = l0 - l_min
+    if b and "exact_batch" in steps:
+        s_b, _ = _first_argmin(p, batch)
+        w = step_weights(p, s_b, mode)  # [k, R]: replicate r at its own step
+        impr["exact_batch"] = l0 - np.einsum("rk,kr->r", metric, w)
+    inside = np.abs(p) <= window
+    mae2, range_ = _fit2(p[inside], shape[:, inside])
+    return LineReplicates(s_opt=s_opt, l0=l0, l_min=l_min, mae2=mae2, range_=range_, impr=impr)
+
+
+def percentile_interval(
+    replicates: np.ndarray, level: float = DEFAULT_LEVEL, axis: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` percentile interval of ``replicates`` along ``axis`` (NaNs skipped)."""
+    a = (1.0 - level) / 2.0
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nanquantile(replicates, [a, 1.0 - a], axis=axis)
+    return lo, hi
+
+
+class ReplicateTap:
+    """Computes :func:`line_replicates` for each line of a ``(t, record)`` stream it passes on.
+
+    After the stream is consumed, :meth:`arrays` holds ``[T, R]`` float32 replicate matrices
+    in the order of the lines.
+    """
+
+    def __init__(
+        self,
+        steps: dict[str, np.ndarray],
+        lines: np.ndarray,
+        *,
+        mode: str,
+        window: float,
+        resamples: int = DEFAULT_RESAMPLES,
+    ) -> None:
+        self.steps = steps
+        self.row = {int(t): i for i, t in enumerate(lines)}
+        self.mode, self.window, self.resamples = mode, window, resamples
+        self._out: dict[str, list[np.ndarray]] = {}
+
+    def tap(self, records):
+        """Yield the records unchanged, computing each line's replicates on the way."""
+        for t, rec in records:
+            if self.resamples > 0:
+                self._add(int(t), rec)
+            yield t, rec
+
+    def _add(self, t: int, rec: LineRecord) -> None:
+        rng = np.random.default_rng([SEED, t])
+        i = self.row[t]
+        ct = resample_counts(rec.train_losses.shape[0], self.resamples, rng)
+        cd = resample_counts(rec.direction_losses.shape[0], self.resamples, rng)
+        steps = {k: float(v[i]) for k, v in self.steps.items()}
+        r = line_replicates(
+            rec, steps, mode=self.mode, window=self.window, counts_train=ct, counts_direction=cd
+        )
+        cols = {"s_opt": r.s_opt, "l0": r.l0, "l_min": r.l_min, "mae2": r.mae2, "range": r.range_}
+        cols |= {f"impr:{k}": v for k, v in r.impr.items()}
+        for k, v in cols.items():
+            self._out.setdefault(k, []).append(v.astype(np.float32))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Name → ``[T, R]`` float32 replicates (empty when ``resamples`` is 0)."""
+        return {k: np.stack(v) for k, v in self._out.items()}
