@@ -117,7 +117,7 @@ def _dimensionless(paths: dict[str, Path]) -> dict[str, Any]:
 def test_run_scale_results_do_not_depend_on_the_units_of_s(tmp_path: Path, c: float) -> None:
     base = make_run(tmp_path / "base", n_lines=24, n=32, m=4, b=16)
     scaled = _scaled_copy(base, tmp_path / "scaled", c)
-    kw = {"batch_sizes": (8, 32), "resamples": 200}
+    kw = {"batch_sizes": (8, 32), "line_resamples": 200}
     a = analyze_run(base, scale="run", **kw)
     b = analyze_run(scaled, scale="run", **kw)
     sa = json.loads(a["settings"].read_text())
@@ -146,11 +146,11 @@ def test_run_scale_results_do_not_depend_on_the_units_of_s(tmp_path: Path, c: fl
 
 def test_non_default_analyses_never_replace_the_default(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=6)
-    default = analyze_run(run, batch_sizes=(8,), resamples=50)
+    default = analyze_run(run, batch_sizes=(8,), line_resamples=50)
     assert default["summary"].parent == run / "analysis"
     before = default["summary"].read_bytes()
-    faithful = analyze_run(run, "faithful", batch_sizes=(8,), resamples=50)
-    custom = analyze_run(run, window=0.3, mu=0.05, batch_sizes=(8,), resamples=50)
+    faithful = analyze_run(run, "faithful", batch_sizes=(8,), line_resamples=50)
+    custom = analyze_run(run, window=0.3, mu=0.05, batch_sizes=(8,), line_resamples=50)
     assert faithful["summary"].parent == run / "analysis-faithful-paper"
     assert custom["summary"].parent.name.startswith("analysis-corrected-run-")
     assert default["summary"].read_bytes() == before
@@ -164,6 +164,15 @@ def test_non_default_analyses_never_replace_the_default(tmp_path: Path) -> None:
 
 def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=3)
-    for kw in ({"scale": "huge"}, {"window": 0.0}, {"mu": -1.0}, {"lambdas": (0.1, -0.2)}):
+    bad = (
+        {"scale": "huge"},
+        {"window": 0.0},
+        {"mu": -1.0},
+        {"lambdas": (0.1, -0.2)},
+        {"resamples": -1},
+        {"resamples": 2.5},
+        {"level": 1.5},
+    )
+    for kw in bad:
         with pytest.raises(ConfigError):
             analyze_run(run, batch_sizes=(8,), **kw)

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_RESAMPLES",
     "LineReplicates",
     "ReplicateTap",
+    "accumulated_bands",
     "line_replicates",
     "percentile_interval",
     "resample_counts",
@@ -191,6 +192,30 @@ def percentile_interval(
     with np.errstate(invalid="ignore"):
         lo, hi = np.nanquantile(replicates, [a, 1.0 - a], axis=axis)
     return lo, hi
+
+
+def accumulated_bands(
+    replicates: dict[str, np.ndarray], level: float = DEFAULT_LEVEL
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Interval of each strategy's accumulated improvement after every line.
+
+    Replicate r of the running sum is ``Σ_{s ≤ t} impr_{s, r}`` (NaN counted as 0, as
+    :func:`steplines.analysis.strategies.accumulate` does); the band is its percentile interval
+    at each line.
+
+    Args:
+        replicates: ``bootstrap.npz`` arrays (``impr:<strategy>`` ``[T, R]``).
+        level: Interval level.
+
+    Returns:
+        Strategy → ``(low [T], high [T])``.
+    """
+    out = {}
+    for key, reps in replicates.items():
+        if key.startswith("impr:"):
+            acc = np.cumsum(np.where(np.isfinite(reps), reps, 0.0), axis=0, dtype=np.float64)
+            out[key[len("impr:") :]] = percentile_interval(acc, level, axis=1)
+    return out
 
 
 class ReplicateTap:

@@ -202,10 +202,10 @@ def verdict(
         return "inconclusive", "the metric could not be computed on this run"
     span = f"[{_g(low)}, {_g(high)}]"
     if (low >= threshold) if holds_above else (high <= threshold):
-        return "holds", f"the 95 % interval {span} lies {side} {_g(threshold)}"
+        return "holds", f"the interval {span} lies {side} {_g(threshold)}"
     if (high < threshold) if holds_above else (low > threshold):
-        return "does not hold", f"the 95 % interval {span} misses {side} {_g(threshold)}"
-    return "inconclusive", f"the 95 % interval {span} straddles {_g(threshold)}"
+        return "does not hold", f"the interval {span} misses {side} {_g(threshold)}"
+    return "inconclusive", f"the interval {span} straddles {_g(threshold)}"
 
 
 def _g(x: float) -> str:
@@ -336,12 +336,16 @@ CLAIMS: tuple[_Spec, ...] = (
 """The claims, their metrics and thresholds (``docs/analysis.md`` gives the reasons)."""
 
 
-def evaluate_claims(x: ClaimInputs, *, resamples: int = RESAMPLES) -> list[Claim]:
+def evaluate_claims(
+    x: ClaimInputs, *, resamples: int = RESAMPLES, level: float = LEVEL
+) -> list[Claim]:
     """Every claim of :data:`CLAIMS` judged on one run (see the module docstring).
 
     Args:
         x: The per-line arrays.
-        resamples: Bootstrap resamples per claim.
+        resamples: Bootstrap resamples per claim (0: no intervals, every verdict
+            inconclusive).
+        level: Level of the intervals.
 
     Returns:
         One :class:`Claim` per entry of :data:`CLAIMS`, in that order.
@@ -419,7 +423,7 @@ def evaluate_claims(x: ClaimInputs, *, resamples: int = RESAMPLES) -> list[Claim
             reason = f"only {n} {'lines' if need == MIN_LINES else 'items'} (needs ≥ {need})"
         else:
             block = 1 if spec.key == "noisy_directions" else None
-            low, high = block_bootstrap(cols, stat, resamples=resamples, block=block)
+            low, high = block_bootstrap(cols, stat, resamples=resamples, level=level, block=block)
             verdict_, reason = verdict(value, low, high, spec.threshold, spec.holds_above)
         claims.append(
             Claim(

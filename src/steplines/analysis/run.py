@@ -22,13 +22,7 @@ import numpy as np
 import pandas as pd
 
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
-from steplines.analysis.bootstrap import (
-    DEFAULT_LEVEL,
-    DEFAULT_RESAMPLES,
-    SEED,
-    ReplicateTap,
-    percentile_interval,
-)
+from steplines.analysis.bootstrap import SEED, ReplicateTap, percentile_interval
 from steplines.analysis.claims import RESAMPLES, ClaimInputs, evaluate_claims
 from steplines.analysis.directions import relative_spread, write_direction_distances
 from steplines.analysis.estimators import (
@@ -161,13 +155,17 @@ def request_tag(
     window: float | None = None,
     lambdas: Sequence[float] | None = None,
     mu: float | None = None,
+    resamples: int | None = None,
+    level: float | None = None,
 ) -> str:
     """The tag of the analysis these options ask for, read from the run's config alone."""
     check_mode(mode)
     if scale is not None:
         check_scale(scale)
     paper = match_preset(read_run_config(run_dir)) is not None
-    return analysis_tag(mode, scale, paper, window=window, lambdas=lambdas, mu=mu)
+    return analysis_tag(
+        mode, scale, paper, window=window, lambdas=lambdas, mu=mu, resamples=resamples, level=level
+    )
 
 
 def analyze_run(
@@ -181,9 +179,9 @@ def analyze_run(
     batch_sizes: Sequence[int] = BATCH_SIZES,
     smoothing: int = 25,
     max_matrix_lines: int = 1000,
-    resamples: int = RESAMPLES,
-    row_resamples: int = DEFAULT_RESAMPLES,
-    level: float = DEFAULT_LEVEL,
+    resamples: int | None = None,
+    level: float | None = None,
+    line_resamples: int = RESAMPLES,
 ) -> dict[str, Path]:
     """Analyse ``run_dir`` and write its tables (``RUN/analysis/`` or ``RUN/analysis-<tag>/``).
 
@@ -199,10 +197,10 @@ def analyze_run(
         batch_sizes: Simulated direction-batch sizes (sizes above N + B are skipped).
         smoothing: Moving-average length (faithful δ ratios use MA-``smoothing`` "valid").
         max_matrix_lines: The stored distance matrix covers every ``ceil(T/max)``-th line.
-        resamples: Bootstrap resamples of each claim's interval (over lines).
-        row_resamples: Bootstrap resamples of each line's full-batch rows
-            (:mod:`steplines.analysis.bootstrap`; 0 = no per-line intervals).
-        level: Level of every interval.
+        resamples: Override of the bootstrap resamples of each line's full-batch rows
+            (:mod:`steplines.analysis.bootstrap`; default 200; 0 = no intervals).
+        level: Override of the level of every interval (default 0.95).
+        line_resamples: Resamples of the lines behind each claim's interval.
 
     Returns:
         Name → path of every file written: ``strategies``, ``fits``, ``derivatives``,
@@ -237,6 +235,8 @@ def analyze_run(
         window=window,
         lambdas=lambdas,
         mu=mu,
+        resamples=resamples,
+        level=level,
     )
     out_dir = analysis_dir(run_dir, settings.tag)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def analyze_run(
         sl.lines,
         mode=mode,
         window=settings.window,
-        resamples=row_resamples,
+        resamples=settings.resamples,
     )
     bs_cols = batch_size_rows(
         labpal.tap(rows.tap(records)),
@@ -306,12 +306,12 @@ def analyze_run(
     if reps:
         paths["bootstrap"] = out_dir / "bootstrap.npz"
         np.savez_compressed(paths["bootstrap"], lines=sl.lines, **reps)
-        _add_intervals(strat, reps, sl.update_norm, level)
+        _add_intervals(strat, reps, sl.update_norm, settings.level)
         strat.derivatives.to_csv(paths["derivatives"], index=False)
     summary["bootstrap"] = {
-        "row_resamples": int(row_resamples),
-        "line_resamples": int(resamples),
-        "level": level,
+        "row_resamples": settings.resamples,
+        "line_resamples": int(line_resamples),
+        "level": settings.level,
         "seed": SEED,
         "full_batch_rows": int(store.n_train),
         "rule": "per line: rows resampled with replacement (default_rng([seed, t])); "
@@ -365,7 +365,8 @@ def analyze_run(
             batch_size=store.n_direction,
             replicates=_claim_replicates(reps, sl.update_norm),
         ),
-        resamples=resamples,
+        resamples=line_resamples if settings.resamples else 0,
+        level=settings.level,
     )
     paths["claims"] = out_dir / "claims.json"
     paths["claims"].write_text(

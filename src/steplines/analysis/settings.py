@@ -171,6 +171,8 @@ def analysis_tag(
     window: float | None = None,
     lambdas: Sequence[float] | None = None,
     mu: float | None = None,
+    resamples: int | None = None,
+    level: float | None = None,
 ) -> str:
     """Name of an analysis: ``""`` for the run's default, else ``<mode>-<scale>[-<hash>]``.
 
@@ -180,7 +182,15 @@ def analysis_tag(
     """
     scale = scale or default_scale(mode, paper_setting)
     given = {
-        k: v for k, v in (("window", window), ("lambdas", lambdas), ("mu", mu)) if v is not None
+        k: v
+        for k, v in (
+            ("window", window),
+            ("lambdas", lambdas),
+            ("mu", mu),
+            ("resamples", resamples),
+            ("level", level),
+        )
+        if v is not None
     }
     if mode == "corrected" and scale == default_scale(mode, paper_setting) and not given:
         return ""
@@ -207,7 +217,11 @@ class AnalysisSettings:
         mu: µ of PAL and FBPAL.
         optimizer: The run's optimizer (:class:`Optimizer`).
         typical_step: ``s_typ`` (median ``|s_opt|``) the ``run`` scale was derived from.
-        overrides: Names of the values the user set (``window``, ``lambdas``, ``mu``).
+        resamples: Bootstrap resamples of each line's full-batch rows
+            (:mod:`steplines.analysis.bootstrap`; 0: no intervals).
+        level: Level of every interval (0.95).
+        overrides: Names of the values the user set (``window``, ``lambdas``, ``mu``,
+            ``resamples``, ``level``).
         paper_setting: The run is one of the paper's settings (CIFAR-10, its models, β ∈ {0, 0.9}).
     """
 
@@ -218,6 +232,8 @@ class AnalysisSettings:
     mu: float
     optimizer: Optimizer
     typical_step: float
+    resamples: int = 200
+    level: float = 0.95
     overrides: tuple[str, ...] = ()
     paper_setting: bool = False
 
@@ -268,6 +284,8 @@ def resolve_settings(
     window: float | None = None,
     lambdas: Sequence[float] | None = None,
     mu: float | None = None,
+    resamples: int | None = None,
+    level: float | None = None,
 ) -> AnalysisSettings:
     """Resolve mode, scale, window, rates and µ of one analysis (see the module docstring).
 
@@ -281,6 +299,7 @@ def resolve_settings(
         positions: float ``[T, K]`` positions (line 0's grid spacing bounds ``w`` from below).
         update_norm, grad_norm: float ``[T]`` (β inference when the config is silent).
         window, lambdas, mu: User overrides (None: from the scale).
+        resamples, level: User overrides of the bootstrap (None: 200 and 0.95).
 
     Raises:
         ConfigError: Unknown mode or scale; a non-positive window or µ; a negative λ.
@@ -293,6 +312,10 @@ def resolve_settings(
         raise ConfigError(f"--mu must be positive, got {mu}")
     if lambdas is not None and any(not lam > 0 for lam in lambdas):
         raise ConfigError(f"--lambdas must be positive, got {list(lambdas)}")
+    if resamples is not None and not (int(resamples) == resamples and resamples >= 0):
+        raise ConfigError(f"--resamples must be a whole number ≥ 0, got {resamples}")
+    if level is not None and not 0 < level < 1:
+        raise ConfigError(f"--level must lie between 0 and 1 (e.g. 0.95), got {level}")
     opt = optimizer_of(config, update_norm, grad_norm)
     s_typ = typical_step(s_opt)
     if scale == "paper":
@@ -309,7 +332,15 @@ def resolve_settings(
         m = s_typ if math.isfinite(s_typ) else 4.0 * h
         lams = ()
     overrides = tuple(
-        name for name, v in (("window", window), ("lambdas", lambdas), ("mu", mu)) if v is not None
+        name
+        for name, v in (
+            ("window", window),
+            ("lambdas", lambdas),
+            ("mu", mu),
+            ("resamples", resamples),
+            ("level", level),
+        )
+        if v is not None
     )
     return AnalysisSettings(
         mode=mode,
@@ -319,6 +350,8 @@ def resolve_settings(
         mu=float(mu) if mu is not None else float(m),
         optimizer=opt,
         typical_step=s_typ,
+        resamples=int(resamples) if resamples is not None else 200,
+        level=float(level) if level is not None else 0.95,
         overrides=overrides,
         paper_setting=paper_setting,
     )

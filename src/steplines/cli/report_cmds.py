@@ -42,6 +42,13 @@ def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--lambdas", default=None, help="SGD λ list to compare, comma-separated (0.05,0.1)"
         ),
         click.option("--mu", type=float, default=None, help="µ of PAL and FBPAL"),
+        click.option(
+            "--resamples",
+            type=int,
+            default=None,
+            help="bootstrap resamples of each line's full-batch rows (default 200; 0: none)",
+        ),
+        click.option("--level", type=float, default=None, help="interval level (default 0.95)"),
     )
     for option in reversed(options):
         fn = option(fn)
@@ -49,7 +56,12 @@ def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _options(
-    scale: str | None, window: float | None, lambdas: str | None, mu: float | None
+    scale: str | None,
+    window: float | None,
+    lambdas: str | None,
+    mu: float | None,
+    resamples: int | None,
+    level: float | None,
 ) -> dict[str, Any]:
     """The analysis options as ``analyze_run`` takes them (``--lambdas`` parsed)."""
     lams = None
@@ -62,7 +74,14 @@ def _options(
             ) from None
         if not lams:
             raise ConfigError("--lambdas is empty; give at least one rate, e.g. 0.05")
-    return {"scale": scale, "window": window, "lambdas": lams, "mu": mu}
+    return {
+        "scale": scale,
+        "window": window,
+        "lambdas": lams,
+        "mu": mu,
+        "resamples": resamples,
+        "level": level,
+    }
 
 
 def core_table(run_dir: Path, mode: str, **options: Any) -> str:

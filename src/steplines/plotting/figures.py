@@ -657,6 +657,7 @@ def plot_strategies(
     mode: str = "corrected",
     smoothing: int = 25,
     mu: float = 0.1,
+    bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Figure:
     """Figs. 6, 9, 15–18: the six strategy panels of SPEC §6.5.
 
@@ -668,6 +669,8 @@ def plot_strategies(
             at its index, as the original).
         smoothing: Moving-average length.
         mu: PAL µ (for the legend).
+        bands: Strategy → ``(low, high)`` per line of its accumulated improvement
+            (:func:`steplines.analysis.bootstrap.accumulated_bands`), drawn as a shaded band.
 
     Returns:
         2 × 3 panels: update steps, distances ``s_opt − step`` (symlog, threshold 1e-4),
@@ -692,6 +695,12 @@ def plot_strategies(
         acc_i = accumulate(g.improvement.to_numpy(float))
         axes[3].plot(lines[::step], acc_d[::step], label=label, **style)
         axes[4].plot(lines[::step], acc_i[::step], label=label, **style)
+        if bands and name in bands:
+            lo, hi = bands[name]
+            if len(lo) == lines.size:
+                axes[4].fill_between(
+                    lines[::step], lo[::step], hi[::step], color=style["color"], alpha=0.15, lw=0
+                )
     d = derivatives.sort_values("line")
     dl = d.line.to_numpy()
     step = _stride(dl.size)

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
+from steplines.analysis.bootstrap import accumulated_bands
 from steplines.analysis.lines import lines_missing, scheduled_lines
 from steplines.analysis.run import analysis_dir, read_run_config, request_tag
 from steplines.analysis.settings import check_mode, match_preset
@@ -307,6 +308,14 @@ def _f(x: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def _span(record: dict[str, Any], key: str, fmt: Callable[[Any], str] = _f) -> str:
+    """`` [low, high]`` of ``record[key + "_low"/"_high"]`` (the row bootstrap), or ``""``."""
+    lo, hi = record.get(f"{key}_low"), record.get(f"{key}_high")
+    if lo is None or hi is None:
+        return ""
+    return f" [{fmt(lo)}, {fmt(hi)}]"
+
+
 def _pct(x: Any) -> str:
     if x is None:
         return "—"
@@ -409,8 +418,8 @@ def core_results(run: RunData) -> list[dict[str, str]]:
         add(
             "rates",
             "learning rate: as trained; λ* in-sample; λ* out-of-sample at the last line",
-            f"{_f(rates.get('trained'))}; {_f(rates.get('lambda_star_in'))}; "
-            f"{_f(rates.get('lambda_star_out_last'))}",
+            f"{_f(rates.get('trained'))}; {_f(rates.get('lambda_star_in'))}"
+            f"{_span(rates, 'lambda_star_in')}; {_f(rates.get('lambda_star_out_last'))}",
             "lambda_star",
         )
     add(
@@ -422,7 +431,8 @@ def core_results(run: RunData) -> list[dict[str, str]]:
     for name, st in _ordered(s.get("strategies", {})):
         key = "strategy:sgd_lambda" if name.startswith("sgd_lambda") else f"strategy:{name}"
         ours = (
-            f"{_f(st.get('accumulated_improvement'))} ({_pct(st.get('share_of_optimum'))}); "
+            f"{_f(st.get('accumulated_improvement'))}{_span(st, 'accumulated_improvement')} "
+            f"({_pct(st.get('share_of_optimum'))}{_span(st, 'share_of_optimum', _pct)}); "
             f"Σ|distance| {_f(st.get('accumulated_abs_distance'))}"
         )
         label = strategy_label(name, run.lr, s.get("mu", 0.1), rates.get("lambda_star_in"))
@@ -488,12 +498,27 @@ def claims_text(run: RunData) -> str:
     width = max(len(r["key"]) for r in rows)
     lines = ["claims of the paper (verdict: value [95 % interval] vs threshold; reason):"]
     for r in rows:
-        why = "" if r["reason"].startswith("the 95 % interval") else f"; {r['reason']}"
+        why = "" if r["reason"].startswith("the interval") else f"; {r['reason']}"
         lines.append(
             f"  {r['key'].ljust(width)}  {r['verdict'].upper():<13}  {r['value']} vs "
             f"{r['threshold']}{why}"
         )
     return "\n".join(lines)
+
+
+def _interval_note(run: RunData) -> dict[str, str]:
+    """``level`` and ``row_note`` of the page's interval notes (from ``summary.bootstrap``)."""
+    b = run.summary.get("bootstrap") or {}
+    level = f"{100 * float(b.get('level') or 0.95):g} %"
+    rows = b.get("row_resamples")
+    if rows is None:
+        return {"level": level, "row_note": "not computed: these tables predate it"}
+    if not rows:
+        return {"level": level, "row_note": "switched off: --resamples 0"}
+    return {
+        "level": level,
+        "row_note": f"{rows} resamples of the {b.get('full_batch_rows')} rows per line",
+    }
 
 
 def _settings_line(run: RunData) -> str:
@@ -621,6 +646,17 @@ def _missing_lines(
         done = LineStore.open(store).done()
         return lines_missing(done, config), int(scheduled_lines(config, done.size).sum())
     return int(summary.get("lines_missing") or 0), int(summary.get("lines_total") or 0)
+
+
+def _bands(run: RunData) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Row-bootstrap bands of the accumulated improvements (None without ``bootstrap.npz``)."""
+    path = (run.tables or run.path / "analysis") / "bootstrap.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        reps = {k: z[k] for k in z.files if k.startswith("impr:")}
+    level = float((run.summary.get("bootstrap") or {}).get("level") or 0.95)
+    return accumulated_bands(reps, level)
 
 
 def _evals(run_dir: Path) -> pd.DataFrame | None:
@@ -831,7 +867,12 @@ def _figures(run: RunData, mode: str) -> list[_Fig]:
             f"{share('sgd')}; λ* = {_f(lam.get('median'))}; SGD's step is "
             f"{_f(_overshoot(d))}× s_opt (median).",
             lambda: plot_strategies(
-                run.strategies, run.derivatives, momentum=run.momentum, mode=mode, mu=mu
+                run.strategies,
+                run.derivatives,
+                momentum=run.momentum,
+                mode=mode,
+                mu=mu,
+                bands=_bands(run),
             ),
         )
     )
@@ -1252,6 +1293,7 @@ def build_run_report(
             core=core_results(run),
             claims=claim_rows(run),
             settings_line=_settings_line(run),
+            **_interval_note(run),
             paper_title=title,
             paper_note=paper_note,
             bs_strategies=bs_header,

@@ -64,9 +64,10 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 <td class="verdict {{ c.css }}"><b>{{ c.verdict }}</b><br><span class="note">{{ c.reason }}</span>
 </td><td>{{ c.paper }}</td></tr>
 {% endfor %}</table>
-<p class="note">{{ settings_line }} Intervals: moving-block bootstrap over lines (blocks of
-⌈√T⌉ lines, 1,000 resamples); a claim whose interval straddles its threshold, or with fewer than
-20 lines, is inconclusive. Metrics and thresholds: docs/analysis.md, "Claims".</p>
+<p class="note">{{ settings_line }} Intervals ({{ level }}): a moving-block bootstrap over the
+lines (blocks of ⌈√T⌉ lines) that also resamples the full-batch rows of each drawn line
+({{ row_note }}); a claim whose interval straddles its threshold, or with fewer than 20 lines, is
+inconclusive. Metrics and thresholds: docs/analysis.md, "Claims".</p>
 {% else %}<div class="banner">No claims: these tables predate them; rerun
 <code>steplines analyze RUN</code>.</div>{% endif %}
 
@@ -85,7 +86,8 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 {% for r in core %}<tr><td>{{ r.quantity }}</td><td class="num">{{ r.ours }}</td>
 {% if paper_title %}<td>{{ r.paper }}</td>{% endif %}</tr>
 {% endfor %}</table>
-<p class="note">{{ paper_note }}</p>
+<p class="note">{{ paper_note }} [low, high]: {{ level }} interval from resampling each line's
+full-batch rows ({{ row_note }}).</p>
 
 {% if bs_table %}<h3>Accumulated improvement per batch size (share of the optimum's)</h3>
 <table id="batch-size-results">
