@@ -4,16 +4,16 @@ Mutschler & Zell (2021) explain SGD by a handful of claims about the lines. For 
 :func:`evaluate_claims` measures each claim by one dimensionless metric from the per-line
 analysis arrays, gives it a 95 % interval by a moving-block bootstrap over the lines (blocks of
 ``⌈√T⌉`` consecutive lines, because neighbouring lines are alike; 1,000 resamples, fixed seed),
-and compares it with the claim's threshold:
+and compares it with the claim's threshold (with row-bootstrap replicates of the per-line
+values, each resampled line also draws one replicate, so the interval also covers the sampling
+error of each line's full batch):
 
 * **holds** — the whole interval lies on the claim's side of the threshold;
 * **does not hold** — the whole interval lies on the other side;
 * **inconclusive** — the interval straddles the threshold, the run has fewer lines than the
   claim needs (:data:`MIN_LINES`), or the metric was not measured; the reason says which.
 
-The thresholds and their reasons are in ``docs/analysis.md`` ("Claims"). The interval covers the
-variation between lines (which lines happened to be measured); the sampling error of each line's
-full batch is not in it.
+The thresholds and their reasons are in ``docs/analysis.md`` ("Claims").
 
 This module never imports torch.
 """
