@@ -9,7 +9,7 @@ from pathlib import Path
 from steplines.config import load_config
 from steplines.measure import run_all
 from steplines.report import build_report
-from steplines.report.build import _f
+from steplines.report.numbers import fmt as _f
 from steplines.rundir import RunDir
 
 from conftest import TINY

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from steplines.plotting import plot_training
-from steplines.report.build import _eval_vs_lines, _f, _line_bn
+from steplines.report.figures import _eval_vs_lines, _line_bn
+from steplines.report.numbers import fmt as _f
 
 
 def test_training_figure_draws_lines_and_eval_mode_apart() -> None:

@@ -31,7 +31,8 @@ from steplines.plotting import (
     save_figure,
 )
 from steplines.report import build_report, core_results, load_run
-from steplines.report.build import _f, _pct
+from steplines.report.numbers import fmt as _f
+from steplines.report.numbers import pct as _pct
 from steplines.store import LineStore
 
 from analysis_fixtures import make_run
@@ -184,6 +185,20 @@ def test_stale_or_other_mode_tables_are_recomputed(tmp_path: Path) -> None:
     before = (run / "analysis" / "summary.json").stat().st_mtime_ns
     load_run(run, "corrected")  # fresh: not recomputed
     assert (run / "analysis" / "summary.json").stat().st_mtime_ns == before
+
+
+def test_the_report_is_drawn_from_the_analysis_tables_alone(built: Path, tmp_path: Path) -> None:
+    """Without lines.zarr every figure is still drawn: the analysis wrote what they need."""
+    run = tmp_path / "run"
+    shutil.copytree(built, run)
+    shutil.rmtree(run / "lines.zarr")
+    shutil.rmtree(run / "figures")
+    page = build_report([run], formats=("png",))
+    html = page.read_text()
+    assert {Path(s).stem for s in _imgs(html)} == {
+        p.stem for p in (built / "figures").glob("*.png")
+    }
+    assert "not drawn" not in html
 
 
 def test_claims_come_first_with_every_verdict(built: Path) -> None:

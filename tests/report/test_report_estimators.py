@@ -17,10 +17,10 @@ from steplines.report import build_report, load_run
 from steplines.report.build import (
     _estimator_figure,
     _estimator_section,
-    _f,
     _needs_analysis,
     _noise_scale_note,
 )
+from steplines.report.numbers import fmt as _f
 
 from analysis_fixtures import make_run, make_version_1, with_exact_inputs
 

@@ -56,6 +56,7 @@ from steplines.analysis.strategies import (
     strategy_metrics,
     strategy_steps,
 )
+from steplines.analysis.views import write_views
 from steplines.errors import RunDirError
 from steplines.store import LineStore
 from steplines.store.schema import ESTIMATES
@@ -274,6 +275,8 @@ def analyze_run(
     paths["derivatives"] = out_dir / "derivatives.csv"
     strat.derivatives.to_csv(paths["derivatives"], index=False)
     summary.update(strat.summary)
+
+    paths.update(write_views(out_dir, store, sl.lines, mode))
 
     # ---------------------------------------------------------------- batch size (§6.6)
     n_full = store.n_train + store.n_direction

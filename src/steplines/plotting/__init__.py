@@ -18,10 +18,9 @@ built without ``pyplot`` (no global state, no GUI backend; rendering uses Agg). 
 
 from __future__ import annotations
 
+from steplines.analysis.views import LineView, line_view
 from steplines.plotting.figures import (
     STRATEGY_COLORS,
-    LineView,
-    line_view,
     plot_approximations,
     plot_batch_size,
     plot_compare,

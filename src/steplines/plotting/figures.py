@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, ScalarFormatter
 
 from steplines.analysis.strategies import accumulate, moving_average
-from steplines.store import LineRecord
+from steplines.analysis.views import LineView
 
 __all__ = [
     "STRATEGY_COLORS",
     "LineView",
-    "line_view",
     "plot_approximations",
     "plot_batch_size",
     "plot_compare",
@@ -317,81 +315,6 @@ def _log_if_positive(ax: Axes, series: Sequence[np.ndarray | None]) -> None:
 
 
 # ------------------------------------------------------------------------------ Figs 2, 5
-
-
-@dataclass(frozen=True)
-class LineView:
-    """One measured line, reduced to what the line figures draw.
-
-    Attributes:
-        t: Step index.
-        positions: ``[k]`` positions ``s``.
-        full: ``[k]`` full-batch line ``l(s)``.
-        batch: ``[k]`` direction-batch line ``l_B(s)``.
-        band_min, band_max: ``[k]`` min and max over the mini-batch losses (training rows in
-            consecutive groups of ``group_size``), or None.
-        s_update: SGD's step (``‖u_t‖``).
-        group_size: Rows per mini-batch of the band.
-        n_groups: Mini-batches in the band.
-    """
-
-    t: int
-    positions: np.ndarray
-    full: np.ndarray
-    batch: np.ndarray
-    band_min: np.ndarray | None
-    band_max: np.ndarray | None
-    s_update: float
-    group_size: int
-    n_groups: int
-
-    @property
-    def s_opt(self) -> float:
-        """First argmin of ``l``."""
-        return float(self.positions[int(np.nanargmin(self.full))])
-
-    @property
-    def s_batch(self) -> float:
-        """First argmin of ``l_B``."""
-        return float(self.positions[int(np.nanargmin(self.batch))])
-
-
-def line_view(
-    record: LineRecord, t: int, mode: str = "corrected", group_size: int | None = None
-) -> LineView:
-    """Reduce a stored line to a :class:`LineView` (SPEC §6.3 item 2, §6.7).
-
-    Args:
-        record: ``LineStore.read_line(t)``.
-        t: Its step index.
-        mode: ``corrected`` (l = mean of the N training rows) or ``faithful`` (N + B rows).
-        group_size: Rows per mini-batch of the min–max band (default: the direction batch
-            size B). The N training rows are grouped consecutively; a remainder is dropped.
-    """
-    train = np.asarray(record.train_losses, np.float64)
-    direction = np.asarray(record.direction_losses, np.float64)
-    n, b = train.shape[0], direction.shape[0]
-    full = train.mean(axis=0)
-    if mode == "faithful" and b:
-        full = (n * full + b * direction.mean(axis=0)) / (n + b)
-    batch = direction.mean(axis=0) if b else np.full_like(full, np.nan)
-    g = int(group_size or b or n)
-    groups = n // g if g else 0
-    band_min = band_max = None
-    if groups >= 1:
-        means = train[: groups * g].reshape(groups, g, -1).mean(axis=1)
-        band_min, band_max = means.min(axis=0), means.max(axis=0)
-    return LineView(
-        t=int(t),
-        positions=np.asarray(record.positions, np.float64),
-        full=full,
-        batch=batch,
-        band_min=band_min,
-        band_max=band_max,
-        s_update=float(record.s_update),
-        group_size=g,
-        n_groups=groups,
-    )
 
 
 def _window(view: LineView, left: float, extra: Sequence[float] = ()) -> tuple[float, float]:

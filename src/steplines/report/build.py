@@ -8,6 +8,7 @@ comparison page links them (default ``RUN_A/compare.html``). This module never i
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,26 +23,19 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
-from steplines.analysis.bootstrap import accumulated_bands
 from steplines.analysis.lines import lines_missing, scheduled_lines
 from steplines.analysis.run import analysis_dir, read_run_config, request_tag
 from steplines.analysis.settings import check_mode, match_preset
+from steplines.analysis.views import LineView, read_views
 from steplines.errors import RunDirError, SteplinesError
 from steplines.plotting import (
-    line_view,
-    plot_approximations,
-    plot_batch_size,
     plot_compare,
-    plot_distance_matrices,
-    plot_fits,
-    plot_lines,
-    plot_strategies,
-    plot_training,
     save_figure,
     strategy_label,
 )
-from steplines.plotting.directions import plot_direction_matrices
 from steplines.plotting.estimators import plot_estimators
+from steplines.report.figures import FIGURES
+from steplines.report.numbers import fmt, overshoot, pct, read_json, span
 from steplines.report.paper import paper_values
 from steplines.report.templates import COMPARE_TEMPLATE, RUN_TEMPLATE
 from steplines.store import LineStore
@@ -65,6 +59,8 @@ ANALYSIS_FILES = (
     "summary.json",
     "claims.json",
     "settings.json",
+    "training.csv",
+    "views.npz",
 )
 
 PRECISION_CHECKS = "precision_checks.jsonl"  # steplines.engine.precision.CHECKS_FILE (no torch)
@@ -87,6 +83,8 @@ class RunData:
         banners: Problems found while loading (shown at the top of the page).
         estimators: ``analysis/estimators.csv``, or None when the analysis predates it.
         claims: ``analysis/claims.json``: one record per claim of the paper.
+        training: ``analysis/training.csv`` (l(0), validation loss at 0, batch loss per line).
+        views: The representative lines of ``analysis/views.npz``.
         tables: The directory the tables were read from (``RUN/analysis`` or
             ``RUN/analysis-<tag>`` for a non-default mode, scale or override).
     """
@@ -104,6 +102,8 @@ class RunData:
     estimators: pd.DataFrame | None = None
     claims: list[dict[str, Any]] = field(default_factory=list)
     tables: Path | None = None
+    training: pd.DataFrame | None = None
+    views: list[LineView] = field(default_factory=list)
 
     @property
     def figures(self) -> Path:
@@ -159,14 +159,6 @@ def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
     return False
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path} cannot be read ({exc}); delete it and rerun") from exc
-    return data if isinstance(data, dict) else {}
-
-
 def load_run(
     run_dir: Path,
     mode: str = "corrected",
@@ -210,7 +202,7 @@ def load_run(
             _banner("lines.zarr is missing: figures that need the raw lines are left out.")
         )
     try:
-        summary = _read_json(adir / "summary.json")
+        summary = read_json(adir / "summary.json")
         tables = {
             name: pd.read_csv(adir / f"{name}.csv")
             for name in ("strategies", "fits", "derivatives", "batch_size")
@@ -221,6 +213,8 @@ def load_run(
         estimators = pd.read_csv(est_path) if est_path.is_file() else None
         claims_path = adir / "claims.json"
         claims = json.loads(claims_path.read_text()) if claims_path.is_file() else []
+        training = pd.read_csv(adir / "training.csv") if (adir / "training.csv").is_file() else None
+        views = read_views(adir / "views.npz")
     except (OSError, ValueError, KeyError) as exc:
         raise RunDirError(
             f"{adir} is incomplete or unreadable ({type(exc).__name__}: {exc}); "
@@ -238,7 +232,7 @@ def load_run(
     provenance: dict[str, Any] = {}
     if prov_path.is_file():
         try:
-            provenance = _read_json(prov_path)
+            provenance = read_json(prov_path)
         except RunDirError as exc:
             banners.append(_banner(str(exc)))
     else:
@@ -285,6 +279,8 @@ def load_run(
         estimators=estimators,
         claims=claims if isinstance(claims, list) else [],
         tables=adir,
+        training=training,
+        views=views,
     )
 
 
@@ -293,44 +289,6 @@ def _banner(text: str, level: str = "warning") -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------ numbers
-
-
-def _f(x: Any, digits: int = 3) -> str:
-    """Format a number with ``digits`` significant digits; '—' for None/NaN."""
-    if x is None:
-        return "—"
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not math.isfinite(v):
-        return "—"
-    return f"{v:.{digits}g}"
-
-
-def _span(record: dict[str, Any], key: str, fmt: Callable[[Any], str] = _f) -> str:
-    """`` [low, high]`` of ``record[key + "_low"/"_high"]`` (the row bootstrap), or ``""``."""
-    lo, hi = record.get(f"{key}_low"), record.get(f"{key}_high")
-    if lo is None or hi is None:
-        return ""
-    return f" [{fmt(lo)}, {fmt(hi)}]"
-
-
-def _pct(x: Any) -> str:
-    if x is None:
-        return "—"
-    v = float(x)
-    return f"{100 * v:.1f} %" if math.isfinite(v) else "—"
-
-
-def _overshoot(d: pd.DataFrame) -> float | None:
-    """Median of ``s_update / s_opt`` over lines with ``s_opt > 0`` (paper: ≈ 2 for λ = 0.1)."""
-    if not {"s_update", "s_opt"} <= set(d.columns):
-        return None
-    s_opt = d.s_opt.to_numpy(float)
-    s_upd = d.s_update.to_numpy(float)
-    ok = np.isfinite(s_opt) & np.isfinite(s_upd) & (s_opt > 0)
-    return float(np.median(s_upd[ok] / s_opt[ok])) if ok.any() else None
 
 
 def _max_mae(fits: pd.DataFrame, degree: int) -> float | None:
@@ -369,32 +327,34 @@ def core_results(run: RunData) -> list[dict[str, str]]:
     for deg in (1, 2):
         add(
             f"fit_{deg}",
-            f"MAE of the degree-{deg} fit on ±{_f(fits.get('window'))}, mean over {over} (max)",
-            f"{_f(fits.get(f'mean_mae_degree_{deg}'))} ({_f(_max_mae(run.fits, deg))})",
+            f"MAE of the degree-{deg} fit on ±{fmt(fits.get('window'))}, mean over {over} (max)",
+            f"{fmt(fits.get(f'mean_mae_degree_{deg}'))} ({fmt(_max_mae(run.fits, deg))})",
         )
     m1, m2 = fits.get("mean_mae_degree_1"), fits.get("mean_mae_degree_2")
     if m1 and m2:
-        add("fit_ratio", "degree-1 / degree-2 mean MAE", f"{_f(m1 / m2)}×")
+        add("fit_ratio", "degree-1 / degree-2 mean MAE", f"{fmt(m1 / m2)}×")
     dist = s.get("distances", {})
     later_idx = dist.get("later_from_line_index")
-    add("dist_first", "median distance between the first lines (MAE)", _f(dist.get("first_median")))
+    add(
+        "dist_first", "median distance between the first lines (MAE)", fmt(dist.get("first_median"))
+    )
     add(
         "dist_later",
         f"median distance between later lines (from the {_ordinal(later_idx)} line on) (max)",
-        f"{_f(dist.get('later_median'))} ({_f(dist.get('later_max'))})",
+        f"{fmt(dist.get('later_median'))} ({fmt(dist.get('later_max'))})",
     )
     add(
         "dist_consecutive",
         "median distance of consecutive lines: all / later",
-        f"{_f(dist.get('consecutive_median'))} / {_f(dist.get('consecutive_median_later'))}",
+        f"{fmt(dist.get('consecutive_median'))} / {fmt(dist.get('consecutive_median_later'))}",
     )
     lam = s.get("lambda_star", {})
     add(
         "lambda_star",
         "λ* = median s_opt/‖g_t‖ [IQR]; first → second half median (slope per line)",
-        f"{_f(lam.get('median'))} [{_f(lam.get('q25'))}–{_f(lam.get('q75'))}]; "
-        f"{_f(lam.get('first_half_median'))} → {_f(lam.get('second_half_median'))} "
-        f"({_f(lam.get('slope_per_line'), 2)})",
+        f"{fmt(lam.get('median'))} [{fmt(lam.get('q25'))}–{fmt(lam.get('q75'))}]; "
+        f"{fmt(lam.get('first_half_median'))} → {fmt(lam.get('second_half_median'))} "
+        f"({fmt(lam.get('slope_per_line'), 2)})",
     )
     ratios = s.get("ratios", {})
     if "s_opt_over_minus_accumulated_delta" in ratios:
@@ -403,43 +363,43 @@ def core_results(run: RunData) -> list[dict[str, str]]:
         add(
             "lambda_star_momentum",
             "β > 0: median s_opt/(−D_t) [IQR]; median s_opt/‖m_t‖; flatter reading",
-            f"{_f(acc.get('median'))} [{_f(acc.get('q25'))}–{_f(acc.get('q75'))}]; "
-            f"{_f(upd.get('median'))}; {s.get('momentum_ratio_flatter') or '—'}",
+            f"{fmt(acc.get('median'))} [{fmt(acc.get('q25'))}–{fmt(acc.get('q75'))}]; "
+            f"{fmt(upd.get('median'))}; {s.get('momentum_ratio_flatter') or '—'}",
         )
     reading = s.get("momentum_sgd_lambda_over_sgd_step")
     if reading:
         add(
             "sgd_lambda_reading",
             "β > 0: median SGD λ step / SGD original step, −λ·δ_B vs −λ·D_t",
-            "; ".join(f"{strategy_label(k)}: {_f(v)}" for k, v in reading.items()),
+            "; ".join(f"{strategy_label(k)}: {fmt(v)}" for k, v in reading.items()),
         )
     rates = s.get("rates") or {}
     if rates:
         add(
             "rates",
             "learning rate: as trained; λ* in-sample; λ* out-of-sample at the last line",
-            f"{_f(rates.get('trained'))}; {_f(rates.get('lambda_star_in'))}"
-            f"{_span(rates, 'lambda_star_in')}; {_f(rates.get('lambda_star_out_last'))}",
+            f"{fmt(rates.get('trained'))}; {fmt(rates.get('lambda_star_in'))}"
+            f"{span(rates, 'lambda_star_in')}; {fmt(rates.get('lambda_star_out_last'))}",
             "lambda_star",
         )
     add(
         "sgd_overshoot",
-        f"SGD original step / s_opt (median; λ = {_f(run.lr)})",
-        f"{_f(_overshoot(run.derivatives))}×",
+        f"SGD original step / s_opt (median; λ = {fmt(run.lr)})",
+        f"{fmt(overshoot(run.derivatives))}×",
     )
     opt = s.get("strategies", {}).get("optimal", {})
     for name, st in _ordered(s.get("strategies", {})):
         key = "strategy:sgd_lambda" if name.startswith("sgd_lambda") else f"strategy:{name}"
         ours = (
-            f"{_f(st.get('accumulated_improvement'))}{_span(st, 'accumulated_improvement')} "
-            f"({_pct(st.get('share_of_optimum'))}{_span(st, 'share_of_optimum', _pct)}); "
-            f"Σ|distance| {_f(st.get('accumulated_abs_distance'))}"
+            f"{fmt(st.get('accumulated_improvement'))}{span(st, 'accumulated_improvement')} "
+            f"({pct(st.get('share_of_optimum'))}{span(st, 'share_of_optimum', pct)}); "
+            f"Σ|distance| {fmt(st.get('accumulated_abs_distance'))}"
         )
         label = strategy_label(name, run.lr, s.get("mu", 0.1), rates.get("lambda_star_in"))
         add(
             f"strategy:{name}",
             f"accumulated improvement of {label} (share of the optimum's)",
-            ours if name != "optimal" else f"{_f(opt.get('accumulated_improvement'))} (100 %)",
+            ours if name != "optimal" else f"{fmt(opt.get('accumulated_improvement'))} (100 %)",
             key,
         )
     bs = s.get("batch_size", {})
@@ -449,7 +409,7 @@ def core_results(run: RunData) -> list[dict[str, str]]:
         add(
             f"delta_ratio:{key}",
             f"δ ratio {label} / bs {ref}: median (expected {ref}/bs)",
-            f"{_f(r.get('median_ratio'))} ({_f(r.get('expected_ratio'))})",
+            f"{fmt(r.get('median_ratio'))} ({fmt(r.get('expected_ratio'))})",
             "delta_ratio",
         )
     # the paper's text for a group is shown once, on its first row
@@ -469,9 +429,9 @@ def claim_rows(run: RunData) -> list[dict[str, str]]:
     """
     rows = []
     for c in run.claims:
-        value = _f(c.get("value"))
+        value = fmt(c.get("value"))
         if c.get("low") is not None and c.get("high") is not None:
-            value += f" [{_f(c['low'])}, {_f(c['high'])}]"
+            value += f" [{fmt(c['low'])}, {fmt(c['high'])}]"
         verdict = str(c.get("verdict", "inconclusive"))
         rows.append(
             {
@@ -532,18 +492,18 @@ def _settings_line(run: RunData) -> str:
     if st.get("scale") == "run":
         how = (
             f"run scale: the window and µ follow this run's typical step "
-            f"s_typ = median |s_opt| = {_f(st.get('typical_step'))} (w = 2·s_typ, µ = s_typ), "
+            f"s_typ = median |s_opt| = {fmt(st.get('typical_step'))} (w = 2·s_typ, µ = s_typ), "
             "and SGD is compared at the run's own λ* (in- and out-of-sample)"
         )
     else:
         how = "paper scale: the constants of the paper's ResNet-20 run"
     given = st.get("overrides") or []
-    lams = ", ".join(_f(x) for x in s.get("lambdas") or [])
+    lams = ", ".join(fmt(x) for x in s.get("lambdas") or [])
     return (
-        f"{how}; window ±{_f(s.get('window'))}, µ = {_f(s.get('mu'))}"
+        f"{how}; window ±{fmt(s.get('window'))}, µ = {fmt(s.get('mu'))}"
         + (f", SGD λ = {lams}" if lams else "")
         + f"; optimizer {name}"
-        + (f" (β = {_f(opt.get('momentum'))})" if opt.get("momentum") else "")
+        + (f" (β = {fmt(opt.get('momentum'))})" if opt.get("momentum") else "")
         + (f"; set by you: {', '.join(given)}" if given else "")
         + "."
     )
@@ -586,8 +546,8 @@ def _noise_scale_note(run: RunData) -> str:
     bs = est.get("b_simple", {})
     return (
         f"Gradient noise scale B_simple = tr Σ/|G|² of the direction batch (McCandlish et al. "
-        f"2018; per-sample gradients on {bs.get('n', 0)} lines): median {_f(bs.get('median'))} "
-        f"[{_f(bs.get('q25'))}, {_f(bs.get('q75'))}], against the run's batch size "
+        f"2018; per-sample gradients on {bs.get('n', 0)} lines): median {fmt(bs.get('median'))} "
+        f"[{fmt(bs.get('q25'))}, {fmt(bs.get('q75'))}], against the run's batch size "
         f"{est.get('batch_size')}; McCandlish et al. expect little gain from batches much "
         "larger than B_simple. Over training: the estimators section below."
     )
@@ -605,26 +565,13 @@ def _bs_table(run: RunData) -> tuple[list[str], list[list[str]]]:
         for n in names:
             v = imp[bs].get(n, {})
             cells.append(
-                f"{_f(v.get('accumulated_improvement'))} ({_pct(v.get('share_of_optimum'))})"
+                f"{fmt(v.get('accumulated_improvement'))} ({pct(v.get('share_of_optimum'))})"
             )
         rows.append(cells)
     return header, rows
 
 
 # ------------------------------------------------------------------------------ figures
-
-
-def _representative(lines: np.ndarray, n_total: int) -> list[int]:
-    """Three analysed lines spread over training (paper: 10, 4000, 8000 of 10 000)."""
-    if lines.size == 0:
-        return []
-    targets = [min(10, n_total // 8), round(0.4 * n_total), round(0.8 * n_total)]
-    picked: list[int] = []
-    for t in targets:
-        best = int(lines[int(np.argmin(np.abs(lines - t)))])
-        if best not in picked:
-            picked.append(best)
-    return picked
 
 
 @dataclass
@@ -648,270 +595,13 @@ def _missing_lines(
     return int(summary.get("lines_missing") or 0), int(summary.get("lines_total") or 0)
 
 
-def _bands(run: RunData) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """Row-bootstrap bands of the accumulated improvements (None without ``bootstrap.npz``)."""
-    path = (run.tables or run.path / "analysis") / "bootstrap.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as z:
-        reps = {k: z[k] for k in z.files if k.startswith("impr:")}
-    level = float((run.summary.get("bootstrap") or {}).get("level") or 0.95)
-    return accumulated_bands(reps, level)
-
-
-def _evals(run_dir: Path) -> pd.DataFrame | None:
-    """Eval-mode metrics at the checkpoints (``trajectory/eval_*.json``), or None."""
-    rows = [_read_json(p) for p in sorted((run_dir / "trajectory").glob("eval_*.json"))]
-    rows = [r for r in rows if "val_accuracy" in r]
-    return pd.DataFrame(rows).sort_values("step") if rows else None
-
-
-def _acc_text(run_dir: Path) -> str:
-    ev = _evals(run_dir)
-    if ev is None:
-        return ""
-    last = ev.iloc[-1]
-    return (
-        f"; ours at step {int(last.step)}: training accuracy {last.train_accuracy:.3f}, "
-        f"validation accuracy {last.val_accuracy:.3f}"
-    )
-
-
-def _line_bn(config: dict[str, Any]) -> str:
-    """How the lines normalise BatchNorm (``measure.batchnorm``, default ``batch``)."""
-    if (config.get("measure") or {}).get("batchnorm", "batch") == "running":
-        return "BatchNorm with θ_t's running statistics"
-    return "BatchNorm with each evaluation batch's own statistics"
-
-
-def _eval_vs_lines(run_dir: Path, d: pd.DataFrame) -> str:
-    """Eval-mode training loss at the last checkpoint with a line beside that line's l(0)."""
-    ev = _evals(run_dir)
-    if ev is None or "train_loss" not in ev or d.empty:
-        return ""
-    ev = ev[ev.step <= d.line.max()]
-    if ev.empty:
-        return ""
-    last = ev.iloc[-1]
-    row = d[d.line <= last.step].iloc[-1] if (d.line <= last.step).any() else d.iloc[0]
-    return (
-        f"; at step {int(last.step)} the eval-mode training loss is {_f(last.train_loss)} "
-        f"and l(0) of line {int(row.line)} is {_f(row.l0)}"
-    )
-
-
 def _figures(run: RunData, mode: str) -> list[_Fig]:
-    s = run.summary
-    d = run.derivatives.sort_values("line")
-    lines = d.line.to_numpy()
-    dist = s.get("distances", {})
-    fits = s.get("fits", {})
-    lam = s.get("lambda_star", {})
-    strat = s.get("strategies", {})
-    mu = float(s.get("mu", 0.1))
-    # Fig. 5's "SGD λ" parabola: the paper's λ, or in run scale the run's own λ*
-    lambdas = s.get("lambdas") or [(s.get("rates") or {}).get("lambda_star_in") or 0.05]
-    store_path = run.path / "lines.zarr"
-    has_store = store_path.is_dir()
-    figs: list[_Fig] = []
-
-    def share(name: str) -> str:
-        return _pct(strat.get(name, {}).get("share_of_optimum"))
-
-    if has_store:
-
-        def draw_training() -> Figure:
-            store = LineStore.open(store_path)
-            sm = store.read_summary()
-            done = np.flatnonzero(sm["done"])
-            z = sm["zero_index"][done]
-            ok = z >= 0
-            t, z = done[ok], z[ok]
-            return plot_training(
-                t,
-                sm["train_mean"][t, z],
-                sm["val_mean"][t, z],
-                sm["batch_loss"][t],
-                evals=_evals(run.path),
-            )
-
-        figs.append(
-            _Fig(
-                "training",
-                "Fig. 1 — training curves",
-                "Both kinds of numbers are drawn, labelled. Solid: full-batch training loss "
-                "l(0), validation loss at s = 0 and the direction batch's loss at every "
-                f"measured line, evaluated as the lines are ({_line_bn(run.config)}). "
-                "Squares: losses and (right) accuracy in eval mode at "
-                "every checkpoint (model.eval(): running BatchNorm statistics, no dropout; "
-                "the store holds no accuracy), when the trajectory recorded them. Paper "
-                "(ResNet-20, λ = 0.1): training and validation accuracy rise steadily over the "
-                f"10,000 steps{_acc_text(run.path)}. Ours: l(0) from "
-                f"{_f(d.l0.iloc[0])} (line {lines[0]}) to {_f(d.l0.iloc[-1])} "
-                f"(line {lines[-1]}){_eval_vs_lines(run.path, d)}.",
-                draw_training,
-            )
-        )
-        reps = _representative(lines, int(s.get("lines_total") or lines.size))
-
-        def views() -> list:
-            store = LineStore.open(store_path)
-            return [line_view(store.read_line(t), t, mode) for t in reps]
-
-        figs.append(
-            _Fig(
-                "lines",
-                "Fig. 2 — representative lines",
-                f"Full-batch loss l (red), direction-batch loss l_B (green) and the min–max "
-                f"band of the mini-batch losses (training rows in consecutive groups of the "
-                f"batch size) at lines {', '.join(map(str, reps))}; dashed: SGD's step, "
-                "diamond: s_opt. Paper (ResNet-20, lines 10/4000/8000): l_B is always steeper "
-                "at 0 and lower than l; the lines look like simple parabolas; the band is ≈ 0.4 "
-                "wide at line 10.",
-                lambda: plot_lines(views()),
-            )
-        )
-    figs.append(
-        _Fig(
-            "distances",
-            "Figs. 3/11/12 — distances between lines",
-            f"MAE between min-shifted full-batch lines on ±{_f(s.get('window'))}: all lines, "
-            "the first 50, the later lines, and consecutive lines (log y). Paper (ResNet-20): "
-            "high for the first ~10 lines, afterwards < 0.3 and concentrated around 0.01; "
-            "consecutive lines similar. Ours: first lines median "
-            f"{_f(dist.get('first_median'))}, later lines median {_f(dist.get('later_median'))} "
-            f"(max {_f(dist.get('later_max'))}), consecutive median "
-            f"{_f(dist.get('consecutive_median_later'))} (later lines).",
-            lambda: plot_distance_matrices(
-                run.distances,
-                int(dist.get("later_from_line_index") or 0),
-                dist.get("matrix_stride"),
-            ),
-        )
-    )
-    noisy = s.get("noisy_directions")
-    noisy_path = (run.tables or run.path / "analysis") / "directions.npz"
-    if noisy and noisy_path.exists():
-
-        def draw_noisy() -> Figure:
-            with np.load(noisy_path) as z:
-                return plot_direction_matrices({k: z[k] for k in z.files})
-
-        figs.append(
-            _Fig(
-                "directions",
-                "Fig. 8 — lines along noisy directions",
-                f"At {noisy['positions']} steps, {noisy['directions']} lines from the same "
-                "parameters along the gradients of different mini-batches: MAE between their "
-                "min-shifted full-batch lines, and its median over training. Paper (ResNet-20, "
-                "31 directions at 100 positions): the distances are low, so the line shape "
-                "hardly depends on the mini-batch. Ours: median "
-                f"{_f(noisy.get('median'))} (later SGD lines: {_f(dist.get('later_median'))}).",
-                draw_noisy,
-            )
-        )
-    figs.append(
-        _Fig(
-            "fits",
-            "Figs. 4/13/14 — polynomial fits",
-            f"MAE of least-squares polynomials of degree 1–4 fitted to l on "
-            f"±{_f(fits.get('window'))} (log y), and the degree-2 coefficients each shifted "
-            "by its own minimum. Paper: the degree-2 error is always low and degree 1 clearly "
-            "worse; the slope stays roughly constant, the curvature rises over the first steps "
-            f"and then decreases. Ours: mean MAE degree 1 {_f(fits.get('mean_mae_degree_1'))}, "
-            f"degree 2 {_f(fits.get('mean_mae_degree_2'))}.",
-            lambda: plot_fits(run.fits),
-        )
-    )
-    if has_store and lines.size:
-        t5 = _representative(lines, int(s.get("lines_total") or lines.size))[0]
-        row = d.set_index("line").loc[t5]
-
-        def draw_approx() -> Figure:
-            store = LineStore.open(store_path)
-            return plot_approximations(
-                line_view(store.read_line(t5), t5, mode),
-                update_norm=float(row.update_norm),
-                delta_batch=float(row.delta_batch),
-                lam=float(lambdas[0]),
-                mu=mu,
-            )
-
-        figs.append(
-            _Fig(
-                "approximations",
-                "Fig. 5 — parabolic approximations",
-                f"Line {t5}: l, l_B and the parabolas implied by SGD (original, vertex at its "
-                f"step), SGD λ = {_f(lambdas[0])} and PAL µ = {_f(mu)}, all through l_B(0); "
-                "dashed: their minima; red diamond: s_opt; green cross: the minimum of l_B. "
-                "Paper: SGD's parabola approximates l_B, not l, and overshoots s_opt.",
-                draw_approx,
-            )
-        )
-    lam_name = next((n for n in strat if n.startswith("sgd_lambda") and "accum" not in n), None)
-    figs.append(
-        _Fig(
-            "strategies",
-            "Figs. 6/9/15–18 — line-search strategies",
-            "Update steps, distances to the full-batch minimum (symlog), improvements "
-            "(symlog; smoothed over 25 lines), accumulated |distance| and improvement, and "
-            f"the ratio s_opt/{'(−D_t)' if run.momentum > 0 else '‖g_t‖'}. Paper (ResNet-20, "
-            "β = 0): FBPAL ≈ optimal, SGD λ = 0.05 about as good, λ = 0.1 steps ≈ 2× beyond "
-            "s_opt, the exact line search on the direction batch performs poorly, "
-            "s_opt/‖g‖ ≈ 0.05. Ours (share of the optimum's accumulated improvement): "
-            f"FBPAL {share('fbpal')}, "
-            + (f"SGD λ = {lam_name[len('sgd_lambda_') :]} {share(lam_name)}, " if lam_name else "")
-            + f"constant λ* out-of-sample {share('lambda_star_out')} (in-sample "
-            f"{share('lambda_star_in')}), "
-            f"PAL {share('pal')}, direction batch {share('exact_batch')}, SGD as trained "
-            f"{share('sgd')}; λ* = {_f(lam.get('median'))}; SGD's step is "
-            f"{_f(_overshoot(d))}× s_opt (median).",
-            lambda: plot_strategies(
-                run.strategies,
-                run.derivatives,
-                momentum=run.momentum,
-                mode=mode,
-                mu=mu,
-                bands=_bands(run),
-            ),
-        )
-    )
-    bs = s.get("batch_size", {})
-    if not run.batch_size.empty and bs.get("reference_batch_size"):
-        ratios = bs.get("delta_ratio", {})
-        ratio_txt = ", ".join(
-            f"bs {k}: {_f(v.get('median_ratio'))} (exp. {_f(v.get('expected_ratio'))})"
-            for k, v in ratios.items()
-            if k != "full"
-        )
-        figs.append(
-            _Fig(
-                "batch_size",
-                "Figs. 7/19/20 — batch size",
-                "Accumulated improvement of SGD (original) and PAL with simulated direction "
-                "batches of each size, against the optimum; |δ| per batch size; the ratio "
-                f"δ_bs/δ_{bs['reference_batch_size']} against the expected "
-                f"{bs['reference_batch_size']}/bs (dashed). Paper (ResNet-20): SGD suffers more "
-                "than PAL at small bs, bs 512 is almost optimal, the ratio equals 128/bs for bs "
-                "32…256 throughout and is lower early for bs ≥ 512. Ours (median ratio): "
-                f"{ratio_txt}.",
-                lambda: plot_batch_size(
-                    run.batch_size,
-                    reference_batch_size=int(bs["reference_batch_size"]),
-                    mode=mode,
-                    lr=run.lr,
-                    mu=mu,
-                ),
-            )
-        )
-    if run.momentum > 0:
-        for f in figs:
-            if f.name == "strategies":
-                f.caption += (
-                    " For β > 0 (Fig. 9) the ratio divides by the accumulated directional "
-                    "derivative D_t (SPEC §6.9); dashed grey: s_opt/‖m_t‖."
-                )
-    return figs
+    """The figures of :data:`steplines.report.figures.FIGURES` this run has the data for."""
+    return [
+        _Fig(spec.name, spec.title, spec.caption(run), functools.partial(spec.draw, run, mode))
+        for spec in FIGURES
+        if spec.available(run)
+    ]
 
 
 _EST_ROWS: tuple[tuple[str, str, str, bool], ...] = (
@@ -978,7 +668,7 @@ def _estimator_section(run: RunData) -> dict[str, Any]:
         if needs_inputs and not measured:
             error, n = "not measured", "0"
         else:
-            error = f"{_f(q.get('median'))} [{_f(q.get('q25'))}, {_f(q.get('q75'))}]"
+            error = f"{fmt(q.get('median'))} [{fmt(q.get('q25'))}, {fmt(q.get('q75'))}]"
             n = str(q.get("n", 0))
         what = what.format(
             labpal=est.get("labpal_batches", "?"),
@@ -992,8 +682,8 @@ def _estimator_section(run: RunData) -> dict[str, Any]:
     if est.get("noise_scale_measured"):
         naive = est.get("b_simple_naive", {})
         b_err = (
-            f"{_f(bs.get('median'))} [{_f(bs.get('q25'))}, {_f(bs.get('q75'))}] "
-            f"(plug-in tr Σ/|G_B|²: {_f(naive.get('median'))})"
+            f"{fmt(bs.get('median'))} [{fmt(bs.get('q25'))}, {fmt(bs.get('q75'))}] "
+            f"(plug-in tr Σ/|G_B|²: {fmt(naive.get('median'))})"
         )
         b_n = str(bs.get("n", 0))
     else:
@@ -1030,7 +720,7 @@ def _num(x: Any) -> float | None:
 
 def _worst(records: list[dict[str, Any]], key: str) -> str:
     values = [v for r in records if (v := _num(r.get(key))) is not None]
-    return _f(max(values)) if values else "—"
+    return fmt(max(values)) if values else "—"
 
 
 def read_precision_checks(run_dir: Path) -> tuple[list[dict[str, Any]], int]:
@@ -1219,11 +909,11 @@ def _meta(run: RunData) -> list[tuple[str, list[tuple[str, str]]]]:
                 ("lines", f"{s.get('lines_used')} of {s.get('lines_total')}"),
                 ("optimizer", str(s.get("optimizer", "sgd"))),
                 ("β (SGD momentum)", f"{s.get('momentum')} ({s.get('momentum_source')})"),
-                ("window", f"±{_f(s.get('window'))}"),
+                ("window", f"±{fmt(s.get('window'))}"),
                 (
                     "SGD λ / PAL µ",
-                    f"{', '.join(_f(x) for x in s.get('lambdas') or []) or '—'} / "
-                    f"{_f(s.get('mu'))}",
+                    f"{', '.join(fmt(x) for x in s.get('lambdas') or []) or '—'} / "
+                    f"{fmt(s.get('mu'))}",
                 ),
                 (
                     "full batch rows",
@@ -1347,21 +1037,21 @@ def _compare_page(
                 "href": _rel(page, out.parent),
                 "cells": [
                     _problem_label(run.config),
-                    _f(run.lr),
-                    _f(run.momentum),
+                    fmt(run.lr),
+                    fmt(run.momentum),
                     f"{s.get('lines_used')} / {s.get('lines_total')}",
-                    _f(l0[-1]) if l0.size else "—",
-                    f"{_f(fits.get('mean_mae_degree_1'))} / {_f(fits.get('mean_mae_degree_2'))}",
-                    _f(s.get("distances", {}).get("later_median")),
-                    f"{_f(lam.get('median'))} [{_f(lam.get('q25'))}–{_f(lam.get('q75'))}]",
+                    fmt(l0[-1]) if l0.size else "—",
+                    f"{fmt(fits.get('mean_mae_degree_1'))} / {fmt(fits.get('mean_mae_degree_2'))}",
+                    fmt(s.get("distances", {}).get("later_median")),
+                    f"{fmt(lam.get('median'))} [{fmt(lam.get('q25'))}–{fmt(lam.get('q75'))}]",
                     " / ".join(
-                        _pct(st.get(n, {}).get("share_of_optimum"))
+                        pct(st.get(n, {}).get("share_of_optimum"))
                         for n in ("sgd", lam_name, "pal", "fbpal")
                     ),
                 ],
             }
         )
-        label = f"{run.name} (λ = {_f(run.lr)}, β = {_f(run.momentum)})"
+        label = f"{run.name} (λ = {fmt(run.lr)}, β = {fmt(run.momentum)})"
         labels[label if label not in labels else f"{label} [{len(labels)}]"] = (lines, l0)
     banners = [
         {"text": f"{r.name}: {b['text']}"} for r in runs for b in r.banners if b["level"] == "error"

@@ -1,0 +1,185 @@
+"""What the report draws of the lines themselves, computed once by the analysis.
+
+The figures of whole lines (Fig. 1's training curves, Fig. 2's representative lines, Fig. 5's
+parabolic approximations) need more than the tables of per-line numbers: the loss at ``s = 0``
+of every line and the per-sample rows of a few lines. :func:`write_views` computes them while
+the store is open and writes ``training.csv`` and ``views.npz`` beside the tables, so the report
+is drawn from the analysis directory alone (a run directory without its 5 GB store still gets
+every figure).
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from steplines.store import LineRecord, LineStore
+
+__all__ = [
+    "LineView",
+    "line_view",
+    "read_views",
+    "representative_lines",
+    "write_views",
+]
+
+_FIELDS = ("positions", "full", "batch", "band_min", "band_max")
+
+
+@dataclass(frozen=True)
+class LineView:
+    """One measured line, reduced to what the line figures draw.
+
+    Attributes:
+        t: Step index.
+        positions: ``[k]`` positions ``s``.
+        full: ``[k]`` full-batch line ``l(s)``.
+        batch: ``[k]`` direction-batch line ``l_B(s)``.
+        band_min, band_max: ``[k]`` min and max over the mini-batch losses (training rows in
+            consecutive groups of ``group_size``), or None.
+        s_update: SGD's step (``‖u_t‖``).
+        group_size: Rows per mini-batch of the band.
+        n_groups: Mini-batches in the band.
+    """
+
+    t: int
+    positions: np.ndarray
+    full: np.ndarray
+    batch: np.ndarray
+    band_min: np.ndarray | None
+    band_max: np.ndarray | None
+    s_update: float
+    group_size: int
+    n_groups: int
+
+    @property
+    def s_opt(self) -> float:
+        """First argmin of ``l``."""
+        return float(self.positions[int(np.nanargmin(self.full))])
+
+    @property
+    def s_batch(self) -> float:
+        """First argmin of ``l_B``."""
+        return float(self.positions[int(np.nanargmin(self.batch))])
+
+
+def line_view(
+    record: LineRecord, t: int, mode: str = "corrected", group_size: int | None = None
+) -> LineView:
+    """Reduce a stored line to a :class:`LineView` (SPEC §6.3 item 2, §6.7).
+
+    Args:
+        record: ``LineStore.read_line(t)``.
+        t: Its step index.
+        mode: ``corrected`` (l = mean of the N training rows) or ``faithful`` (N + B rows).
+        group_size: Rows per mini-batch of the min–max band (default: the direction batch
+            size B). The N training rows are grouped consecutively; a remainder is dropped.
+    """
+    train = np.asarray(record.train_losses, np.float64)
+    direction = np.asarray(record.direction_losses, np.float64)
+    n, b = train.shape[0], direction.shape[0]
+    full = train.mean(axis=0)
+    if mode == "faithful" and b:
+        full = (n * full + b * direction.mean(axis=0)) / (n + b)
+    batch = direction.mean(axis=0) if b else np.full_like(full, np.nan)
+    g = int(group_size or b or n)
+    groups = n // g if g else 0
+    band_min = band_max = None
+    if groups >= 1:
+        means = train[: groups * g].reshape(groups, g, -1).mean(axis=1)
+        band_min, band_max = means.min(axis=0), means.max(axis=0)
+    return LineView(
+        t=int(t),
+        positions=np.asarray(record.positions, np.float64),
+        full=full,
+        batch=batch,
+        band_min=band_min,
+        band_max=band_max,
+        s_update=float(record.s_update),
+        group_size=g,
+        n_groups=groups,
+    )
+
+
+def representative_lines(lines: np.ndarray, n_total: int) -> list[int]:
+    """Three analysed lines spread over training (paper: 10, 4000, 8000 of 10 000)."""
+    lines = np.asarray(lines)
+    if lines.size == 0:
+        return []
+    targets = [min(10, n_total // 8), round(0.4 * n_total), round(0.8 * n_total)]
+    picked: list[int] = []
+    for t in targets:
+        best = int(lines[int(np.argmin(np.abs(lines - t)))])
+        if best not in picked:
+            picked.append(best)
+    return picked
+
+
+def write_views(out_dir: Path, store: LineStore, lines: np.ndarray, mode: str) -> dict[str, Path]:
+    """Write ``training.csv`` and ``views.npz`` for the figures of whole lines.
+
+    * ``training.csv``: per analysed line ``line, train_l0, val_l0, batch_loss`` — the mean
+      training and validation loss at ``s = 0`` (NaN where 0 is not measured) and the direction
+      batch's loss at θ_t;
+    * ``views.npz``: the :class:`LineView` of each :func:`representative_lines` line, keys
+      ``t<t>_<field>`` (``lines`` lists them).
+
+    Returns:
+        ``{"training": path, "views": path}``.
+    """
+    lines = np.asarray(lines, dtype=np.int64)
+    sm = store.read_summary()
+    z = np.asarray(sm["zero_index"])[lines]
+    ok = z >= 0
+    zc = np.where(ok, z, 0)
+    pick = lambda name: np.where(ok, np.asarray(sm[name])[lines, zc], np.nan)  # noqa: E731
+    training = pd.DataFrame(
+        {
+            "line": lines,
+            "train_l0": pick("train_mean"),
+            "val_l0": pick("val_mean"),
+            "batch_loss": np.asarray(sm["batch_loss"])[lines],
+        }
+    )
+    paths = {"training": out_dir / "training.csv", "views": out_dir / "views.npz"}
+    training.to_csv(paths["training"], index=False)
+    reps = representative_lines(lines, int(np.asarray(sm["positions"]).shape[0]))
+    arrays: dict[str, np.ndarray] = {"lines": np.asarray(reps, dtype=np.int64)}
+    for t in reps:
+        v = line_view(store.read_line(t), t, mode)
+        for name in _FIELDS:
+            val = getattr(v, name)
+            arrays[f"t{t}_{name}"] = np.asarray(val) if val is not None else np.empty(0)
+        arrays[f"t{t}_meta"] = np.array([v.s_update, v.group_size, v.n_groups], dtype=np.float64)
+    np.savez_compressed(paths["views"], **arrays)
+    return paths
+
+
+def read_views(path: Path) -> list[LineView]:
+    """The :class:`LineView` records of ``views.npz`` (empty list when absent)."""
+    if not Path(path).is_file():
+        return []
+    out = []
+    with np.load(path) as z:
+        for t in z["lines"]:
+            f = {name: z[f"t{t}_{name}"] for name in _FIELDS}
+            s_update, group, groups = z[f"t{t}_meta"]
+            out.append(
+                LineView(
+                    t=int(t),
+                    positions=f["positions"],
+                    full=f["full"],
+                    batch=f["batch"],
+                    band_min=f["band_min"] if f["band_min"].size else None,
+                    band_max=f["band_max"] if f["band_max"].size else None,
+                    s_update=float(s_update),
+                    group_size=int(group),
+                    n_groups=int(groups),
+                )
+            )
+    return out
