@@ -201,6 +201,30 @@ def test_the_report_is_drawn_from_the_analysis_tables_alone(built: Path, tmp_pat
     assert "not drawn" not in html
 
 
+def test_two_runs_side_by_side_as_the_paper_sets_them(tmp_path: Path) -> None:
+    """β = 0 above β = 0.9: a claims column per run, figures one row per run, one PDF."""
+    runs = [_tiny(tmp_path / f"beta{b}", momentum=b) for b in (0.0, 0.9)]
+    page = build_report(runs)
+    html = page.read_text()
+    table = re.search(r'<table id="claims-matrix">(.*?)</table>', html, re.S).group(1)
+    header = re.search(r"<tr>(.*?)</tr>", table, re.S).group(1)
+    assert "beta0.0" in header and "beta0.9" in header
+    assert table.count('<td class="verdict') == 2 * 8
+    from matplotlib.image import imread
+
+    for name in ("lines", "strategies"):
+        stacked = imread(page.parent / "figures" / f"compare_{name}.png")
+        single = imread(runs[0] / "figures" / f"{name}.png")
+        assert stacked.shape[0] > 1.6 * single.shape[0] * stacked.shape[1] / single.shape[1]
+        assert f"figures/compare_{name}.png" in html
+    book = page.with_suffix(".pdf").read_bytes()
+    assert len(re.findall(rb"/Type\s*/Page\b(?!s)", book)) == len(_imgs(html))
+    own = (runs[0] / "report.pdf").read_bytes()
+    assert len(re.findall(rb"/Type\s*/Page\b(?!s)", own)) == len(
+        _imgs((runs[0] / "report.html").read_text())
+    )
+
+
 def test_claims_come_first_with_every_verdict(built: Path) -> None:
     html = (built / "report.html").read_text()
     claims = json.loads((built / "analysis" / "claims.json").read_text())

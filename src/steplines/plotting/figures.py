@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib import image as mpimg
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, ScalarFormatter
@@ -31,6 +32,7 @@ __all__ = [
     "plot_distance_matrices",
     "plot_fits",
     "plot_lines",
+    "plot_rows",
     "plot_strategies",
     "plot_training",
     "save_figure",
@@ -802,4 +804,26 @@ def plot_compare(runs: Mapping[str, tuple[np.ndarray, np.ndarray]], smoothing: i
     ax.set_title("runs compared")
     if runs:
         ax.legend(fontsize=8)
+    return fig
+
+
+def plot_rows(images: Sequence[Path], labels: Sequence[str], width: float = 13.0) -> Figure:
+    """One figure with one row per run, as the paper sets β = 0 above β = 0.9.
+
+    Args:
+        images: The same figure of each run (PNG files of equal kind).
+        labels: Each row's title (the run).
+        width: Figure width in inches; each row keeps its image's aspect ratio.
+
+    Returns:
+        The rows stacked top to bottom, each titled with its label.
+    """
+    pics = [mpimg.imread(str(p)) for p in images]
+    heights = [width * p.shape[0] / p.shape[1] for p in pics]
+    fig = Figure(figsize=(width, sum(heights) + 0.35 * len(pics)), layout="constrained")
+    axes = fig.subplots(len(pics), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, pic, label in zip(axes, pics, labels):
+        ax.imshow(pic)
+        ax.set_axis_off()
+        ax.set_title(label, fontsize=11, loc="left", fontweight="bold")
     return fig

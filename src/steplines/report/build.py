@@ -8,11 +8,12 @@ comparison page links them (default ``RUN_A/compare.html``). This module never i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import jinja2
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
@@ -30,6 +32,7 @@ from steplines.analysis.views import LineView, read_views
 from steplines.errors import RunDirError, SteplinesError
 from steplines.plotting import (
     plot_compare,
+    plot_rows,
     save_figure,
     strategy_label,
 )
@@ -45,6 +48,7 @@ __all__ = [
     "build_report",
     "build_run_report",
     "claim_rows",
+    "claims_matrix",
     "claims_text",
     "core_results",
     "load_run",
@@ -801,13 +805,21 @@ def _draw_all(
     page_dir: Path,
     banners: list[dict[str, str]],
     formats: Sequence[str] = ("png", "pdf"),
+    book: PdfPages | None = None,
 ) -> list[dict[str, str]]:
+    """Draw and save every figure (PNG always); a failed figure becomes a banner.
+
+    With ``book``, every drawn figure is also appended as a page of that PDF.
+    """
     formats = ("png", *[f for f in formats if f != "png"])
     out = []
     for f in figs:
         try:
             fig = f.draw()
             paths = save_figure(fig, fig_dir, f.name, formats)
+            if book is not None:
+                fig.suptitle(f.title, fontsize=10, x=0.01, ha="left")
+                book.savefig(fig)
         except SteplinesError as exc:
             banners.append(_banner(f"{f.title} not drawn: {exc}"))
             continue
@@ -953,12 +965,13 @@ def build_run_report(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     banners = list(run.banners)
-    figures = _draw_all(_figures(run, mode), run.figures, out.parent, banners, formats)
-    est = _estimator_section(run)
-    est_fig = _estimator_figure(run)
-    if est_fig is not None:
-        drawn = _draw_all([est_fig], run.figures, out.parent, banners, formats)
-        est["figure"] = drawn[0] if drawn else None
+    with _book(out, formats) as book:
+        figures = _draw_all(_figures(run, mode), run.figures, out.parent, banners, formats, book)
+        est = _estimator_section(run)
+        est_fig = _estimator_figure(run)
+        if est_fig is not None:
+            drawn = _draw_all([est_fig], run.figures, out.parent, banners, formats, book)
+            est["figure"] = drawn[0] if drawn else None
     title, _ = paper_values(match_preset(run.config))
     paper_note = (
         "Paper column: SPEC §7; the supplementary numbers were read off the paper's plots "
@@ -992,10 +1005,71 @@ def build_run_report(
             figures=figures,
             est=est,
             precision=_precision_section(run),
+            book=_rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "",
             version=_version(),
         )
     )
     out.write_text(html, encoding="utf-8")
+    return out
+
+
+@contextlib.contextmanager
+def _book(page: Path, formats: Sequence[str]) -> Iterator[PdfPages | None]:
+    """``<page>.pdf``, every figure of the page in one PDF (only when PDFs are written).
+
+    Written under a temporary name and renamed at the end, so a reader never sees half a book.
+    """
+    if "pdf" not in formats:
+        yield None
+        return
+    target = page.with_suffix(".pdf")
+    tmp = target.with_name(f".{target.name}.tmp")
+    with PdfPages(tmp, metadata={"CreationDate": None}) as book:
+        yield book
+    os.replace(tmp, target)
+
+
+def claims_matrix(runs: Sequence[RunData]) -> dict[str, Any]:
+    """The claims table of several runs: one row per claim, one column per run.
+
+    Returns:
+        ``{"runs": [names], "rows": [{"claim": text, "cells": [{"verdict", "css", "value"}]}]}``.
+    """
+    per_run = [{r["key"]: r for r in claim_rows(run)} for run in runs]
+    keys = list(dict.fromkeys(k for rows in per_run for k in rows))
+    rows = []
+    for key in keys:
+        first = next(rows[key] for rows in per_run if key in rows)
+        cells = []
+        for rows_ in per_run:
+            r = rows_.get(key)
+            cells.append(
+                {"verdict": r["verdict"], "css": r["css"], "value": f"{r['value']} ({r['n']})"}
+                if r
+                else {"verdict": "—", "css": "", "value": "not analysed"}
+            )
+        rows.append({"claim": first["claim"], "threshold": first["threshold"], "cells": cells})
+    return {"runs": [run.name for run in runs], "rows": rows}
+
+
+_ROWS = ("lines", "strategies", "fits", "distances", "batch_size")
+"""The figures the comparison page sets side by side, one row per run (as the paper's)."""
+
+
+def _row_figures(runs: Sequence[RunData], stem: str, labels: Sequence[str]) -> list[_Fig]:
+    out = []
+    for spec in (s for s in FIGURES if s.name in _ROWS):
+        images = [run.figures / f"{spec.name}.png" for run in runs]
+        if all(p.is_file() for p in images):
+            out.append(
+                _Fig(
+                    f"{stem}_{spec.name}",
+                    f"{spec.title}, one row per run",
+                    "The figure of each run's report, one row per run, as the paper sets its "
+                    "settings one above the other.",
+                    functools.partial(plot_rows, images, labels),
+                )
+            )
     return out
 
 
@@ -1066,13 +1140,22 @@ def _compare_page(
     )
     extra: list[dict[str, str]] = []
     stem = out.stem
-    figs = _draw_all(
-        [_Fig(f"{stem}_l0", fig.title, fig.caption, fig.draw)],
-        out.parent / "figures",
-        out.parent,
-        extra,
-        formats,
-    )
+    row_labels = [
+        f"{r.name}: {_problem_label(r.config)}, λ = {fmt(r.lr)}, β = {fmt(r.momentum)}"
+        for r in runs
+    ]
+    with _book(out, formats) as book:
+        figs = _draw_all(
+            [
+                _Fig(f"{stem}_l0", fig.title, fig.caption, fig.draw),
+                *_row_figures(runs, stem, row_labels),
+            ],
+            out.parent / "figures",
+            out.parent,
+            extra,
+            formats,
+            book,
+        )
     html = (
         _env()
         .from_string(COMPARE_TEMPLATE)
@@ -1082,6 +1165,8 @@ def _compare_page(
             mode=mode,
             banners=banners + extra,
             figures=figs,
+            claims=claims_matrix(runs),
+            book=_rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "",
         )
     )
     out.write_text(html, encoding="utf-8")
