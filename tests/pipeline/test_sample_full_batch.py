@@ -160,3 +160,16 @@ def test_fashion_mnist_full_preset_problem() -> None:
     lb = LineBatches(problem, cfg, torch.device("cpu"), torch.float32)
     rows = lb.train_rows(0)
     assert lb.n_train == 2048 and len(rows) == 16 and len(set(np.concatenate(rows))) == 2048
+
+
+def test_readme_full_cifar_snippet_validates(tmp_path: Path) -> None:
+    """The README's full CIFAR-10 TOML over the paper preset: a valid sampled configuration."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("**Full CIFAR-10**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "cifar-full.toml"
+    path.write_text(block)
+    cfg = load_config("paper-resnet20-sgd", path)
+    assert (cfg.problem.train_size, cfg.measure.full_batch) == (40000, "sample:4096")
+    # what the loader allows: the 80 % pool of CIFAR-10's 50,000 training images
+    train, _ = paper_split(50000, pool_train=40000, train_size=40000, val_size=1000)
+    assert len(set(train.tolist())) == 40000
