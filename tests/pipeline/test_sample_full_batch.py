@@ -11,6 +11,7 @@ import torch
 from steplines.config import load_config
 from steplines.errors import ConfigError
 from steplines.measure import LineBatches, check_full_batch, measure_lines, record_trajectory
+from steplines.probe import LineProbe
 from steplines.problems.datasets import FASHION_MNIST_SYSTEM_DIR, paper_split
 from steplines.problems.problem import Problem, make_problem, per_sample_cross_entropy
 from steplines.rundir import RunDir
@@ -173,3 +174,42 @@ def test_readme_full_cifar_snippet_validates(tmp_path: Path) -> None:
     # what the loader allows: the 80 % pool of CIFAR-10's 50,000 training images
     train, _ = paper_split(50000, pool_train=40000, train_size=40000, val_size=1000)
     assert len(set(train.tolist())) == 40000
+
+
+def test_line_probe_with_a_sampled_full_batch(tmp_path: Path) -> None:
+    """A user's loop: n rows of the user's training set per line; a bad n is refused up front."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 4, generator=g), torch.randint(0, 3, (96,), generator=g)
+
+    def net() -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3)
+        )
+
+    problem = Problem.from_tensors((x, y), None, net, per_sample_cross_entropy, batch_size=16)
+    grid = {"resolution": 0.1, "interval": 0.2, "max_passes": 1}
+    with pytest.raises(ConfigError, match="multiple of the batch size 16"):
+        LineProbe(
+            tmp_path / "bad",
+            net(),
+            problem=problem,
+            steps=2,
+            measure={**grid, "full_batch": "sample:40"},
+        )
+    assert not (tmp_path / "bad").exists()
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    measure = {**grid, "full_batch": "sample:32"}
+    probe = LineProbe(
+        tmp_path / "run", model, problem=problem, steps=2, optimizer=opt, measure=measure
+    )
+    for t in range(2):
+        with probe.step(t, x[:16], y[:16]):
+            opt.zero_grad()
+            per_sample_cross_entropy(model(x[:16]), y[:16]).mean().backward()
+            opt.step()
+    store = LineStore.open(tmp_path / "run" / "lines.zarr")
+    assert store.done().all() and store.n_train == 32
+    rows = [store.read_line(t).train_indices for t in range(2)]
+    assert all(len(set(r.tolist())) == 32 and r.max() < 96 for r in rows)
+    assert not np.array_equal(rows[0], rows[1])
