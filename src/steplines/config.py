@@ -24,6 +24,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DATASETS = ("digits", "cifar10", "fashion-mnist")
+# Training images a data set gives when ``problem.train_size`` is not set (``make_problem``).
+DEFAULT_TRAIN_SIZES = {"digits": 1280, "cifar10": 4000, "fashion-mnist": 4800}
+FULL_BATCH_MODES = ("epoch", "fixed")
+SAMPLE_PREFIX = "sample:"
 MODELS = ("digits-resnet", "resnet20", "resnet18", "mobilenetv2")
 # torch.optim classes selectable by lower-case name (any other class name of torch.optim works too).
 OPTIMIZER_ALIASES = {
@@ -129,7 +133,12 @@ class MeasureConfig(_Section):
             for |k·resolution| ≤ interval, plus s_update.
         max_passes: passes of interval enlargement (rings of width ``interval``), 1 = none.
         full_batch: ``epoch`` — a fresh augmented ``drop_last`` epoch per line (paper);
-            ``fixed`` — the whole un-augmented training set, the same for every line.
+            ``fixed`` — the whole un-augmented training set, the same for every line;
+            ``sample:n`` — a fresh random subset of n training samples per line, augmented and
+            grouped into BatchNorm batches of the run's batch size like ``epoch`` (it is the
+            first n/B batches of the epoch ``epoch`` would draw), so a line costs n rows, not
+            the whole training set. n must be a multiple of the batch size and at most the
+            training set's size (:func:`sample_size`).
         batchnorm: ``batch`` — train-mode statistics of each fixed evaluation batch (paper);
             ``running`` — eval mode with the running statistics of θ_t.
         dropout: ``fixed`` — one mask per batch per line (paper); ``off``.
@@ -170,7 +179,7 @@ class MeasureConfig(_Section):
     interval: float = Field(default=0.5, gt=0)
     resolution: float = Field(default=0.006, gt=0)
     max_passes: int = Field(default=5, ge=1, le=50)
-    full_batch: Literal["epoch", "fixed"] = "epoch"
+    full_batch: str = "epoch"
     batchnorm: Literal["batch", "running"] = "batch"
     dropout: Literal["fixed", "off"] = "fixed"
     engine: Literal["auto", "fast", "reference"] = "auto"
@@ -186,6 +195,12 @@ class MeasureConfig(_Section):
     noise_scale_every: int = Field(default=10, ge=0)
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     precision_check_every: int = Field(default=50, ge=1)
+
+    @field_validator("full_batch")
+    @classmethod
+    def _known_full_batch(cls, v: str) -> str:
+        sample_size(v)  # raises ValueError naming the accepted forms
+        return v
 
     @model_validator(mode="after")
     def _grid_not_too_fine(self) -> MeasureConfig:
@@ -247,6 +262,15 @@ class RunConfig(_Section):
             raise ValueError("dataset/model 'custom' need problem.factory = 'module:function'")
         return self
 
+    @model_validator(mode="after")
+    def _sample_fits(self) -> RunConfig:
+        n = sample_size(self.measure.full_batch)
+        if n is None or self.problem.factory:
+            return self  # a user's factory brings its own batch size: checked on its data
+        size = self.problem.train_size or DEFAULT_TRAIN_SIZES.get(self.problem.dataset)
+        check_sample_size(n, self.problem.batch_size, size)
+        return self
+
     def to_toml(self) -> str:
         """Return the resolved configuration as TOML (None values are left out)."""
         return tomli_w.dumps(_drop_none(self.model_dump(mode="json")))
@@ -259,6 +283,46 @@ class RunConfig(_Section):
             for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)
         ]
+
+
+def sample_size(full_batch: str) -> int | None:
+    """n of ``full_batch = "sample:n"``; None for ``epoch`` and ``fixed``.
+
+    Raises:
+        ValueError: any other value (the message lists the accepted forms).
+    """
+    if full_batch in FULL_BATCH_MODES:
+        return None
+    text = full_batch.removeprefix(SAMPLE_PREFIX)
+    if full_batch.startswith(SAMPLE_PREFIX) and text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError(
+        f"{full_batch!r} is not 'epoch', 'fixed' or 'sample:n' (n a positive multiple of the "
+        "batch size, e.g. 'sample:2048')"
+    )
+
+
+def check_sample_size(n: int, batch_size: int, train_size: int | None) -> None:
+    """Check ``sample:n`` against the batch size B and the training set's size.
+
+    Raises:
+        ValueError: n is larger than the training set, or not a multiple of B (the message
+            names the nearest valid values).
+    """
+    if train_size is not None and n > train_size:
+        most = (train_size // batch_size) * batch_size
+        raise ValueError(
+            f"measure.full_batch 'sample:{n}' asks for more than the {train_size} training images; "
+            f"use at most sample:{most}, or full_batch = 'epoch'"
+        )
+    if n % batch_size:
+        lo, hi = (n // batch_size) * batch_size, (n // batch_size + 1) * batch_size
+        fits = [f"sample:{v}" for v in (lo, hi) if v and (train_size is None or v <= train_size)]
+        fix = " or ".join(fits) or "full_batch = 'epoch'"
+        raise ValueError(
+            f"measure.full_batch 'sample:{n}' must be a multiple of the batch size {batch_size} "
+            f"(BatchNorm batches of B rows, like 'epoch'); use {fix}"
+        )
 
 
 def _drop_none(d: Any) -> Any:
@@ -280,11 +344,11 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _format_errors(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        loc = ".".join(str(x) for x in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)  # a whole-config check names its fields
     return f"invalid configuration in {source}: " + "; ".join(parts) + " (fix these fields)"
 
 
@@ -303,6 +367,7 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 PRESETS = (
     "demo",
     "fashion-mnist",
+    "fashion-mnist-full",
     "paper-resnet20-sgd",
     "paper-resnet20-momentum",
     "paper-resnet18-sgd",

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .config import MeasureConfig, RunConfig
+from .config import MeasureConfig, RunConfig, check_sample_size, sample_size
 from .engine.background import BackgroundWriter, Prefetcher
 from .engine.estimates import LineEstimates, LineEstimator
 from .engine.evaluators import (
@@ -75,7 +75,9 @@ def record_trajectory(
 
     Raises:
         DivergenceError: a batch loss was not finite; the records before it are kept.
+        ConfigError: ``full_batch = "sample:n"`` does not fit the problem (before training).
     """
+    check_full_batch(problem, run.config)  # before any training: a user's problem's sizes
     with train_lock(run.path):
         run.use_cpu_threads(device)
         try:
@@ -132,9 +134,37 @@ def _record(run: RunDir, problem: Problem, device: torch.device, progress: bool)
 
 
 def full_batch_rows(problem: Problem, cfg: RunConfig) -> int:
-    """N: rows of the full batch (``⌊N/B⌋·B`` for ``epoch``, all training images for ``fixed``)."""
+    """N: rows of the full batch per line.
+
+    ``⌊N/B⌋·B`` for ``epoch``, all training images for ``fixed``, n for ``sample:n``.
+
+    Raises:
+        ConfigError: ``sample:n`` does not fit the problem (n not a multiple of its batch
+            size, or more than its training images); see :func:`check_full_batch`.
+    """
     n, b = len(problem.train), problem.batch_size
+    sample = check_full_batch(problem, cfg)
+    if sample is not None:
+        return sample
     return (n // b) * b if cfg.measure.full_batch == "epoch" else n
+
+
+def check_full_batch(problem: Problem, cfg: RunConfig) -> int | None:
+    """n of ``full_batch = "sample:n"`` checked against the problem's data (None otherwise).
+
+    The configuration checks n against the batch size and training size it names; a user's
+    problem (``problem.factory``, LineProbe) brings its own, so they are checked here again.
+
+    Raises:
+        ConfigError: n is not a multiple of the batch size or exceeds the training images.
+    """
+    n = sample_size(cfg.measure.full_batch)
+    if n is not None:
+        try:
+            check_sample_size(n, problem.batch_size, len(problem.train))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    return n
 
 
 @dataclass
@@ -147,6 +177,7 @@ class LineBatches:
     dtype: torch.dtype
 
     def __post_init__(self) -> None:
+        check_full_batch(self.problem, self.cfg)
         b, n_val = self.problem.batch_size, len(self.problem.val)
         self._val_rows = [np.arange(s, min(s + b, n_val)) for s in range(0, n_val, b)]
         self._val_data = [self.to_device(self.problem.val_batch(r)) for r in self._val_rows]
@@ -157,11 +188,18 @@ class LineBatches:
 
     @property
     def n_train(self) -> int:
-        """N: rows of the full batch (``drop_last`` for ``epoch``)."""
+        """N: rows of the full batch (``drop_last`` for ``epoch``, n for ``sample:n``)."""
         return full_batch_rows(self.problem, self.cfg)
 
     def train_rows(self, t: int) -> list[np.ndarray]:
-        """Training rows of line t, one array per BatchNorm batch."""
+        """Training rows of line t, one array per BatchNorm batch.
+
+        ``fixed``: all rows in order. ``epoch``: a permutation seeded by (run seed, t),
+        ``drop_last``. ``sample:n``: the first n rows of that same permutation — the first
+        n/B batches of the epoch ``epoch`` would draw for line t (augmented alike), so n
+        distinct training rows, a different subset on every line, identical on every rerun,
+        resume or shard.
+        """
         n, b = len(self.problem.train), self.problem.batch_size
         if self.cfg.measure.full_batch == "fixed":
             return [np.arange(s, min(s + b, n)) for s in range(0, n, b)]
@@ -260,6 +298,9 @@ def open_or_create_store(run: RunDir, problem: Problem) -> LineStore:
             "train_source_indices": problem.train.indices.tolist(),
             "val_source_indices": problem.val.indices.tolist(),
             "dataset": problem.name,
+            # a sampled full batch says so (n_train is n; the training set has
+            # len(train_source_indices) images); epoch/fixed stores keep their attributes
+            **({"full_batch": m.full_batch} if sample_size(m.full_batch) is not None else {}),
         },
     )
     os.rename(tmp, run.lines_path)
