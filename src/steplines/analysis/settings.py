@@ -134,13 +134,16 @@ def optimizer_of(
 def match_preset(config: dict[str, Any]) -> tuple[str, bool] | None:
     """``(model, momentum > 0)`` when the run is one of the paper's settings, else None.
 
-    A paper setting is CIFAR-10 with ResNet-20, ResNet-18 or MobileNetV2 and β ∈ {0, 0.9}.
+    A paper setting is CIFAR-10's 8 % subset (4,000 training images, or no size given) with
+    ResNet-20, ResNet-18 or MobileNetV2 and β ∈ {0, 0.9}; full CIFAR-10 is not.
     """
     problem = config.get("problem", {})
     train = config.get("train", {})
     dataset = str(problem.get("dataset", "")).lower().replace("-", "").replace("_", "")
     model = str(problem.get("model", "")).lower().replace("-", "").replace("_", "")
     if dataset != "cifar10" or model not in PAPER_MODELS:
+        return None
+    if int(problem.get("train_size", 4000) or 4000) != 4000:
         return None
     try:
         beta = float(train.get("momentum", 0.0))

@@ -475,6 +475,9 @@ def _interval_note(run: RunData) -> dict[str, str]:
     b = run.summary.get("bootstrap") or {}
     level = f"{100 * float(b.get('level') or 0.95):g} %"
     rows = b.get("row_resamples")
+    full = str((run.config.get("measure") or {}).get("full_batch", "epoch"))
+    if full.startswith("sample:"):
+        level += f"; the full batch of every line is a fresh sample of {full[7:]} training rows"
     if rows is None:
         return {"level": level, "row_note": "not computed: these tables predate it"}
     if not rows:
