@@ -336,10 +336,19 @@ window.__errors = [];
 window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images);
+  // the line browser: move the control to the last line and see the plot change
+  const picker = document.getElementById('line-picker');
+  const before = document.getElementById('line-full').getAttribute('points');
+  picker.value = picker.max;
+  picker.dispatchEvent(new Event('input'));
   const s = {
     n: imgs.length,
     broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
     errors: window.__errors,
+    lines: Number(picker.max) + 1,
+    before: before,
+    after: document.getElementById('line-full').getAttribute('points'),
+    label: document.getElementById('line-label').textContent,
   };
   const pre = document.createElement('pre');
   pre.id = 'probe';
@@ -386,5 +395,8 @@ def test_report_loads_in_headless_chromium(built: Path, tmp_path: Path) -> None:
     assert status["n"] == 8  # Figs 1–7 and the estimators figure
     assert status["broken"] == []
     assert status["errors"] == []
+    assert status["lines"] == 12  # every line of the 12-line run is in the browser
+    assert status["before"].count(",") > 10 and status["after"] != status["before"]
+    assert status["label"].startswith("line 11:")
     console = [line for line in out.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console

@@ -56,7 +56,7 @@ from steplines.analysis.strategies import (
     strategy_metrics,
     strategy_steps,
 )
-from steplines.analysis.views import write_views
+from steplines.analysis.views import BrowserTap, write_views
 from steplines.errors import RunDirError
 from steplines.store import LineStore
 from steplines.store.schema import ESTIMATES
@@ -290,14 +290,16 @@ def analyze_run(
         window=settings.window,
         resamples=settings.resamples,
     )
+    browser = BrowserTap(sl.lines, mode)
     bs_cols = batch_size_rows(
-        labpal.tap(rows.tap(records)),
+        labpal.tap(rows.tap(browser.tap(records))),
         mode=mode,
         # the original's δ_B = −‖g‖ substitution is for SGD only: NaN never compares equal to 0
         momentum=settings.momentum if settings.optimizer.is_sgd else math.nan,
         batch_sizes=sizes,
         mu=settings.mu,
     )
+    paths["browser"] = browser.write(out_dir / "browser.json")
     bs_table = pd.DataFrame(bs_cols)
     paths["batch_size"] = out_dir / "batch_size.csv"
     bs_table.to_csv(paths["batch_size"], index=False)

@@ -12,6 +12,7 @@ This module never imports torch.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import pandas as pd
 from steplines.store import LineRecord, LineStore
 
 __all__ = [
+    "BROWSER_LINES",
+    "BROWSER_POINTS",
+    "BrowserTap",
     "LineView",
     "line_view",
     "read_views",
@@ -183,3 +187,74 @@ def read_views(path: Path) -> list[LineView]:
                 )
             )
     return out
+
+
+BROWSER_LINES = 200
+"""At most this many lines are embedded in the report's line browser (evenly spread)."""
+
+BROWSER_POINTS = 80
+"""At most this many positions per embedded line (0, s_update and s_opt always kept)."""
+
+
+def _sig(x: np.ndarray, digits: int = 5) -> list[float | None]:
+    return [float(f"{v:.{digits}g}") if np.isfinite(v) else None for v in np.asarray(x, float)]
+
+
+def _keep(positions: np.ndarray, must: list[float], n: int) -> np.ndarray:
+    """Indices of at most ``n`` positions, evenly spread, always with those nearest ``must``."""
+    k = positions.size
+    if k <= n:
+        return np.arange(k)
+    idx = set(np.round(np.linspace(0, k - 1, n - len(must))).astype(int).tolist())
+    for m in must:
+        if np.isfinite(m):
+            idx.add(int(np.argmin(np.abs(positions - m))))
+    return np.array(sorted(idx))
+
+
+class BrowserTap:
+    """Collects a downsampled view of every line (or of ``BROWSER_LINES`` spread over the run).
+
+    For the report's line browser: the reader picks any line and sees l, l_B, the min–max band
+    of the mini-batch losses, SGD's step and s_opt (:func:`line_view` of each kept line, at
+    most ``BROWSER_POINTS`` positions, 5 significant digits). :meth:`write` saves
+    ``browser.json``.
+    """
+
+    def __init__(self, lines: np.ndarray, mode: str) -> None:
+        lines = np.asarray(lines)
+        stride = max(1, int(np.ceil(lines.size / BROWSER_LINES)))
+        keep = lines[::stride]
+        if lines.size and keep[-1] != lines[-1]:
+            keep = np.append(keep, lines[-1])
+        self.keep = {int(t) for t in keep}
+        self.mode = mode
+        self.rows: list[dict[str, object]] = []
+
+    def tap(self, records):
+        """Yield the records unchanged, keeping the view of each selected line."""
+        for t, rec in records:
+            if int(t) in self.keep:
+                v = line_view(rec, int(t), self.mode)
+                ok = np.isfinite(v.positions) & np.isfinite(v.full)
+                p = v.positions[ok]
+                i = _keep(p, [0.0, v.s_update, v.s_opt], BROWSER_POINTS)
+                band = v.band_min is not None
+                self.rows.append(
+                    {
+                        "t": int(t),
+                        "s": _sig(p[i]),
+                        "l": _sig(v.full[ok][i]),
+                        "lb": _sig(v.batch[ok][i]),
+                        "lo": _sig(v.band_min[ok][i]) if band else [],
+                        "hi": _sig(v.band_max[ok][i]) if band else [],
+                        "s_update": float(f"{v.s_update:.5g}"),
+                        "s_opt": float(f"{v.s_opt:.5g}"),
+                    }
+                )
+            yield t, rec
+
+    def write(self, path: Path) -> Path:
+        """Save ``{"lines": [...]}`` as JSON at ``path``."""
+        path.write_text(json.dumps({"lines": self.rows}, separators=(",", ":")))
+        return path

@@ -65,6 +65,7 @@ ANALYSIS_FILES = (
     "settings.json",
     "training.csv",
     "views.npz",
+    "browser.json",
 )
 
 PRECISION_CHECKS = "precision_checks.jsonl"  # steplines.engine.precision.CHECKS_FILE (no torch)
@@ -468,6 +469,16 @@ def claims_text(run: RunData) -> str:
             f"{r['threshold']}{why}"
         )
     return "\n".join(lines)
+
+
+def _browser_json(run: RunData) -> str:
+    """``browser.json`` for embedding in a ``<script>`` element (``""`` when absent)."""
+    path = (run.tables or run.path / "analysis") / "browser.json"
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    # inside <script>, "</" would end the element: JSON allows the escaped form
+    return text.replace("</", "<\\/")
 
 
 def _interval_note(run: RunData) -> dict[str, str]:
@@ -1009,6 +1020,7 @@ def build_run_report(
             est=est,
             precision=_precision_section(run),
             book=_rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "",
+            browser=_browser_json(run),
             version=_version(),
         )
     )
