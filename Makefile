@@ -25,6 +25,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/python -m pytest -q
 
 lint: install

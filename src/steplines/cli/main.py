@@ -81,6 +81,7 @@ def _resolve(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="steplines", prog_name="steplines")
 @click.option("-v", "--verbose", is_flag=True, help="log one line per segment")
 def main(verbose: bool) -> None:
     """steplines: measure the loss along every SGD update-step line (Mutschler & Zell 2021)."""
