@@ -166,6 +166,11 @@ def typical_step(s_opt: np.ndarray) -> float:
     return float(np.median(s)) if s.size else float("nan")
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The overrides a user set (the values that are not None), in a fixed order."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def analysis_tag(
     mode: str,
     scale: str | None,
@@ -184,17 +189,7 @@ def analysis_tag(
     replaces the default. ``<hash>``: 8 hex digits of the overrides' SHA-256.
     """
     scale = scale or default_scale(mode, paper_setting)
-    given = {
-        k: v
-        for k, v in (
-            ("window", window),
-            ("lambdas", lambdas),
-            ("mu", mu),
-            ("resamples", resamples),
-            ("level", level),
-        )
-        if v is not None
-    }
+    given = _given(window=window, lambdas=lambdas, mu=mu, resamples=resamples, level=level)
     if mode == "corrected" and scale == default_scale(mode, paper_setting) and not given:
         return ""
     tag = f"{mode}-{scale}"
@@ -335,15 +330,7 @@ def resolve_settings(
         m = s_typ if math.isfinite(s_typ) else 4.0 * h
         lams = ()
     overrides = tuple(
-        name
-        for name, v in (
-            ("window", window),
-            ("lambdas", lambdas),
-            ("mu", mu),
-            ("resamples", resamples),
-            ("level", level),
-        )
-        if v is not None
+        _given(window=window, lambdas=lambdas, mu=mu, resamples=resamples, level=level)
     )
     return AnalysisSettings(
         mode=mode,

@@ -21,6 +21,7 @@ from __future__ import annotations
 from steplines.analysis.views import LineView, line_view
 from steplines.plotting.figures import (
     STRATEGY_COLORS,
+    STRATEGY_ORDER,
     plot_approximations,
     plot_batch_size,
     plot_compare,
@@ -36,6 +37,7 @@ from steplines.plotting.figures import (
 
 __all__ = [
     "STRATEGY_COLORS",
+    "STRATEGY_ORDER",
     "LineView",
     "line_view",
     "plot_approximations",

@@ -25,6 +25,7 @@ from steplines.analysis.views import LineView
 
 __all__ = [
     "STRATEGY_COLORS",
+    "STRATEGY_ORDER",
     "LineView",
     "plot_approximations",
     "plot_batch_size",
@@ -53,7 +54,7 @@ STRATEGY_COLORS: dict[str, str] = {
 """Colours of the paper's figures (``sgd_lambda`` covers every ``sgd_lambda_<λ>`` strategy;
 the ``_accum`` reading is dashed), one distinct colour per strategy."""
 
-_ORDER = (
+STRATEGY_ORDER: tuple[str, ...] = (
     "optimal",
     "fbpal",
     "lambda_star_out",
@@ -64,6 +65,8 @@ _ORDER = (
     "sgd",
     "fbpal_sgd",
 )
+"""The order strategies are listed and drawn in (``sgd_lambda`` covers ``sgd_lambda_<λ>``)."""
+
 _MAX_POINTS = 2000
 
 
@@ -136,7 +139,7 @@ def _strategy_style(name: str) -> dict[str, Any]:
 def _sort_strategies(names: Sequence[str]) -> list[str]:
     def key(n: str) -> tuple[int, str]:
         b = _base(n)
-        return (_ORDER.index(b) if b in _ORDER else len(_ORDER), n)
+        return (STRATEGY_ORDER.index(b) if b in STRATEGY_ORDER else len(STRATEGY_ORDER), n)
 
     return sorted(names, key=key)
 

@@ -31,6 +31,7 @@ from steplines.analysis.settings import check_mode, match_preset
 from steplines.analysis.views import LineView, read_views
 from steplines.errors import RunDirError, SteplinesError
 from steplines.plotting import (
+    STRATEGY_ORDER,
     plot_compare,
     plot_rows,
     save_figure,
@@ -535,23 +536,10 @@ def _ordinal(i: Any) -> str:
     return f"{n}{suffix}"
 
 
-_STRAT_ORDER = (
-    "optimal",
-    "fbpal",
-    "lambda_star_out",
-    "lambda_star_in",
-    "sgd_lambda",
-    "pal",
-    "exact_batch",
-    "sgd",
-    "fbpal_sgd",
-)
-
-
 def _ordered(strategies: dict[str, Any]) -> list[tuple[str, Any]]:
     def key(item: tuple[str, Any]) -> tuple[int, str]:
         base = "sgd_lambda" if item[0].startswith("sgd_lambda") else item[0]
-        return (_STRAT_ORDER.index(base) if base in _STRAT_ORDER else 99, item[0])
+        return (STRATEGY_ORDER.index(base) if base in STRATEGY_ORDER else 99, item[0])
 
     return sorted(strategies.items(), key=key)
 
