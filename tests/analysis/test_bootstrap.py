@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from steplines.analysis.bootstrap import (
+    SampleWeights,
     line_replicates,
     percentile_interval,
-    resample_counts,
     step_weights,
 )
 from steplines.analysis.lines import load_summary
@@ -88,7 +88,7 @@ def _population_record(rng: np.random.Generator, n: int, grid: np.ndarray) -> Li
 def test_intervals_cover_the_population_line_at_their_level() -> None:
     """Nominal 95 % intervals cover the population's s_opt and l(0) − l(0.3) in 90–98 %.
 
-    150 samples of 200 rows, 200 resamples each.
+    150 samples of 200 rows, 200 Poisson-bootstrap resamples each.
 
     Population line: E[a] s² + E[b] s = s² − s, minimum at s = 0.5 (a grid point); the
     improvement at the fixed step 0.3 is 0.3 − 0.09 = 0.21.
@@ -103,7 +103,7 @@ def test_intervals_cover_the_population_line_at_their_level() -> None:
             {"step": 0.3},
             mode="corrected",
             window=0.2,
-            counts_train=resample_counts(200, 200, np.random.default_rng([9, k])),
+            counts_train=SampleWeights(200, seed=k).weights(np.arange(200)),
             counts_direction=np.zeros((200, 0)),
         )
         lo, hi = percentile_interval(r.s_opt)
@@ -112,3 +112,15 @@ def test_intervals_cover_the_population_line_at_their_level() -> None:
         hits_i += lo <= 0.21 <= hi
     assert 0.90 <= hits_s / reps <= 0.98, hits_s
     assert 0.90 <= hits_i / reps <= 0.98, hits_i
+
+
+def test_sample_weights_follow_the_sample_not_the_line() -> None:
+    """A sample has one weight per replicate whichever line (and row) asks; Poisson(1) counts."""
+    w = SampleWeights(300)
+    ids = np.array([5, 4100, 7, 123456])
+    a = w.weights(ids)
+    b = SampleWeights(300).weights(ids[::-1])[:, ::-1]  # a fresh object, another order
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (300, 4) and (a >= 0).all() and a.dtype == np.float64
+    many = w.weights(np.arange(4096))
+    assert abs(many.mean() - 1) < 0.01 and abs(many.var() - 1) < 0.02

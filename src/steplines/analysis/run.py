@@ -319,8 +319,9 @@ def analyze_run(
         "level": settings.level,
         "seed": SEED,
         "full_batch_rows": int(store.n_train),
-        "rule": "per line: rows resampled with replacement (default_rng([seed, t])); "
-        "summaries combine replicate r of every line; claims add a block bootstrap over lines",
+        "rule": "Poisson(1) weight per training sample id, the same in every line of a "
+        "replicate (ids in blocks of 4096, default_rng([seed, block])); summaries combine "
+        "replicate r of every line; claims add a block bootstrap over lines",
     }
 
     # ---------------------------------------------------------------- estimators
