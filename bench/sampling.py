@@ -13,7 +13,12 @@ of the stored training rows of every line and compares, against the complete ful
 * λ* = median_t s_opt/‖m_t‖ (``‖g_t‖`` for plain SGD; relative error over repeats);
 * ``realised``: Σ_t (l(0) − l(s_opt(n))) / Σ_t (l(0) − l(s_opt)) on the complete line — the
   share of the optimum's improvement that stepping to the sampled minimum earns;
-* the saving in evaluations, N/n.
+* the saving in evaluations, N/n;
+* ``coverage``: how often the analysis' 95 % row-bootstrap interval
+  (:mod:`steplines.analysis.bootstrap`, computed from the n sampled rows alone) contains the
+  complete full batch's s_opt and l(0) − l(s_opt) of the line. The complete batch is the finite
+  population the n rows are drawn from without replacement, so as n approaches N the
+  intervals (made for an infinite population) grow conservative: coverage → 100 %.
 
 A subset is n/B whole BatchNorm batches of the stored rows (``--unit batch``, the default; the
 stored rows of ``epoch`` and ``fixed`` come in batches of B = the direction batch's size), which
@@ -40,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from steplines.analysis.bootstrap import SampleWeights, line_replicates, percentile_interval
 from steplines.analysis.strategies import evaluate_line, first_argmin, rate_ratios
 from steplines.errors import SteplinesError
 from steplines.store import LineStore
@@ -64,6 +70,7 @@ def sampling_errors(
     repeats: int = 20,
     seed: int = 0,
     unit: str = "batch",
+    resamples: int = 200,
 ) -> dict[str, Any]:
     """Sub-sample every done line of ``run``'s store and compare with the complete full batch.
 
@@ -74,6 +81,7 @@ def sampling_errors(
         seed: seed of the subset draws.
         unit: ``batch`` — n/B whole BatchNorm batches of the stored rows (what
             ``sample:n`` measures); ``row`` — n single rows.
+        resamples: bootstrap resamples of each subset's interval (0: no coverage columns).
 
     Returns:
         ``{"run", "N", "B", "lines", "repeats", "unit", "grid_spacing", "improvement",
@@ -116,6 +124,8 @@ def sampling_errors(
     full = {k: np.full(done.size, np.nan) for k in ("s_opt", "l_min", "l0", "norm", "h")}
     est = {k: np.full((len(ns), repeats, done.size), np.nan) for k in ("s_opt", "l_min", "l0")}
     realised = np.full((len(ns), repeats, done.size), np.nan)
+    covered = {k: np.zeros((len(ns), repeats, done.size), bool) for k in ("s_opt", "impr")}
+    weights = [SampleWeights(resamples, seed=seed * 1000 + r) for r in range(repeats)]
     for i, t in enumerate(done):
         line = store.read_line(int(t))
         pos = line.positions
@@ -133,6 +143,20 @@ def sampling_errors(
                 s, lm, l0 = _line_values(pos, sub)
                 est["s_opt"][j, r, i], est["l_min"][j, r, i], est["l0"][j, r, i] = s, lm, l0
                 realised[j, r, i] = evaluate_line(pos, mean, s, "corrected")[0]
+                if resamples:
+                    reps = line_replicates(
+                        line,
+                        {},
+                        mode="corrected",
+                        window=0.0,
+                        counts_train=_subset_weights(weights[r], line, rows),
+                        counts_direction=np.zeros((resamples, line.direction_losses.shape[0])),
+                    )
+                    lo, hi = percentile_interval(reps.s_opt)
+                    covered["s_opt"][j, r, i] = lo <= full["s_opt"][i] <= hi
+                    lo, hi = percentile_interval(reps.impr["optimal"])
+                    truth = full["l0"][i] - full["l_min"][i]
+                    covered["impr"][j, r, i] = lo - 1e-12 <= truth <= hi + 1e-12
     h = float(np.nanmedian(full["h"]))
     impr = float(np.nansum(full["l0"] - full["l_min"]))
     lam = float(np.nanmedian(rate_ratios(full["s_opt"], full["norm"])))
@@ -163,6 +187,8 @@ def sampling_errors(
                 "lambda_star_rel_err_p90": float(np.percentile(lam_err, 90)),
                 "realised_median": float(np.median(got)),
                 "realised_min": float(np.min(got)),
+                "coverage_s_opt": float(covered["s_opt"][j].mean()) if resamples else None,
+                "coverage_improvement": float(covered["impr"][j].mean()) if resamples else None,
             }
         )
     return {
@@ -179,6 +205,14 @@ def sampling_errors(
     }
 
 
+def _subset_weights(weights: SampleWeights, line: Any, rows: np.ndarray) -> np.ndarray:
+    """``[R, N]`` bootstrap weights of a subset: the rows' samples' weights, 0 elsewhere."""
+    out = np.zeros((weights.resamples, line.train_losses.shape[0]))
+    ids = np.asarray(line.train_indices, np.int64)[rows]
+    out[:, rows] = weights.weights(ids if (ids >= 0).all() else rows)
+    return out
+
+
 def format_table(res: dict[str, Any]) -> str:
     """The records of :func:`sampling_errors` as a Markdown table with a one-line header."""
     unit = "BatchNorm batches" if res["unit"] == "batch" else "rows"
@@ -190,9 +224,10 @@ def format_table(res: dict[str, Any]) -> str:
     )
     cols = (
         "| n | N/n | \\|Δs_opt\\| median (p90) | in h | Σ improvement rel. err. median (p90) "
-        "| λ* rel. err. median (p90) | realised share median (min) |"
+        "| λ* rel. err. median (p90) | realised share median (min) "
+        "| 95 % interval covers s_opt / improvement |"
     )
-    lines = [head, "", cols, "|" + "---|" * 7]
+    lines = [head, "", cols, "|" + "---|" * 8]
     for r in res["rows"]:
         lines.append(
             f"| {r['n']} | {r['saving']:.3g}× | {r['s_opt_err_median']:.3g} "
@@ -201,7 +236,12 @@ def format_table(res: dict[str, Any]) -> str:
             f"({100 * r['improvement_rel_err_p90']:.2g} %) | "
             f"{100 * r['lambda_star_rel_err_median']:.2g} % "
             f"({100 * r['lambda_star_rel_err_p90']:.2g} %) | "
-            f"{100 * r['realised_median']:.4g} % ({100 * r['realised_min']:.4g} %) |"
+            f"{100 * r['realised_median']:.4g} % ({100 * r['realised_min']:.4g} %) | "
+            + (
+                f"{100 * r['coverage_s_opt']:.0f} % / {100 * r['coverage_improvement']:.0f} % |"
+                if r.get("coverage_s_opt") is not None
+                else "— |"
+            )
         )
     return "\n".join(lines)
 
@@ -224,10 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=20, help="subsets per line and n")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subset draws")
     ap.add_argument("--unit", default="batch", help="batch (as sample:n measures) or row")
+    ap.add_argument(
+        "--resamples", type=int, default=200, help="bootstrap resamples (0: no coverage)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the records here")
     args = ap.parse_args(argv)
     try:
-        res = sampling_errors(args.run, _parse_ns(args.n), args.repeats, args.seed, args.unit)
+        res = sampling_errors(
+            args.run, _parse_ns(args.n), args.repeats, args.seed, args.unit, args.resamples
+        )
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_all_rows_give_zero_error_and_few_rows_a_positive_one(run: Path) -> None:
-    res = _bench().sampling_errors(run, [16, 32, 48], repeats=10, seed=3)
+    res = _bench().sampling_errors(run, [16, 32, 48], repeats=10, seed=3, resamples=100)
     assert (res["N"], res["B"], res["lines"]) == (48, 16, 6)
     assert res["grid_spacing"] == pytest.approx(0.006)
     small, mid, full = res["rows"]
@@ -47,14 +47,18 @@ def test_all_rows_give_zero_error_and_few_rows_a_positive_one(run: Path) -> None
     assert small["s_opt_err_p90_h"] >= 1 and small["improvement_rel_err_median"] > 1e-3
     assert small["lambda_star_rel_err_p90"] > 0 and small["realised_min"] < 1.0
     assert small["s_opt_err_p90"] >= mid["s_opt_err_p90"]
+    # the complete batch's values lie inside the intervals computed from all of its rows
+    assert full["coverage_s_opt"] >= 0.9 and full["coverage_improvement"] >= 0.9
+    assert 0 <= small["coverage_s_opt"] <= 1 and 0 <= small["coverage_improvement"] <= 1
     # single rows instead of whole batches: any n
-    rows = _bench().sampling_errors(run, [5, 48], repeats=4, unit="row")
+    rows = _bench().sampling_errors(run, [5, 48], repeats=4, unit="row", resamples=0)
     assert rows["rows"][0]["s_opt_err_p90"] > 0 and rows["rows"][1]["s_opt_err_p90"] == 0
 
 
 def test_cli_table_json_and_bad_input(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.json"
     cmd = [sys.executable, str(BENCH), str(run), "--n", "16,48", "--repeats", "3"]
+    cmd += ["--resamples", "20"]
     res = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "| 16 | 3× |" in res.stdout and "| 48 | 1× |" in res.stdout
