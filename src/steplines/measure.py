@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from .engine.line import Evaluate, GridSpec, LineSamples, measure_line
 from .engine.positions import max_positions
 from .engine.precision import CHECKS_FILE, check_precision, compare_lines
 from .errors import ConfigError, DivergenceError, ReplayMismatchError, RunDirError
+from .live import LineProgress, LiveLog, line_summary, record_summary
 from .locks import segment_locks, train_lock
 from .problems.problem import Problem, make_problem, to_device
 from .rundir import RunDir, resolve_device
@@ -54,18 +56,6 @@ log = logging.getLogger("steplines")
 
 def _dtype(cfg: RunConfig) -> torch.dtype:
     return torch.float64 if cfg.measure.dtype == "float64" else torch.float32
-
-
-def _progress(total: int, desc: str, enabled: bool) -> tqdm:
-    tty = sys.stderr.isatty()
-    return tqdm(
-        total=total,
-        desc=desc,
-        disable=not enabled or total == 0,
-        unit="line",
-        mininterval=0.5 if tty else 30.0,
-        dynamic_ncols=True,
-    )
 
 
 def record_trajectory(
@@ -568,12 +558,19 @@ def _measure_segments(
     )
     noisy = NoisyDirections(run, problem, trainer) if cfg.measure.noisy_every else None
     total = sum(int((~done[c : min(e, recorded)]).sum()) for c, e in todo)
-    bar = _progress(total, "measure", progress)
+    live = LiveLog(run.path)
+    backfill_live(live, store, todo, done)
+    bar = LineProgress(total, "measure", progress)
     measured = 0
+
+    def write(t: int, record: LineRecord, summary: dict) -> None:
+        store.write_line(t, record)
+        live.append(summary)  # after the store: a line in live.jsonl is a done line
+
     # Lines are written in a background thread and the next line's batches are built while
     # this one is measured (engine/background.py): the loop does not wait on disk or data.
     try:
-        with BackgroundWriter(store.write_line) as writer:
+        with BackgroundWriter(write) as writer:
             for c, end in todo:
                 e = min(end, recorded)
                 measured += _measure_segment(
@@ -582,7 +579,33 @@ def _measure_segments(
     finally:
         measurer.close()
         bar.close()
+        live.close()
     return measured
+
+
+def backfill_live(
+    live: LiveLog, store: LineStore, segments: list[tuple[int, int]], done: np.ndarray
+) -> int:
+    """Append the live records of done lines of ``segments`` that ``live.jsonl`` lacks.
+
+    A process killed between a line's store write and its live record (or a run measured
+    before live records existed) gets them from the store's summary arrays (``seconds`` is
+    null); return how many were added.
+    """
+    wanted = [t for c, e in segments for t in range(c, min(e, done.size)) if done[t]]
+    if not wanted:
+        return 0
+    missing = sorted(set(wanted) - live.known())
+    if not missing:
+        return 0
+    summary = store.read_summary()
+    for t in missing:
+        k = int(summary["n_positions"][t])
+        scalars = {name: summary[name][t] for name in summary}
+        live.append(
+            line_summary(t, summary["positions"][t, :k], summary["train_mean"][t, :k], scalars)
+        )
+    return len(missing)
 
 
 def _measure_segment(
@@ -595,10 +618,11 @@ def _measure_segment(
     batches: LineBatches,
     measurer: LineMeasurer,
     writer: BackgroundWriter,
-    bar: tqdm,
+    bar: LineProgress,
 ) -> int:
     device = trainer.device
     measured = 0
+    last = time.perf_counter()
     trainer.load_state_dict(traj.load_checkpoint(c, device))
     records = traj.load_records(c)
     wanted = [
@@ -628,9 +652,14 @@ def _measure_segment(
                 noisy.measure(t, anchor, train, val, measurer.evaluate, measurer.spec, batches)
             if done[t]:
                 continue
-            writer.put(t, measurer(anchor, train, val, direction, rows))
+            start = time.perf_counter()
+            record = measurer(anchor, train, val, direction, rows)
+            now = time.perf_counter()
+            summary = record_summary(t, record, now - start)
+            writer.put(t, record, summary)
             measured += 1
-            bar.update()
+            bar.update(now - last, summary)  # the ETA counts replay and data too
+            last = now
     if traj.checkpoint_path(end).exists():
         _check_replay(trainer, traj.load_checkpoint(end, device), end)
     log.info("segment [%d, %d) measured", c, end)

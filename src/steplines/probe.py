@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +46,7 @@ from .config import MeasureConfig, RunConfig, validate_config
 from .engine.evaluators import EvalBatch, trainable_parameters
 from .engine.precision import CHECKS_FILE, check_precision
 from .errors import ConfigError
+from .live import LineProgress, LiveLog, record_summary
 from .locks import train_lock
 from .measure import LineBatches, LineMeasurer, open_or_create_store
 from .problems.problem import LossFn, Problem, check_problem, to_device
@@ -107,6 +109,11 @@ class LineProbe:
         problem: instead of the tensors: a problem (its data, loss and batch size).
         config: instead of ``measure``/``seed``: a whole :class:`~steplines.config.RunConfig`
             (e.g. the one of a ``steplines run``, for identical lines).
+        progress: show a progress bar over the scheduled lines on stderr (ETA from the
+            measured seconds of the recent lines, i.e. the measuring time left, not your
+            training's; the postfix shows the last line's s_opt, s_update/s_opt, l(0) and
+            fit error). Every measured line's summary also goes to ``RUN/live.jsonl``
+            (:mod:`steplines.live`), whatever this setting.
 
     Raises:
         ConfigError: missing or inconsistent data, a loss without per-sample reduction, or a
@@ -130,6 +137,7 @@ class LineProbe:
         seed: int = 0,
         problem: Problem | None = None,
         config: RunConfig | None = None,
+        progress: bool = True,
     ) -> None:
         if problem is None:
             if train is None or loss_fn is None or batch_size is None:
@@ -170,6 +178,9 @@ class LineProbe:
             record_path=self.run.path / CHECKS_FILE,
         )
         self._current: ProbeStep | None = None
+        self.live = LiveLog(self.run.path)
+        todo = int(np.count_nonzero(self.mask & ~self._done))
+        self.progress = LineProgress(todo, "lines", progress)
         self._hook = (
             optimizer.register_step_pre_hook(self._before_optimizer_step)
             if optimizer is not None
@@ -253,6 +264,8 @@ class LineProbe:
             self._hook.remove()
             self._hook = None
         self.measurer.close()
+        self.progress.close()
+        self.live.close()
 
     def __enter__(self) -> LineProbe:
         return self
@@ -320,7 +333,9 @@ class LineProbe:
         anchor = LineAnchor(cur.t, cur._theta, direction, cur._buffers, record)
         train, val, train_rows = self.batches.full_and_val(cur.t)
         batch = EvalBatch(to_device(x.detach(), self.device, self.dtype), y.to(self.device), seed)
+        start = time.perf_counter()
         line = self.measurer(anchor, train, val, batch, train_rows)
+        seconds = time.perf_counter() - start
         if not math.isfinite(line.batch_loss):  # the engine's l_B(0) in float64
             zero = int(np.flatnonzero(line.positions == 0.0)[0])
             l_b = float(line.direction_losses[:, zero].astype(np.float64).mean())
@@ -328,6 +343,9 @@ class LineProbe:
         self.store.write_line(cur.t, line)
         self._done[cur.t] = True
         cur.record = line
+        summary = record_summary(cur.t, line, seconds)
+        self.live.append(summary)  # after the store: a line in live.jsonl is a done line
+        self.progress.update(seconds, summary)
 
 
 class _StepContext:
