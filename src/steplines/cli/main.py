@@ -337,5 +337,9 @@ def _register_report_commands() -> None:
 
     main.add_command(bench)
 
+    from .export_cmd import export
+
+    main.add_command(export)
+
 
 _register_report_commands()
