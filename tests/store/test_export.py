@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -135,3 +136,45 @@ def test_bad_export_input_is_one_line(run: Path, tmp_path: Path, monkeypatch) ->
     with pytest.raises(ConfigError, match=r"pip install 'steplines\[export\]'"):
         export_lines(run, "parquet", tmp_path / "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_open_zarr_gives_the_labelled_dimensions_and_coordinates(run: Path) -> None:
+    ds = xr.open_zarr(run / "lines.zarr", consolidated=False)
+    loss = ds["train_losses"]
+    assert loss.dims == ("step", "train_row", "position")
+    assert {"positions", "train_indices"} <= set(loss.coords)
+    assert ds["val_losses"].dims == ("step", "val_row", "position")
+    assert "val_indices" in ds["val_losses"].coords
+    assert ds["positions"].attrs["units"].startswith("parameter-space units")
+    lines = open_lines(run, lines="3")
+    train = (lines["split"] == "train").values
+    k = int(ds["n_positions"].values[3])
+    np.testing.assert_array_equal(
+        loss.isel(step=3).values[:, :k], lines["loss"].values[0][train][:, :k]
+    )
+    np.testing.assert_array_equal(
+        ds["train_indices"].isel(step=3).values, lines["sample"].values[0][train]
+    )
+
+
+def test_a_store_with_the_old_dimension_letters_reads_the_same(run: Path, tmp_path: Path) -> None:
+    """Stores made before the labelled metadata (dimension letters, no attributes) still read."""
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    for meta in (old / "lines.zarr").glob("*/zarr.json"):
+        doc = json.loads(meta.read_text())
+        names = {"step": "T", "position": "K", "train_row": "N", "val_row": "M"}
+        names["direction_row"] = "B"
+        doc["dimension_names"] = [names[d] for d in doc["dimension_names"]]
+        doc["attributes"] = {}
+        meta.write_text(json.dumps(doc))
+    store = LineStore.open(old / "lines.zarr")
+    _check_dataset(open_lines(old), store, [0, 1, 2, 3, 4])
+    assert xr.open_zarr(old / "lines.zarr", consolidated=False)["train_losses"].dims == (
+        "T",
+        "N",
+        "K",
+    )
+    new = LineStore.open(run / "lines.zarr")
+    for t in range(5):
+        assert store.read_line(t).positions.tolist() == new.read_line(t).positions.tolist()

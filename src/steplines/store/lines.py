@@ -42,6 +42,8 @@ from steplines.store.schema import (
     SCHEMA_VERSION,
     STORE_FORMAT,
     SUMMARY,
+    array_attributes,
+    dimension_names,
 )
 
 __all__ = ["LineCorruptError", "LineNotDoneError", "LineRecord", "LineStore"]
@@ -230,7 +232,8 @@ class LineStore:
                 dtype=spec.np_dtype,
                 fill_value=spec.fill,
                 compressors=_compressor(),
-                dimension_names=spec.dims,
+                dimension_names=dimension_names(spec),
+                attributes=array_attributes(spec),
             )
         if n_val:
             group["val_indices"][:] = val_indices.astype(np.int64)

@@ -343,3 +343,50 @@ SCALARS: tuple[str, ...] = (
 
 SUMMARY: tuple[str, ...] = tuple(spec.name for spec in ARRAYS if spec.dims in (("T",), ("T", "K")))
 """Arrays returned by ``LineStore.read_summary`` (every ``[T]`` and ``[T, K]`` array)."""
+
+DIMENSION_NAMES: dict[str, str] = {
+    "T": "step",
+    "K": "position",
+    "N": "train_row",
+    "M": "val_row",
+    "B": "direction_row",
+}
+"""The ``dimension_names`` written into each array's metadata (stores created since the
+labelled export; older stores carry the letters themselves). Metadata only: no reader of the
+store depends on them, so the schema version is unchanged. ``xarray.open_zarr`` picks them up."""
+
+COORDINATES: dict[str, str] = {
+    "train_losses": "positions train_indices",
+    "val_losses": "positions val_indices",
+    "direction_losses": "positions direction_indices",
+    "train_mean": "positions",
+    "val_mean": "positions",
+    "direction_mean": "positions",
+}
+"""CF ``coordinates`` attribute of the line arrays: ``xarray.open_zarr`` attaches the positions
+s and the rows' sample ids to them as coordinates."""
+
+LOSS_ARRAYS = ("train_losses", "val_losses", "direction_losses", *MEANS.values(), "batch_loss")
+
+UNITS: dict[str, str] = {
+    "positions": "parameter-space units (distance along the unit update direction d_t)",
+    "s_update": "parameter-space units",
+    **{name: "loss units (nats for cross-entropy)" for name in LOSS_ARRAYS},
+}
+"""``units`` attribute of the arrays that have a physical unit (others are counts or ids)."""
+
+
+def dimension_names(spec: ArraySpec) -> tuple[str, ...]:
+    """The ``dimension_names`` of ``spec``'s array in a new store (see DIMENSION_NAMES)."""
+    return tuple(DIMENSION_NAMES[d] for d in spec.dims)
+
+
+def array_attributes(spec: ArraySpec) -> dict[str, str]:
+    """Attributes of ``spec``'s array in a new store: ``description`` (its meaning),
+    ``units`` where it has one, and the CF ``coordinates`` of the line arrays."""
+    attrs = {"description": spec.meaning}
+    if spec.name in UNITS:
+        attrs["units"] = UNITS[spec.name]
+    if spec.name in COORDINATES:
+        attrs["coordinates"] = COORDINATES[spec.name]
+    return attrs
