@@ -186,3 +186,11 @@ def test_tensorboard_scalars_when_installed(tmp_path: Path) -> None:
     events = acc.Scalars("line/s_opt")
     assert [e.step for e in events] == [0, 1, 2]
     assert [e.value for e in events] == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_live_and_export_do_not_import_torch() -> None:
+    code = (
+        "import sys, steplines.live, steplines.export; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
