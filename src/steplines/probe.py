@@ -48,7 +48,7 @@ from .engine.precision import CHECKS_FILE, check_precision
 from .errors import ConfigError
 from .live import LineProgress, LiveLog, record_summary
 from .locks import train_lock
-from .measure import LineBatches, LineMeasurer, open_or_create_store
+from .measure import LineBatches, LineMeasurer, backfill_live, open_or_create_store
 from .problems.problem import LossFn, Problem, check_problem, to_device
 from .rundir import RunDir
 from .schedule import Schedule, schedule_mask
@@ -179,6 +179,7 @@ class LineProbe:
         )
         self._current: ProbeStep | None = None
         self.live = LiveLog(self.run.path)
+        backfill_live(self.live, self.store, [(0, steps)], self._done)  # killed after a write
         todo = int(np.count_nonzero(self.mask & ~self._done))
         self.progress = LineProgress(todo, "lines", progress)
         self._hook = (

@@ -136,15 +136,10 @@ def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(out, y, reduction="none")
 
 
-@pytest.mark.parametrize("progress", [True, False])
-def test_probe_shows_progress_and_writes_live_records(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], progress: bool
-) -> None:
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
-    model = _Net()
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    probe = LineProbe(
+def _probe(
+    tmp_path: Path, x: torch.Tensor, y: torch.Tensor, model: nn.Module, opt, progress: bool
+) -> LineProbe:
+    return LineProbe(
         tmp_path / "run",
         model,
         _ce,
@@ -156,6 +151,17 @@ def test_probe_shows_progress_and_writes_live_records(
         measure={"interval": 0.5, "resolution": 0.05, "max_passes": 2},
         progress=progress,
     )
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_probe_shows_progress_and_writes_live_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], progress: bool
+) -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    model = _Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    probe = _probe(tmp_path, x, y, model, opt, progress)
     for t in range(6):
         xb, yb = x[16 * (t % 4) : 16 * (t % 4 + 1)], y[16 * (t % 4) : 16 * (t % 4 + 1)]
         with probe.step(t, xb, yb):
@@ -170,6 +176,12 @@ def test_probe_shows_progress_and_writes_live_records(
     assert ("3/3" in err and "s_opt=" in err and "eta=" in err) == progress
     if not progress:
         assert err == ""
+        # a probe reopened after a kill between a store write and its record fills it in
+        (tmp_path / "run" / "live.jsonl").unlink()
+        _probe(tmp_path, x, y, model, opt, progress).close()
+        back = read_live(tmp_path / "run")
+        assert [r["t"] for r in back] == [0, 2, 4] and all(r["seconds"] is None for r in back)
+        assert [r["s_opt"] for r in back] == [r["s_opt"] for r in records]
 
 
 def test_tensorboard_scalars_when_installed(tmp_path: Path) -> None:
