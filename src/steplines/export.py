@@ -51,6 +51,10 @@ SPLITS = ("train", "val", "direction")
 SUFFIX = {"netcdf": ".nc", "parquet": ".parquet", "csv": ".csv"}
 PARQUET_HINT = "parquet export needs pyarrow: pip install 'steplines[export]'"
 
+NETCDF_MAX_BYTES = 4 * 2**30 - 2**20
+"""Largest ``loss`` array a netCDF export writes: netCDF-3 (64-bit offset) limits a variable
+to 4 GiB, and the array is built in memory; larger exports are refused with the way out."""
+
 LINE_SCALARS = tuple(n for n in SCALARS if n not in ("checksum", "done", "n_passes"))
 
 ATTRS: dict[str, dict[str, str]] = {
@@ -328,6 +332,16 @@ def export_lines(
             raise ConfigError(PARQUET_HINT) from None
     store = _open_store(run)
     steps = _selected(store, lines)
+    if to == "netcdf" and what == "samples":
+        k_max = int(store.read_array("n_positions")[steps].max())
+        rows = store.n_train + store.n_val + store.n_direction
+        size = steps.size * rows * k_max * 4
+        if size > NETCDF_MAX_BYTES:
+            raise ConfigError(
+                f"netCDF export of {steps.size} lines would hold {size / 2**30:.1f} GiB of "
+                "losses (netCDF-3 allows 4 GiB per variable, built in memory); export fewer "
+                "lines with --lines, or use --to parquet or csv, which stream one line at a time"
+            )
     out = Path(out) if out is not None else default_path(run, to, what)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

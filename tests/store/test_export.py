@@ -132,6 +132,10 @@ def test_bad_export_input_is_one_line(run: Path, tmp_path: Path, monkeypatch) ->
         assert res.returncode == 2 and msg in res.stderr and "Traceback" not in res.stderr
     res = steplines("export", str(tmp_path / "nothing"), "--to", "csv")
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "not a run" in res.stderr
+    monkeypatch.setattr("steplines.export.NETCDF_MAX_BYTES", 1000)
+    with pytest.raises(ConfigError, match="use --to parquet or csv"):
+        export_lines(run, "netcdf", tmp_path / "x.nc")
+    assert not (tmp_path / "x.nc").exists()
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # pyarrow not installed
     with pytest.raises(ConfigError, match=r"pip install 'steplines\[export\]'"):
         export_lines(run, "parquet", tmp_path / "x.parquet")
