@@ -13,16 +13,21 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .config import RunConfig, read_toml, validate_config, write_config
 from .engine.precision import check_precision
-from .errors import RunDirError
+from .errors import ConfigError, RunDirError
 from .provenance import collect_provenance
 from .store.schema import SCHEMA_VERSION
 from .trajectory.storage import TrajectoryDir
+
+if TYPE_CHECKING:
+    from .problems.problem import Problem
 
 # Fields that say where or how fast to compute, not what: a run may resume with other values.
 NON_SEMANTIC = (
@@ -88,6 +93,13 @@ class RunDir:
         cfg_file = path / "config.toml"
         if cfg_file.exists():
             stored = validate_config(read_toml(cfg_file), str(cfg_file))
+            if stored.problem.factory:  # older runs stored a relative path as typed
+                from .problems.problem import resolve_problem_spec
+
+                pc = stored.problem.model_copy(
+                    update={"factory": resolve_problem_spec(stored.problem.factory)}
+                )
+                stored = stored.model_copy(update={"problem": pc})
             diff = [d for d in stored.diff(config) if d.split(":")[0] not in NON_SEMANTIC]
             if diff:
                 raise RunDirError(
@@ -135,6 +147,104 @@ class RunDir:
         if device.type == "cpu":
             torch.set_num_threads(self.cpu_threads())
 
+    def recorded_problem_source(self) -> dict | None:
+        """``{"spec", "file", "sha256"}`` of the user's problem file, as provenance recorded it."""
+        p = self.path / "provenance.json"
+        try:
+            source = json.loads(p.read_text()).get("problem_source")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return source if isinstance(source, dict) else None
+
+    def check_problem_source(self, source: dict | None) -> None:
+        """Refuse a user's problem file other than the one this run was made with.
+
+        Raises:
+            ConfigError: the run recorded a SHA-256 and ``source`` has another one.
+        """
+        recorded = (self.recorded_problem_source() or {}).get("sha256")
+        got = (source or {}).get("sha256")
+        if recorded and got and recorded != got:
+            raise ConfigError(
+                f"{source.get('file') if source else '?'} has SHA-256 {got[:12]}…, but "
+                f"{self.path} was made with a file of SHA-256 {recorded[:12]}…; pass the "
+                "original problem file, or use a new --out directory"
+            )
+
+    def trusted_problem_spec(self, spec: str | None = None, trust: bool = False) -> str | None:
+        """The spec of the run's user problem that may be imported now, checked without
+        importing it; None for a built-in problem.
+
+        A user's problem (``problem.factory``) is imported only when the user says so for this
+        invocation — ``spec`` (``--problem``, which may name the same file at another path) or
+        ``trust`` (``--trust-problem``: the stored spec) — and only if the file's SHA-256
+        equals the one recorded in provenance.
+
+        Raises:
+            ConfigError: user code neither named nor trusted, no recorded SHA-256, or a file
+                whose SHA-256 differs — one line saying what to pass.
+        """
+        from .problems.problem import file_sha256, problem_file, resolve_problem_spec
+
+        factory = self.config.problem.factory
+        if not factory:
+            if spec is not None:
+                raise ConfigError(
+                    f"{self.path} uses the built-in {self.config.problem.dataset} problem; "
+                    "leave out --problem"
+                )
+            return None
+        run = shlex.quote(str(self.path))
+        if spec is None and not trust:
+            raise ConfigError(
+                f"{self.path} names user code ({factory}) and a run directory runs no code "
+                f"unless you say so; if you trust it, pass --problem {shlex.quote(factory)} "
+                f"(or --trust-problem), e.g. steplines measure {run} --trust-problem"
+            )
+        spec = resolve_problem_spec(spec or factory)
+        expected = (self.recorded_problem_source() or {}).get("sha256")
+        if not expected:
+            raise ConfigError(
+                f"{self.path}/provenance.json records no SHA-256 of the problem file, so "
+                f"{spec} cannot be checked and is not imported; measure again into a new run "
+                "directory with steplines run --problem …"
+            )
+        file = problem_file(spec)
+        if file is None:
+            raise ConfigError(
+                f"--problem {spec!r}: file not found; pass --problem with the path of the "
+                "file the run was made with"
+            )
+        if (sha := file_sha256(file)) != expected:
+            raise ConfigError(
+                f"--problem {spec!r}: {file} has SHA-256 {sha[:12]}…, the run recorded "
+                f"{expected[:12]}…; it is not the file the run was made with — pass "
+                "--problem with the original file (nothing was imported)"
+            )
+        return spec
+
+    def load_problem(self, spec: str | None = None, trust: bool = False) -> Problem:
+        """The run's problem; a user's one only as :meth:`trusted_problem_spec` allows.
+
+        Raises:
+            ConfigError: see :meth:`trusted_problem_spec`; a failing user problem.
+            DataError: the data set is missing.
+        """
+        from .problems.problem import load_problem_factory, make_problem
+
+        checked = self.trusted_problem_spec(spec, trust)
+        if checked is None:
+            return make_problem(self.config.problem)
+        expected = (self.recorded_problem_source() or {})["sha256"]
+        return load_problem_factory(checked, expected_sha256=expected)
+
+    def with_problem_spec(self, spec: str | None) -> RunDir:
+        """This run with ``problem.factory`` pointing at ``spec`` (None: unchanged)."""
+        if spec is None:
+            return self
+        pc = self.config.problem.model_copy(update={"factory": spec})
+        return RunDir(self.path, self.config.model_copy(update={"problem": pc}))
+
     def write_provenance(self, device: torch.device, problem_source: dict | None = None) -> None:
         """Write ``provenance.json`` (once per session; earlier sessions are kept in a list).
 
@@ -146,6 +256,8 @@ class RunDir:
         record = collect_provenance(device, seeds, SCHEMA_VERSION, precision)
         if problem_source:
             record["problem_source"] = problem_source
+        elif (kept := self.recorded_problem_source()) is not None:
+            record["problem_source"] = kept  # a later session without the problem keeps it
         sessions = json.loads(p.read_text()).get("sessions", []) if p.exists() else []
         record["sessions"] = [
             *sessions,

@@ -10,11 +10,15 @@ every checkpoint bit for bit. The report names the command that re-measures what
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .rundir import RunDir
 from .store import LineStore
+
+if TYPE_CHECKING:
+    from .problems.problem import Problem
 
 
 @dataclass
@@ -65,8 +69,13 @@ def _check_line(store: LineStore, t: int, summary: dict[str, np.ndarray]) -> str
     return None
 
 
-def verify_run(run: RunDir, replay: bool = True) -> VerifyReport:
-    """Verify every finished line of ``run`` (and, with ``replay``, its trajectory)."""
+def verify_run(run: RunDir, replay: bool = True, problem: Problem | None = None) -> VerifyReport:
+    """Verify every finished line of ``run`` (and, with ``replay``, its trajectory).
+
+    ``problem``: the run's problem for the replay; None = :meth:`RunDir.load_problem`, which
+    refuses to import a user's problem the run directory names (pass one you loaded with
+    ``--problem``/``--trust-problem``).
+    """
     report = VerifyReport()
     cfg, traj = run.config, run.trajectory
     recorded = traj.recorded_steps(cfg.train.steps, cfg.train.checkpoint_every)
@@ -79,29 +88,29 @@ def verify_run(run: RunDir, replay: bool = True) -> VerifyReport:
     for t in np.flatnonzero(done):
         report.checked += 1
         try:
-            problem = _check_line(store, int(t), summary)
+            why = _check_line(store, int(t), summary)
         except Exception as err:
-            problem = f"unreadable ({type(err).__name__})"
-        if problem:
-            report.corrupt[int(t)] = problem
+            why = f"unreadable ({type(err).__name__})"
+        if why:
+            report.corrupt[int(t)] = why
     report.missing = [t for t in range(recorded) if not done[t]]
     if replay and cfg.probe is None:  # a LineProbe run has no trajectory to replay
-        report.replay_error = _replay_trajectory(run, recorded)
+        report.replay_error = _replay_trajectory(run, recorded, problem)
     return report
 
 
-def _replay_trajectory(run: RunDir, recorded: int) -> str | None:
+def _replay_trajectory(run: RunDir, recorded: int, problem: Problem | None) -> str | None:
     """Replay every complete segment (training only); the first mismatch, or None."""
     from .errors import SteplinesError
     from .measure import _check_replay, _dtype
-    from .problems.problem import make_problem
     from .rundir import resolve_device
     from .trajectory.loop import Trainer
 
     cfg, traj = run.config, run.trajectory
     device = resolve_device(cfg.measure.device)
     run.use_cpu_threads(device)
-    trainer = Trainer(make_problem(cfg.problem), cfg.train, device, _dtype(cfg))
+    problem = problem if problem is not None else run.load_problem()
+    trainer = Trainer(problem, cfg.train, device, _dtype(cfg))
     try:
         for c, end in traj.segments(cfg.train.steps, cfg.train.checkpoint_every):
             if end > recorded or not traj.checkpoint_path(end).exists():

@@ -66,7 +66,10 @@ def _resolve(
 ) -> RunConfig:
     overrides: dict[str, Any] = {}
     if problem is not None:
-        overrides["problem.factory"] = problem
+        from ..problems.problem import resolve_problem_spec
+
+        # stored resolved, so that `measure` works from any directory
+        overrides["problem.factory"] = resolve_problem_spec(problem)
     if data_dir is not None:
         overrides["problem.data_dir"] = data_dir
     if download:
@@ -108,6 +111,8 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     resolve_device(cfg.measure.device, cfg.measure.precision)
     problem = make_problem(cfg.problem) if cfg.problem.factory else None
     rd = RunDir.prepare(out, cfg)
+    if problem is not None:
+        rd.check_problem_source(problem.source)
     try:
         _, measured = run_all(rd, progress=not quiet, problem=problem)
     except DivergenceError:
@@ -136,9 +141,11 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 
     cfg = _resolve(**kw)
     device = resolve_device(cfg.measure.device, cfg.measure.precision)
+    problem = make_problem(cfg.problem)  # checked before the run directory is made
     rd = RunDir.prepare(out, cfg)
-    rd.write_provenance(device)
-    record_trajectory(rd, make_problem(rd.config.problem), device, progress=not quiet)
+    rd.check_problem_source(problem.source)
+    rd.write_provenance(device, problem.source)
+    record_trajectory(rd, problem, device, progress=not quiet)
     click.echo(f"trajectory of {rd.config.train.steps} steps in {rd.trajectory.path}")
 
 
@@ -157,6 +164,19 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 @click.option("--data-dir", type=str, default=None, help="where the data set lives")
 @click.option("--device", type=str, default=None)
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option(
+    "--problem",
+    "problem_spec",
+    type=str,
+    default=None,
+    help="the run's own problem (module:function or file.py:function), if it has one: "
+    "imported only if its SHA-256 is the one the run recorded",
+)
+@click.option(
+    "--trust-problem",
+    is_flag=True,
+    help="import the problem file the run's config.toml names (checked against its SHA-256)",
+)
 @_user_errors
 def measure(
     run_dir: Path,
@@ -167,12 +187,19 @@ def measure(
     data_dir: str | None,
     device: str | None,
     quiet: bool,
+    problem_spec: str | None,
+    trust_problem: bool,
 ) -> None:
-    """Measure every missing line of a recorded trajectory (or a shard of its segments)."""
+    """Measure every missing line of a recorded trajectory (or a shard of its segments).
+
+    A run made with your own problem imports it only with --problem or --trust-problem.
+    """
     from ..measure import parse_lines, parse_shard, shard_segments
     from ..rundir import RunDir
 
     rd = RunDir.open(run_dir)
+    # nothing the run directory names is imported unless the user says so (SHA-256 checked)
+    rd = rd.with_problem_spec(rd.trusted_problem_spec(problem_spec, trust_problem))
     cfg = rd.config
     problem_cfg = cfg.problem.model_copy(update={"data_dir": data_dir}) if data_dir else cfg.problem
     meas = cfg.measure.model_copy(update={"device": device}) if device else cfg.measure
@@ -188,14 +215,12 @@ def measure(
         n = measure_with_ray(rd, segments, address=address, redo=lines, progress=not quiet)
     else:
         from ..measure import measure_lines
-        from ..problems.problem import make_problem
         from ..rundir import resolve_device
 
         dev = resolve_device(rd.config.measure.device, rd.config.measure.precision)
+        problem = rd.load_problem(problem_spec, trust_problem)
         rd.write_provenance(dev)
-        n = measure_lines(
-            rd, make_problem(rd.config.problem), dev, segments, progress=not quiet, redo=lines
-        )
+        n = measure_lines(rd, problem, dev, segments, progress=not quiet, redo=lines)
     click.echo(f"measured {n} new lines; {_done_summary(rd)}")
 
 
@@ -203,13 +228,38 @@ def measure(
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--no-replay", is_flag=True, help="skip replaying the trajectory")
 @click.option("--data-dir", type=str, default=None, help="where the data set lives (replay)")
+@click.option(
+    "--problem",
+    "problem_spec",
+    type=str,
+    default=None,
+    help="the run's own problem (module:function or file.py:function), if it has one: "
+    "imported only if its SHA-256 is the one the run recorded",
+)
+@click.option(
+    "--trust-problem",
+    is_flag=True,
+    help="import the problem file the run's config.toml names (checked against its SHA-256)",
+)
 @_user_errors
-def verify(run_dir: Path, no_replay: bool, data_dir: str | None) -> None:
-    """Check every finished line and the trajectory; say how to re-measure what is wrong."""
+def verify(
+    run_dir: Path,
+    no_replay: bool,
+    data_dir: str | None,
+    problem_spec: str | None,
+    trust_problem: bool,
+) -> None:
+    """Check every finished line and the trajectory; say how to re-measure what is wrong.
+
+    Replaying a run made with your own problem imports it only with --problem or
+    --trust-problem (or skip the replay with --no-replay).
+    """
     from ..rundir import RunDir
     from ..verify import format_lines, verify_run
 
     rd = RunDir.open(run_dir)
+    if not no_replay:
+        rd = rd.with_problem_spec(rd.trusted_problem_spec(problem_spec, trust_problem))
     if data_dir:
         cfg = rd.config
         rd = RunDir(
@@ -218,7 +268,10 @@ def verify(run_dir: Path, no_replay: bool, data_dir: str | None) -> None:
                 update={"problem": cfg.problem.model_copy(update={"data_dir": data_dir})}
             ),
         )
-    report = verify_run(rd, replay=not no_replay)
+    problem = None
+    if not no_replay and rd.config.probe is None:
+        problem = rd.load_problem(problem_spec, trust_problem)
+    report = verify_run(rd, replay=not no_replay, problem=problem)
     click.echo(f"checked {report.checked} finished lines")
     for t, why in sorted(report.corrupt.items()):
         click.echo(f"corrupt line {t}: {why}")
