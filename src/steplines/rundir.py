@@ -4,7 +4,9 @@
 
     RUN/
       config.toml        the resolved configuration (what was run, not what was typed)
-      provenance.json    versions, git commit, device, seeds, precision flags, schema version
+      provenance.json    versions, git commit, device, seeds, precision flags, schema version,
+                         the user's problem file and its SHA-256 (written once, atomically)
+      provenance.log.jsonl   one compact line per invocation (append-only)
       trajectory/        checkpoints every C steps + per-step records
       lines.zarr/        the measurements (docs/store.md)
       precision_checks.jsonl   with measure.precision tf32/bf16: its error against fp32
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import json
 import shlex
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from .atomic import append_line, read_json_lines, write_atomic
 from .config import RunConfig, read_toml, validate_config, write_config
 from .engine.precision import check_precision
 from .errors import ConfigError, RunDirError
@@ -28,6 +32,8 @@ from .trajectory.storage import TrajectoryDir
 
 if TYPE_CHECKING:
     from .problems.problem import Problem
+
+PROVENANCE_LOG = "provenance.log.jsonl"
 
 # Fields that say where or how fast to compute, not what: a run may resume with other values.
 NON_SEMANTIC = (
@@ -137,9 +143,7 @@ class RunDir:
             return int(json.loads(meta.read_text())["cpu_threads"])
         n = self.config.train.cpu_threads or torch.get_num_threads()
         self.trajectory.path.mkdir(parents=True, exist_ok=True)
-        tmp = meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"cpu_threads": n}))
-        tmp.replace(meta)
+        write_atomic(meta, json.dumps({"cpu_threads": n}))
         return n
 
     def use_cpu_threads(self, device: torch.device) -> None:
@@ -147,14 +151,38 @@ class RunDir:
         if device.type == "cpu":
             torch.set_num_threads(self.cpu_threads())
 
-    def recorded_problem_source(self) -> dict | None:
-        """``{"spec", "file", "sha256"}`` of the user's problem file, as provenance recorded it."""
-        p = self.path / "provenance.json"
+    @property
+    def provenance_path(self) -> Path:
+        """``provenance.json``: the first session's versions, device, seeds and flags."""
+        return self.path / "provenance.json"
+
+    @property
+    def provenance_log_path(self) -> Path:
+        """``provenance.log.jsonl``: one compact JSON line per invocation (append-only)."""
+        return self.path / PROVENANCE_LOG
+
+    def read_provenance(self) -> dict | None:
+        """``provenance.json`` as a dict; None when missing or damaged (cut off, not JSON).
+
+        Both layouts are read: this one (written once, sessions in the log) and the older one
+        that kept a ``sessions`` list in the file.
+        """
         try:
-            source = json.loads(p.read_text()).get("problem_source")
-        except (OSError, ValueError, AttributeError):
+            record = json.loads(self.provenance_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return None
-        return source if isinstance(source, dict) else None
+        return record if isinstance(record, dict) else None
+
+    def recorded_problem_source(self) -> dict | None:
+        """``{"spec", "file", "sha256"}`` of the user's problem file, as provenance recorded it
+        (from ``provenance.json``, else from the invocation log if that file is damaged)."""
+        source = (self.read_provenance() or {}).get("problem_source")
+        if isinstance(source, dict):
+            return source
+        for rec in reversed(read_json_lines(self.provenance_log_path)):
+            if isinstance(rec.get("problem_source"), dict):
+                return rec["problem_source"]
+        return None
 
     def check_problem_source(self, source: dict | None) -> None:
         """Refuse a user's problem file other than the one this run was made with.
@@ -246,21 +274,36 @@ class RunDir:
         return RunDir(self.path, self.config.model_copy(update={"problem": pc}))
 
     def write_provenance(self, device: torch.device, problem_source: dict | None = None) -> None:
-        """Write ``provenance.json`` (once per session; earlier sessions are kept in a list).
+        """Record this invocation's provenance.
 
-        ``problem_source``: for a user's problem, its spec, file and the file's sha256.
+        ``provenance.json`` (versions, git commit, device, seeds, precision flags, schema
+        version, the user's problem file and its SHA-256) is written once, atomically, and
+        rebuilt only when missing or damaged (it is derived metadata); every invocation adds
+        one compact line to ``provenance.log.jsonl`` (time, versions, device, threads), so the
+        directory grows by ~200 bytes per invocation, not by a rewritten copy.
+
+        Args:
+            device: where this invocation computes.
+            problem_source: for a user's problem, its spec, file and the file's sha256.
         """
-        p = self.path / "provenance.json"
         seeds = {"run": self.config.train.seed, "split": self.config.problem.split_seed}
         precision = self.config.measure.precision
         record = collect_provenance(device, seeds, SCHEMA_VERSION, precision)
-        if problem_source:
-            record["problem_source"] = problem_source
-        elif (kept := self.recorded_problem_source()) is not None:
-            record["problem_source"] = kept  # a later session without the problem keeps it
-        sessions = json.loads(p.read_text()).get("sessions", []) if p.exists() else []
-        record["sessions"] = [
-            *sessions,
-            {k: record[k] for k in ("git_commit", "device", "precision", "packages")},
-        ]
-        p.write_text(json.dumps(record, indent=2, sort_keys=True))
+        source = problem_source or self.recorded_problem_source()
+        if self.read_provenance() is None:
+            if source:
+                record["problem_source"] = source
+            record["log"] = PROVENANCE_LOG
+            write_atomic(self.provenance_path, json.dumps(record, indent=2, sort_keys=True))
+        line: dict = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "steplines": record["steplines"],
+            "git_commit": record["git_commit"],
+            "torch": record["packages"].get("torch"),
+            "device": record["device"].get("name", record["device"]["type"]),
+            "threads": record["precision"]["num_threads"],
+            "precision": precision,
+        }
+        if source:
+            line["problem_source"] = {"spec": source.get("spec"), "sha256": source.get("sha256")}
+        append_line(self.provenance_log_path, line)
