@@ -372,5 +372,7 @@ def load_config(
 
 
 def write_config(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved configuration as TOML."""
-    Path(path).write_text(cfg.to_toml())
+    """Write the resolved configuration as TOML (atomically: temporary file, fsync, rename)."""
+    from .atomic import write_atomic
+
+    write_atomic(Path(path), cfg.to_toml())

@@ -140,7 +140,18 @@ class RunDir:
         """The run's CPU thread count: fixed at its first training (``trajectory/meta.json``)."""
         meta = self.trajectory.path / "meta.json"
         if meta.exists():
-            return int(json.loads(meta.read_text())["cpu_threads"])
+            try:
+                n = int(json.loads(meta.read_text())["cpu_threads"])
+                if n >= 1:
+                    return n
+            except (OSError, ValueError, TypeError, KeyError):
+                pass
+            if self.config.train.cpu_threads is None:
+                raise RunDirError(
+                    f"{meta} is damaged and holds the run's CPU thread count; write "
+                    '{"cpu_threads": N} into it with the count the run was trained with '
+                    "(torch's default on that machine, usually its number of cores)"
+                )
         n = self.config.train.cpu_threads or torch.get_num_threads()
         self.trajectory.path.mkdir(parents=True, exist_ok=True)
         write_atomic(meta, json.dumps({"cpu_threads": n}))

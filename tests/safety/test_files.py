@@ -84,3 +84,45 @@ def test_a_failed_atomic_write_leaves_the_old_file(
     monkeypatch.setattr(os, "replace", real_replace)
     assert target.read_text() == "old = 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["config.toml"]  # no temporary left
+
+
+def test_config_and_trajectory_files_go_through_the_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steplines.config import write_config
+    from steplines.trajectory.storage import TrajectoryDir
+
+    target = tmp_path / "config.toml"
+    write_config(RunConfig(), target)
+    before = target.read_text()
+    traj = TrajectoryDir(tmp_path / "trajectory")
+    traj.save_eval(0, {"loss": 1.0})
+
+    def disk_full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError):
+        write_config(RunConfig.model_validate({"train": {"steps": 7}}), target)
+    for save in (lambda: traj.save_eval(0, {"loss": 2.0}), lambda: traj.save_divergence(3, "x")):
+        with pytest.raises(OSError):
+            save()
+    assert target.read_text() == before
+    assert json.loads((traj.path / "eval_0000000.json").read_text())["loss"] == 1.0
+    assert not (traj.path / "diverged.json").exists()
+
+
+def test_damaged_small_files_are_named(tmp_path: Path) -> None:
+    from steplines.errors import RunDirError
+
+    rd = RunDir.prepare(tmp_path / "run", RunConfig())
+    rd.trajectory.path.mkdir()
+    (rd.trajectory.path / "diverged.json").write_text('{"step": 3, "mess')
+    with pytest.raises(RunDirError, match=r"diverged\.json is damaged; delete it"):
+        rd.trajectory.divergence()
+    (rd.trajectory.path / "meta.json").write_text('{"cpu_thr')
+    with pytest.raises(RunDirError, match=r"meta\.json is damaged"):
+        rd.cpu_threads()
+    fixed = RunDir(rd.path, RunConfig.model_validate({"train": {"cpu_threads": 2}}))
+    assert fixed.cpu_threads() == 2  # rebuilt from the configuration that fixes it
+    assert json.loads((rd.trajectory.path / "meta.json").read_text()) == {"cpu_threads": 2}

@@ -16,13 +16,14 @@ is written to a temporary name and renamed, so a crash never leaves a half-writt
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..atomic import write_atomic
+from ..errors import RunDirError
 from .loop import StepRecord
 
 _SCALARS = (
@@ -35,15 +36,6 @@ _SCALARS = (
     "grad_norm",
     "directional_derivative",
 )
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class TrajectoryDir:
@@ -63,7 +55,7 @@ class TrajectoryDir:
     def save_checkpoint(self, t: int, state: dict[str, Any]) -> None:
         """Write the state at step t atomically."""
         self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.checkpoint_path(t), lambda f: torch.save(state, f))
+        write_atomic(self.checkpoint_path(t), lambda f: torch.save(state, f))
 
     def load_checkpoint(self, t: int, device: torch.device) -> dict[str, Any]:
         """Read the state at step t onto ``device``."""
@@ -75,7 +67,7 @@ class TrajectoryDir:
         arrays = {"rows": np.stack([r.rows for r in records])}
         for name in _SCALARS:
             arrays[name] = np.array([getattr(r, name) for r in records])
-        _atomic_write(self.records_path(c), lambda f: np.savez(f, **arrays))
+        write_atomic(self.records_path(c), lambda f: np.savez(f, **arrays))
 
     def load_records(self, c: int) -> list[StepRecord]:
         """Read the records of segment c."""
@@ -106,17 +98,26 @@ class TrajectoryDir:
         """Write eval-mode metrics of the state at step t (``eval_<t>.json``; no torch to read)."""
         self.path.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"step": t, **metrics}).encode()
-        _atomic_write(self.path / f"eval_{t:07d}.json", lambda f: f.write(payload))
+        write_atomic(self.path / f"eval_{t:07d}.json", payload)
 
     def save_divergence(self, step: int, message: str) -> None:
         """Record that training stopped at ``step``."""
         payload = json.dumps({"step": step, "message": message}).encode()
-        _atomic_write(self.path / "diverged.json", lambda f: f.write(payload))
+        write_atomic(self.path / "diverged.json", payload)
 
     def divergence(self) -> dict[str, Any] | None:
         """``{"step", "message"}`` when training diverged, else None."""
         p = self.path / "diverged.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            record = json.loads(p.read_text())
+            return {"step": int(record["step"]), "message": str(record["message"])}
+        except (OSError, ValueError, TypeError, KeyError):
+            raise RunDirError(
+                f"{p} is damaged; delete it and rerun the same command to train again from the "
+                "last checkpoint (training stops at the divergence again)"
+            ) from None
 
     def recorded_steps(self, steps: int, every: int) -> int:
         """Steps with records: the complete segments plus a diverged partial segment."""
