@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 from torch import nn
 from tqdm import tqdm
 
@@ -44,8 +46,9 @@ from .locks import segment_locks, train_lock
 from .problems.problem import Problem, make_problem, to_device
 from .rundir import RunDir, resolve_device
 from .seeding import derive_seed
-from .store import LineRecord, LineStore
+from .store import LineRecord, LineStore, StoreDamagedError
 from .store.directions import DirectionStore
+from .store.lines import format_lines
 from .trajectory.loop import LineAnchor, StepRecord, Trainer, gradients
 from .trajectory.storage import TrajectoryDir
 
@@ -488,17 +491,52 @@ def measure_lines(
             {*segments, *(s for s in all_segments if any(s[0] <= t < s[1] for t in redo))}
         )
     store = LineStore.open(run.lines_path, mode="r+")
-    done = store.done()
+    # a damaged [T]/[T, K] chunk is repaired only by measuring its lines again (--redo)
+    store.check_chunks(allowed=redo)
+    if not redo:
+        _reset_directions(run, None)  # only checks
+    done = store.done(tolerant=bool(redo))
     if redo:
         done[redo] = False
+        # validate before invalidating: a damaged checkpoint or record leaves good lines alone
+        for c, _ in {s for s in all_segments if any(s[0] <= t < s[1] for t in redo)}:
+            traj.load_checkpoint(c, torch.device("cpu"))
+            traj.load_records(c)
     todo = [s for s in segments if s[0] < recorded and not done[s[0] : min(s[1], recorded)].all()]
     with segment_locks(run.path, [c for c, _ in todo]):
         if redo:
+            store.reset_damaged_chunks(redo)
             store.invalidate(redo)
+            _reset_directions(run, redo)
         done = store.done()  # another writer may have finished lines before we locked
         return _measure_segments(
             run, problem, device, store, todo, done, recorded, progress, workers_ok
         )
+
+
+def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
+    """Forget the noisy-direction positions of ``redo`` that are damaged (to measure again).
+
+    Raises:
+        StoreDamagedError: an undecodable ``done``/``steps`` chunk outside ``redo``.
+    """
+    every = run.config.measure.noisy_every
+    path = run.path / "directions.zarr"
+    if not every or not path.exists():
+        return
+    store = DirectionStore(zarr.open_group(str(path), mode="r+" if redo else "r"))
+    bad = store.check(every)
+    wanted = set(redo or ())
+    undecodable = [p * every for p, why in bad.items() if "decoded" in why]
+    if outside := [t for t in undecodable if t not in wanted]:
+        raise StoreDamagedError(
+            f"{path}: a chunk of the noisy-direction flags of steps {format_lines(outside)} "
+            f"cannot be decoded; repair with: steplines measure {shlex.quote(str(run.path))} "
+            f"--redo {format_lines(outside)}"
+        )
+    positions = [t // every for t in sorted(wanted) if t % every == 0 and t // every in bad]
+    if positions:
+        store.reset(positions)
 
 
 def _measure_segments(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -273,19 +274,26 @@ def verify(
         problem = rd.load_problem(problem_spec, trust_problem)
     report = verify_run(rd, replay=not no_replay, problem=problem)
     click.echo(f"checked {report.checked} finished lines")
+    for name, ranges in report.damaged.items():
+        lines = format_lines([t for a, b in ranges for t in range(a, b)])
+        click.echo(f"damaged array {name}: chunk of lines {lines} cannot be decoded")
+    in_damaged = {t for r in report.damaged.values() for a, b in r for t in range(a, b)}
     for t, why in sorted(report.corrupt.items()):
-        click.echo(f"corrupt line {t}: {why}")
+        if t not in in_damaged:
+            click.echo(f"corrupt line {t}: {why}")
     if report.missing:
         click.echo(f"missing lines: {format_lines(report.missing)}")
     if report.replay_error:
         click.echo(f"trajectory: {report.replay_error}")
+    run_arg = shlex.quote(str(rd.path))
+    extra = " --trust-problem" if rd.config.problem.factory else ""
     if report.corrupt:
         click.echo(
-            f"re-measure with: steplines measure {rd.path} --redo "
-            f"{format_lines(sorted(report.corrupt))}"
+            f"re-measure with: steplines measure {run_arg} --redo "
+            f"{format_lines(sorted(report.corrupt))}{extra}"
         )
     if report.missing:
-        click.echo(f"measure the missing lines with: steplines measure {rd.path}")
+        click.echo(f"measure the missing lines with: steplines measure {run_arg}{extra}")
     if report.ok:
         click.echo("OK")
     else:

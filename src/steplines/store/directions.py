@@ -89,6 +89,75 @@ class DirectionStore:
         self.group["steps"][p] = step
         self.group["done"][p] = True
 
+    def _position_ok(self, p: int, every: int) -> str | None:
+        """What is wrong with done position ``p`` (None: fine)."""
+        g = self.group
+        try:
+            step = int(g["steps"][p])
+            pos = np.asarray(g["positions"][p])
+            means = [np.asarray(g[name][p]) for name in FIELDS_3D[1:]]
+            scalars = [np.asarray(g[name][p]) for name in ("grad_norm", "s_update")]
+        except Exception:
+            return "a chunk cannot be decoded"
+        if step != p * every:
+            return f"step {step} recorded for position {p} (expected {p * every})"
+        for j in range(pos.shape[0]):
+            k = int(np.isfinite(pos[j]).sum())
+            if k == 0 or not np.isfinite(pos[j, :k]).all() or not np.isnan(pos[j, k:]).all():
+                return f"positions of direction {j} missing"
+            if any(np.isnan(m[j, :k]).all() for m in means):
+                return f"mean lines of direction {j} missing"
+        if any(np.isnan(x).any() for x in scalars):
+            return "grad_norm or s_update missing"
+        return None
+
+    def check(self, every: int) -> dict[int, str]:
+        """``{position: why}`` for every position whose data cannot be trusted: undecodable
+        chunks of ``done``/``steps`` (their positions) and done positions that fail
+        :meth:`_position_ok`."""
+        out: dict[int, str] = {}
+        done = self._read_tolerant("done", out)
+        self._read_tolerant("steps", out)
+        for p in np.flatnonzero(done):
+            if int(p) not in out and (why := self._position_ok(int(p), every)):
+                out[int(p)] = why
+        return dict(sorted(out.items()))
+
+    def _read_tolerant(self, name: str, bad: dict[int, str]) -> np.ndarray:
+        """Array ``name`` with undecodable chunks read as fill; their positions go to ``bad``."""
+        arr = self.group[name]
+        try:
+            return np.asarray(arr[:])
+        except Exception:
+            pass
+        out = np.full(arr.shape, arr.fill_value, dtype=arr.dtype)
+        step = int(arr.chunks[0])
+        for start in range(0, arr.shape[0], step):
+            end = min(start + step, arr.shape[0])
+            try:
+                out[start:end] = arr[start:end]
+            except Exception:
+                for p in range(start, end):
+                    bad.setdefault(p, f"chunk of {name} cannot be decoded")
+        return out
+
+    def reset(self, positions: list[int]) -> None:
+        """Forget ``positions`` so that they are measured again (``measure --redo``): their
+        ``done`` flags are cleared; a ``done``/``steps`` chunk that cannot be decoded is
+        deleted (its positions read as not done)."""
+        for name in ("done", "steps"):
+            arr = self.group[name]
+            step = int(arr.chunks[0])
+            for c in sorted({p // step for p in positions}):
+                try:
+                    arr[c * step : min((c + 1) * step, arr.shape[0])]
+                except Exception:
+                    key = arr.metadata.encode_chunk_key((c,))
+                    path = Path(str(self.group.store.root)) / self.group.path / name / key
+                    path.unlink(missing_ok=True)
+        for p in positions:
+            self.group["done"][p] = False
+
     def read(self) -> dict[str, np.ndarray]:
         """Every array of the done positions."""
         done = self.done()

@@ -16,6 +16,7 @@ is written to a temporary name and renamed, so a crash never leaves a half-writt
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,28 @@ class TrajectoryDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_atomic(self.checkpoint_path(t), lambda f: torch.save(state, f))
 
+    def _damaged(self, path: Path, err: BaseException) -> RunDirError:
+        run = shlex.quote(str(self.path.parent))
+        return RunDirError(
+            f"{path} is damaged ({type(err).__name__}); delete it and record it again with: "
+            f"steplines train --config {run}/config.toml --out {run} (the lines measured "
+            "before are kept)"
+        )
+
     def load_checkpoint(self, t: int, device: torch.device) -> dict[str, Any]:
-        """Read the state at step t onto ``device``."""
-        return torch.load(self.checkpoint_path(t), map_location=device, weights_only=True)
+        """Read the state at step t onto ``device``.
+
+        Raises:
+            RunDirError: the file is missing or damaged (one line naming it and the fix).
+        """
+        path = self.checkpoint_path(t)
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:  # truncated zip, bad pickle, missing file
+            raise self._damaged(path, err) from None
+        if not isinstance(state, dict) or "model" not in state:
+            raise self._damaged(path, ValueError("not a checkpoint"))
+        return state
 
     def save_records(self, c: int, records: list[StepRecord]) -> None:
         """Write the records of segment c atomically."""
@@ -70,9 +90,20 @@ class TrajectoryDir:
         write_atomic(self.records_path(c), lambda f: np.savez(f, **arrays))
 
     def load_records(self, c: int) -> list[StepRecord]:
-        """Read the records of segment c."""
-        with np.load(self.records_path(c)) as z:
-            cols = {k: z[k] for k in z.files}
+        """Read the records of segment c.
+
+        Raises:
+            RunDirError: the file is missing or damaged (one line naming it and the fix).
+        """
+        path = self.records_path(c)
+        try:
+            with np.load(path) as z:
+                cols = {k: z[k] for k in z.files}
+            n = len(cols["rows"])
+            if any(len(cols[k]) != n for k in _SCALARS):
+                raise ValueError("columns of different lengths")
+        except Exception as err:  # truncated zip, bad header, missing column
+            raise self._damaged(path, err) from None
         return [
             StepRecord(
                 rows=cols["rows"][i],
@@ -123,6 +154,5 @@ class TrajectoryDir:
         """Steps with records: the complete segments plus a diverged partial segment."""
         done = self.completed_steps(steps, every)
         if done < steps and self.records_path(done).exists():
-            with np.load(self.records_path(done)) as z:
-                done += len(z["rows"])
+            done += len(self.load_records(done))
         return done
