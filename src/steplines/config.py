@@ -7,6 +7,7 @@ Every invalid or unknown field is reported at once, in one line, by :func:`load_
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from importlib import resources
@@ -111,6 +112,20 @@ class TrainConfig(_Section):
                 f"unknown optimizer {v!r} (use a torch.optim class name, e.g. sgd, adam, adamw)"
             )
         return v
+
+    @model_validator(mode="after")
+    def _optimizer_builds(self) -> TrainConfig:
+        # build it on a dummy parameter now, so that bad optimizer_kwargs are reported before
+        # anything is created (not at the first step, after the run directory exists)
+        import torch
+
+        from .trajectory.loop import make_optimizer
+
+        try:
+            make_optimizer([torch.nn.Parameter(torch.zeros(1))], self)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
 
     @field_validator("milestones")
     @classmethod
@@ -241,6 +256,17 @@ class RunConfig(_Section):
     probe: ProbeConfig | None = None
 
     @model_validator(mode="after")
+    def _one_gradient_per_step(self) -> RunConfig:
+        # steplines replays steps itself; LineProbe runs in the user's loop, which may do more
+        if self.probe is None and needs_closure(self.train.optimizer):
+            raise ValueError(
+                f"train.optimizer {self.train.optimizer!r} needs a closure that re-evaluates "
+                "the loss (several evaluations per step), which steplines does not support; "
+                "use an optimizer with one gradient per step, e.g. sgd, adam, adamw"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _custom_needs_a_source(self) -> RunConfig:
         p = self.problem
         if (p.dataset == "custom" or p.model == "custom") and not (p.factory or self.probe):
@@ -259,6 +285,17 @@ class RunConfig(_Section):
             for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)
         ]
+
+
+def needs_closure(optimizer: str) -> bool:
+    """Whether the ``torch.optim`` class ``optimizer`` names requires ``step(closure)``."""
+    import torch.optim
+
+    cls_ = getattr(torch.optim, OPTIMIZER_ALIASES.get(optimizer.lower(), optimizer), None)
+    if cls_ is None:
+        return False
+    closure = inspect.signature(cls_.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def _drop_none(d: Any) -> Any:

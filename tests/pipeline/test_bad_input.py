@@ -83,6 +83,7 @@ def test_existing_run_with_other_config_is_refused_and_kept(tmp_path: Path) -> N
 def test_missing_and_corrupt_cifar(tmp_path: Path) -> None:
     out = str(tmp_path / "r")
     _one_line_error(steplines("run", "--preset", "paper-resnet20-sgd", "--out", out), "CIFAR-10")
+    assert not Path(out).exists()  # checked before the run directory is made
     _one_line_error(
         steplines(
             "run",
@@ -163,3 +164,30 @@ def test_tampered_checkpoint_is_a_replay_mismatch(tiny_config: Path, tmp_path: P
     _one_line_error(res, "step 4", "differ from the checkpoint")
     info = steplines("info", str(run), "--json", check=True)
     assert '"lines_done": 4' in info.stdout  # the lines of the good segment are kept
+
+
+@pytest.mark.parametrize(
+    ("train", "needles"),
+    [
+        ('optimizer = "LBFGS"\n', ["train.optimizer 'LBFGS' needs a closure", "sgd, adam"]),
+        (
+            'optimizer = "adam"\noptimizer_kwargs = {nope = 1}\n',
+            ["cannot build optimizer 'adam'", "nope", "fix train.optimizer_kwargs"],
+        ),
+    ],
+)
+def test_optimizer_errors_come_before_the_run_directory(
+    tmp_path: Path, train: str, needles: list[str]
+) -> None:
+    from steplines.config import load_config
+    from steplines.errors import ConfigError
+
+    cfg = tmp_path / "opt.toml"
+    cfg.write_text(TINY.format(steps=3).replace("[train]\n", "[train]\n" + train))
+    with pytest.raises(ConfigError) as err:
+        load_config(None, cfg)
+    for n in needles:
+        assert n in str(err.value)
+    res = steplines("train", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    _one_line_error(res, *needles)
+    assert not (tmp_path / "r").exists()  # no stub that would refuse the corrected command

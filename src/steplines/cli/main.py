@@ -108,12 +108,12 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     from ..rundir import RunDir, resolve_device
 
     cfg = _resolve(**kw)
-    # the device and a user's problem are checked before the run directory is made
+    # everything that can be checked is checked before the run directory is made: the
+    # configuration (optimizer included), the device, the data and a user's problem
     resolve_device(cfg.measure.device, cfg.measure.precision)
-    problem = make_problem(cfg.problem) if cfg.problem.factory else None
+    problem = make_problem(cfg.problem)
     rd = RunDir.prepare(out, cfg)
-    if problem is not None:
-        rd.check_problem_source(problem.source)
+    rd.check_problem_source(problem.source)
     try:
         _, measured = run_all(rd, progress=not quiet, problem=problem)
     except DivergenceError:
