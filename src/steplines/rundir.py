@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,22 @@ NON_SEMANTIC = (
 )
 
 
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device name steplines cannot use (``tpu``, ``cuda:abc``) in one line.
+
+    Raises:
+        ConfigError: not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+    if not _DEVICE.fullmatch(name):
+        raise ConfigError(
+            f"device {name!r} is not one steplines can use; give auto, cpu, cuda or cuda:N "
+            "(e.g. --device cpu)"
+        )
+
+
 def resolve_device(name: str, precision: str = "fp32") -> torch.device:
     """``auto`` → CUDA when available, else CPU. On CUDA, TF32 is switched off (fp32 results;
     ``measure.precision = "tf32"`` switches it on inside the fast engine only).
@@ -57,6 +74,7 @@ def resolve_device(name: str, precision: str = "fp32") -> torch.device:
         RunDirError: a CUDA device is named but CUDA is not available.
         ConfigError: ``precision`` cannot run on the device (``tf32`` on CPU).
     """
+    check_device_name(name)
     dev = torch.device(
         "cuda"
         if name == "auto" and torch.cuda.is_available()
@@ -66,6 +84,11 @@ def resolve_device(name: str, precision: str = "fp32") -> torch.device:
         if not torch.cuda.is_available():
             raise RunDirError(
                 f"measure.device {name!r} requested but CUDA is not available; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RunDirError(
+                f"measure.device {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s); use --device cuda or a lower index"
             )
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -96,6 +119,8 @@ class RunDir:
             RunDirError: the directory holds another configuration or is not a run directory.
         """
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"--out {path} is a file, not a directory; choose a directory")
         cfg_file = path / "config.toml"
         if cfg_file.exists():
             stored = validate_config(read_toml(cfg_file), str(cfg_file))
@@ -129,7 +154,7 @@ class RunDir:
     def open(cls, path: Path) -> RunDir:
         """Open an existing run directory with its stored configuration."""
         cfg_file = Path(path) / "config.toml"
-        if not cfg_file.exists():
+        if not cfg_file.is_file():
             raise RunDirError(
                 f"{path} is not a steplines run directory (no config.toml); pass "
                 "the --out directory of a run"

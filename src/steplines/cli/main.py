@@ -371,10 +371,16 @@ def info(run_dir: Path, as_json: bool) -> None:
 @_user_errors
 def lr_grid_cmd(lrs: str | None, quiet: bool, **kw: Any) -> None:
     """The paper's λ grid search: train per λ, pick the best final validation accuracy."""
+    from ..errors import ConfigError
     from ..lr_grid import PAPER_LRS, best_lr, lr_grid
 
     cfg = _resolve(**kw)
-    grid = tuple(float(v) for v in lrs.split(",")) if lrs else PAPER_LRS
+    try:
+        grid = tuple(float(v) for v in lrs.split(",")) if lrs else PAPER_LRS
+    except ValueError:
+        raise ConfigError(f"--lrs {lrs!r}: give positive numbers like 0.1,0.01") from None
+    if not grid or not all(0 < v < float("inf") for v in grid):
+        raise ConfigError(f"--lrs {lrs!r}: every learning rate must be positive and finite")
     results = lr_grid(cfg, grid, progress=not quiet)
     click.echo(f"{'lr':>10} {'val acc':>8} {'val loss':>9} {'train loss':>10}")
     for r in results:
