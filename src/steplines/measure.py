@@ -433,9 +433,14 @@ def parse_lines(text: str, n_lines: int) -> list[int]:
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             a, _, b = part.partition("-")
-            out.update(range(int(a), int(b or a) + 1))
+            lo, hi = int(a), int(b or a)
+            if hi < lo:
+                raise ConfigError(f"--redo {text!r}: {part} is an empty range; write {hi}-{lo}")
+            out.update(range(lo, hi + 1))
     except ValueError:
         raise ConfigError(f"--redo {text!r}: give lines like 3,17-20") from None
+    if not out:
+        raise ConfigError(f"--redo {text!r}: give lines like 3,17-20")
     if bad := sorted(t for t in out if not 0 <= t < n_lines):
         raise ConfigError(f"--redo: lines {bad[:5]} are outside 0..{n_lines - 1}")
     return sorted(out)
@@ -482,8 +487,16 @@ def measure_lines(
             f"{run.path} was written by LineProbe in a training loop and has no trajectory to "
             "measure from; rerun that loop to fill its missing lines"
         )
-    if recorded == 0 or not run.lines_path.exists():
+    if recorded == 0:
         raise RunDirError(f"{run.path} has no recorded trajectory; run `steplines train` first")
+    if not run.lines_path.exists() or (
+        cfg.measure.noisy_every and not (run.path / "directions.zarr").exists()
+    ):
+        # training was killed before it made the stores (they are made when it stops)
+        with train_lock(run.path):
+            open_or_create_store(run, problem)
+            if cfg.measure.noisy_every:
+                open_or_create_direction_store(run)
     all_segments = traj.segments(steps, every)
     segments = list(segments) if segments is not None else all_segments
     if redo:

@@ -101,3 +101,10 @@ def test_redo_with_a_truncated_checkpoint_keeps_the_good_lines(
     rec.write_bytes(rec.read_bytes()[:100])
     report = verify_run(rd, replay=False)
     assert "steps_0000000.npz is damaged" in report.replay_error
+
+
+def test_measure_after_a_killed_training_makes_the_store(measured: Path, tmp_path: Path) -> None:
+    rd = _copy(measured, tmp_path)
+    shutil.rmtree(rd.lines_path)  # killed before training made the store (it does so at the end)
+    assert measure_lines(rd, rd.load_problem(), CPU) == 8
+    assert_same_store(measured, rd.path)

@@ -121,7 +121,9 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
             build_report([rd.path])
         raise
     click.echo(f"measured {measured} new lines; {_done_summary(rd)}")
-    click.echo(f"results: {rd.path.resolve()}  (inspect: steplines info {rd.path})")
+    click.echo(
+        f"results: {rd.path.resolve()}  (inspect: steplines info {shlex.quote(str(rd.path))})"
+    )
     if not no_report:
         from ..report.build import claims_text, load_run
 

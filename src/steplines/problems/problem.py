@@ -217,7 +217,7 @@ def check_problem(problem: Any, source: str = "the problem") -> Problem:
     with torch.random.fork_rng(devices=[]):
         try:
             model = problem.model_factory()
-        except Exception as err:  # a user's factory: report, do not trace back
+        except (Exception, SystemExit) as err:  # a user's factory: report, do not trace back
             raise ConfigError(f"{source}: model_factory() raised {_describe(err)}") from None
         if not isinstance(model, nn.Module):
             raise ConfigError(
@@ -231,7 +231,7 @@ def check_problem(problem: Any, source: str = "the problem") -> Problem:
         with torch.no_grad():
             try:
                 loss = problem.loss_fn(model(x), y)
-            except Exception as err:
+            except (Exception, SystemExit) as err:
                 raise ConfigError(
                     f"{source}: the model or loss_fn failed on two training rows: {_describe(err)}"
                 ) from None
@@ -358,7 +358,7 @@ def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Probl
             f"{where}: cannot import {mod_name!r} ({err}); put the module on PYTHONPATH or "
             "pass path/to/file.py:function"
         ) from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ConfigError(f"{where}: importing {mod_name!r} failed: {_describe(err)}") from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):
@@ -373,7 +373,7 @@ def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Probl
         pass
     try:
         problem = fn()
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ConfigError(f"{where}: {fn_name}() raised {_describe(err)}") from None
     problem = check_problem(problem, f"{where}: {fn_name}()")
     file = getattr(module, "__file__", None)
