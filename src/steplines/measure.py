@@ -504,11 +504,12 @@ def measure_lines(
             {*segments, *(s for s in all_segments if any(s[0] <= t < s[1] for t in redo))}
         )
     store = LineStore.open(run.lines_path, mode="r+")
-    # a damaged [T]/[T, K] chunk is repaired only by measuring its lines again (--redo)
-    store.check_chunks(allowed=redo)
+    # a damaged [T]/[T, K] chunk of the lines this process writes is repaired only by
+    # measuring them again (--redo); other shards' chunks are theirs to check
+    store.check_chunks(allowed=redo, lines=(t for c, e in segments for t in range(c, e)))
     if not redo:
         _reset_directions(run, None)  # only checks
-    done = store.done(tolerant=bool(redo))
+    done = store.done(tolerant=True)
     if redo:
         done[redo] = False
         # validate before invalidating: a damaged checkpoint or record leaves good lines alone

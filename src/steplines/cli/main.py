@@ -309,13 +309,16 @@ def _done_count(rd: Any) -> int:
 
 
 def _done_summary(rd: Any) -> str:
-    from ..store import LineStore
+    from ..store import LineStore, StoreDamagedError
 
     if not rd.lines_path.exists():
         return "no lines measured yet"
     store = LineStore.open(rd.lines_path)
-    done = store.done()
-    return f"{int(done.sum())}/{done.size} lines done"
+    try:
+        done, note = store.done(), ""
+    except StoreDamagedError as err:  # another shard's chunk: say so, do not fail
+        done, note = store.done(tolerant=True), f" ({err})"
+    return f"{int(done.sum())}/{done.size} lines done{note}"
 
 
 def _dir_bytes(path: Path) -> int:

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -610,20 +611,29 @@ class LineStore:
         step = int(self._arrays[name].chunks[0])
         return [(s, min(s + step, self.n_lines)) for s in range(0, self.n_lines, step)]
 
-    def damaged_chunks(self) -> dict[str, list[tuple[int, int]]]:
+    def damaged_chunks(
+        self, lines: Iterable[int] | None = None
+    ) -> dict[str, list[tuple[int, int]]]:
         """``{array: [(start, end), ...]}``: chunks of the ``[T]`` and ``[T, K]`` arrays that
-        cannot be decoded (the per-sample chunks are checked by :meth:`verify_line`)."""
+        cannot be decoded (the per-sample chunks are checked by :meth:`verify_line`).
+
+        ``lines``: check only the chunks holding these lines (default: every chunk).
+        """
+        wanted = None if lines is None else set(lines)
         out: dict[str, list[tuple[int, int]]] = {}
         for name in SUMMARY:
             if name not in self._arrays:
                 continue
-            try:
-                self._arrays[name][:]
-                continue
-            except Exception:
-                pass
+            if wanted is None:
+                try:
+                    self._arrays[name][:]
+                    continue
+                except Exception:
+                    pass
             bad = []
             for start, end in self._line_chunks(name):
+                if wanted is not None and wanted.isdisjoint(range(start, end)):
+                    continue
                 try:
                     self._arrays[name][start:end]
                 except Exception:
@@ -646,10 +656,13 @@ class LineStore:
             f"steplines measure {run} --redo {format_lines(lines)}"
         )
 
-    def check_chunks(self, allowed: list[int] | None = None) -> None:
+    def check_chunks(
+        self, allowed: list[int] | None = None, lines: Iterable[int] | None = None
+    ) -> None:
         """Raise :class:`StoreDamagedError` for a damaged chunk of the ``[T]``/``[T, K]``
-        arrays with lines outside ``allowed`` (those about to be measured again)."""
-        damaged = self.damaged_chunks()
+        arrays (of the chunks holding ``lines``; default all) with lines outside ``allowed``
+        (those about to be measured again)."""
+        damaged = self.damaged_chunks(lines)
         ok = set(allowed or ())
         bad = {
             name: [(a, b) for a, b in r if not set(range(a, b)) <= ok]
