@@ -341,5 +341,5 @@ class RunDir:
             "precision": precision,
         }
         if source:
-            line["problem_source"] = {"spec": source.get("spec"), "sha256": source.get("sha256")}
+            line["problem_source"] = {"sha256": source.get("sha256")}  # the spec: config.toml
         append_line(self.provenance_log_path, line)
