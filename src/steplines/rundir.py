@@ -235,7 +235,9 @@ class RunDir:
                 "original problem file, or use a new --out directory"
             )
 
-    def trusted_problem_spec(self, spec: str | None = None, trust: bool = False) -> str | None:
+    def trusted_problem_spec(
+        self, spec: str | None = None, trust: bool = False, command: str = "measure"
+    ) -> str | None:
         """The spec of the run's user problem that may be imported now, checked without
         importing it; None for a built-in problem.
 
@@ -243,6 +245,8 @@ class RunDir:
         invocation — ``spec`` (``--problem``, which may name the same file at another path) or
         ``trust`` (``--trust-problem``: the stored spec) — and only if the file's SHA-256
         equals the one recorded in provenance.
+
+        ``command``: the CLI command, for the hint (``verify`` also offers ``--no-replay``).
 
         Raises:
             ConfigError: user code neither named nor trusted, no recorded SHA-256, or a file
@@ -263,7 +267,8 @@ class RunDir:
             raise ConfigError(
                 f"{self.path} names user code ({factory}) and a run directory runs no code "
                 f"unless you say so; if you trust it, pass --problem {shlex.quote(factory)} "
-                f"(or --trust-problem), e.g. steplines measure {run} --trust-problem"
+                f"(or --trust-problem), e.g. steplines {command} {run} --trust-problem"
+                + (" (or skip the replay with --no-replay)" if command == "verify" else "")
             )
         spec = resolve_problem_spec(spec or factory)
         expected = (self.recorded_problem_source() or {}).get("sha256")

@@ -91,7 +91,20 @@ def test_cli_refuses_to_run_received_code(tmp_path: Path, cmd: str) -> None:
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "--trust-problem" in lines[0] and "'" in lines[0]  # quoted path
+    assert f"steplines {cmd} '" in lines[0]
+    assert ("--no-replay" in lines[0]) == (cmd == "verify")
     assert not marker.exists()
+    if cmd == "verify":  # checking the lines alone runs no code and needs no trust
+        res = steplines(cmd, str(run), "--no-replay")
+        assert "Traceback" not in res.stderr and not marker.exists()
+
+
+def test_resuming_with_a_changed_problem_file_is_refused(tmp_path: Path) -> None:
+    run, code, _ = _received_run(tmp_path)
+    rd = RunDir.open(run)
+    rd.check_problem_source({"file": str(code), "sha256": rd.recorded_problem_source()["sha256"]})
+    with pytest.raises(ConfigError, match="original problem file"):
+        rd.check_problem_source({"file": str(code), "sha256": "1" * 64})
 
 
 TINY_USER = """

@@ -262,7 +262,8 @@ def verify(
 
     rd = RunDir.open(run_dir)
     if not no_replay:
-        rd = rd.with_problem_spec(rd.trusted_problem_spec(problem_spec, trust_problem))
+        checked = rd.trusted_problem_spec(problem_spec, trust_problem, command="verify")
+        rd = rd.with_problem_spec(checked)
     if data_dir:
         cfg = rd.config
         rd = RunDir(
