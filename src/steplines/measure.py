@@ -544,7 +544,7 @@ def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
     undecodable = [p * every for p, why in bad.items() if "decoded" in why]
     if outside := [t for t in undecodable if t not in wanted]:
         raise StoreDamagedError(
-            f"{path}: a chunk of the noisy-direction flags of steps {format_lines(outside)} "
+            f"{path}: a chunk of the noisy-direction lines of steps {format_lines(outside)} "
             f"cannot be decoded; repair with: steplines measure {shlex.quote(str(run.path))} "
             f"--redo {format_lines(outside)}"
         )
