@@ -7,14 +7,23 @@ Every invalid or unknown field is reported at once, in one line, by :func:`load_
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -39,8 +48,23 @@ OPTIMIZER_ALIASES = {
 }
 
 
+def _allows_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_allows_bool(a) for a in get_args(annotation))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic would take `steps = true` as 1: a boolean only where one is meant
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and not _allows_bool(field.annotation):
+            raise ValueError(f"expected a number or text, got the boolean {str(v).lower()}")
+        return v
 
 
 class ProblemConfig(_Section):
@@ -115,6 +139,20 @@ class TrainConfig(_Section):
                 f"unknown optimizer {v!r} (use a torch.optim class name, e.g. sgd, adam, adamw)"
             )
         return v
+
+    @model_validator(mode="after")
+    def _optimizer_builds(self) -> TrainConfig:
+        # build it on a dummy parameter now, so that bad optimizer_kwargs are reported before
+        # anything is created (not at the first step, after the run directory exists)
+        import torch
+
+        from .trajectory.loop import make_optimizer
+
+        try:
+            make_optimizer([torch.nn.Parameter(torch.zeros(1))], self)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
 
     @field_validator("milestones")
     @classmethod
@@ -256,6 +294,17 @@ class RunConfig(_Section):
     probe: ProbeConfig | None = None
 
     @model_validator(mode="after")
+    def _one_gradient_per_step(self) -> RunConfig:
+        # steplines replays steps itself; LineProbe runs in the user's loop, which may do more
+        if self.probe is None and needs_closure(self.train.optimizer):
+            raise ValueError(
+                f"train.optimizer {self.train.optimizer!r} needs a closure that re-evaluates "
+                "the loss (several evaluations per step), which steplines does not support; "
+                "use an optimizer with one gradient per step, e.g. sgd, adam, adamw"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _custom_needs_a_source(self) -> RunConfig:
         p = self.problem
         if (p.dataset == "custom" or p.model == "custom") and not (p.factory or self.probe):
@@ -325,6 +374,17 @@ def check_sample_size(n: int, batch_size: int, train_size: int | None) -> None:
         )
 
 
+def needs_closure(optimizer: str) -> bool:
+    """Whether the ``torch.optim`` class ``optimizer`` names requires ``step(closure)``."""
+    import torch.optim
+
+    cls_ = getattr(torch.optim, OPTIMIZER_ALIASES.get(optimizer.lower(), optimizer), None)
+    if cls_ is None:
+        return False
+    closure = inspect.signature(cls_.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
+
+
 def _drop_none(d: Any) -> Any:
     if isinstance(d, dict):
         return {k: _drop_none(v) for k, v in d.items() if v is not None}
@@ -388,9 +448,17 @@ def preset_dict(name: str) -> dict[str, Any]:
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file; a missing or malformed file raises :class:`ConfigError`."""
     try:
-        return tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give the TOML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read ({err.strerror})") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML ({err}); fix its syntax") from None
 
@@ -437,5 +505,7 @@ def load_config(
 
 
 def write_config(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved configuration as TOML."""
-    Path(path).write_text(cfg.to_toml())
+    """Write the resolved configuration as TOML (atomically: temporary file, fsync, rename)."""
+    from .atomic import write_atomic
+
+    write_atomic(Path(path), cfg.to_toml())

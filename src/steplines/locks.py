@@ -23,33 +23,48 @@ class Locks:
     """A set of held lock files; release them with :meth:`release` (or ``with``)."""
 
     def __init__(self) -> None:
-        self._fds: list[int] = []
+        self._held: list[tuple[int, Path]] = []
 
     def acquire(self, path: Path, what: str) -> None:
-        """Take the lock at ``path`` without waiting; :class:`RunDirError` if it is held."""
+        """Take the lock at ``path`` without waiting; :class:`RunDirError` if it is held.
+
+        The file is removed again on :meth:`release` (``locks/`` is empty when nothing runs).
+        A lock taken on a file that its holder removed meanwhile is retried on the new file,
+        so two processes never both hold "the" lock of one path.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if err.errno in (errno.EACCES, errno.EAGAIN):
-                raise RunDirError(
-                    f"{what} is being written by another process (pid {holder}); wait for it to "
-                    "finish, or measure a disjoint --shard"
-                ) from None
-            raise
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                if err.errno in (errno.EACCES, errno.EAGAIN):
+                    raise RunDirError(
+                        f"{what} is being written by another process (pid {holder}); wait for "
+                        "it to finish, or measure a disjoint --shard"
+                    ) from None
+                raise
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder removed this file while we opened it
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fds.append(fd)
+        self._held.append((fd, path))
 
     def release(self) -> None:
-        """Release every held lock."""
-        for fd in self._fds:
+        """Release every held lock and remove its file."""
+        for fd, path in self._held:
+            with contextlib.suppress(OSError):
+                path.unlink()  # still locked: nobody can hold this file's lock meanwhile
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._fds.clear()
+        self._held.clear()
 
     def __enter__(self) -> Locks:
         return self

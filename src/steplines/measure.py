@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 from torch import nn
 from tqdm import tqdm
 
@@ -46,8 +48,9 @@ from .locks import segment_locks, train_lock
 from .problems.problem import Problem, make_problem, to_device
 from .rundir import RunDir, resolve_device
 from .seeding import derive_seed
-from .store import LineRecord, LineStore
+from .store import LineRecord, LineStore, StoreDamagedError
 from .store.directions import DirectionStore
+from .store.lines import format_lines
 from .trajectory.loop import LineAnchor, StepRecord, Trainer, gradients
 from .trajectory.storage import TrajectoryDir
 
@@ -461,9 +464,14 @@ def parse_lines(text: str, n_lines: int) -> list[int]:
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             a, _, b = part.partition("-")
-            out.update(range(int(a), int(b or a) + 1))
+            lo, hi = int(a), int(b or a)
+            if hi < lo:
+                raise ConfigError(f"--redo {text!r}: {part} is an empty range; write {hi}-{lo}")
+            out.update(range(lo, hi + 1))
     except ValueError:
         raise ConfigError(f"--redo {text!r}: give lines like 3,17-20") from None
+    if not out:
+        raise ConfigError(f"--redo {text!r}: give lines like 3,17-20")
     if bad := sorted(t for t in out if not 0 <= t < n_lines):
         raise ConfigError(f"--redo: lines {bad[:5]} are outside 0..{n_lines - 1}")
     return sorted(out)
@@ -510,8 +518,16 @@ def measure_lines(
             f"{run.path} was written by LineProbe in a training loop and has no trajectory to "
             "measure from; rerun that loop to fill its missing lines"
         )
-    if recorded == 0 or not run.lines_path.exists():
+    if recorded == 0:
         raise RunDirError(f"{run.path} has no recorded trajectory; run `steplines train` first")
+    if not run.lines_path.exists() or (
+        cfg.measure.noisy_every and not (run.path / "directions.zarr").exists()
+    ):
+        # training was killed before it made the stores (they are made when it stops)
+        with train_lock(run.path):
+            open_or_create_store(run, problem)
+            if cfg.measure.noisy_every:
+                open_or_create_direction_store(run)
     all_segments = traj.segments(steps, every)
     segments = list(segments) if segments is not None else all_segments
     if redo:
@@ -519,17 +535,53 @@ def measure_lines(
             {*segments, *(s for s in all_segments if any(s[0] <= t < s[1] for t in redo))}
         )
     store = LineStore.open(run.lines_path, mode="r+")
-    done = store.done()
+    # a damaged [T]/[T, K] chunk of the lines this process writes is repaired only by
+    # measuring them again (--redo); other shards' chunks are theirs to check
+    store.check_chunks(allowed=redo, lines=(t for c, e in segments for t in range(c, e)))
+    if not redo:
+        _reset_directions(run, None)  # only checks
+    done = store.done(tolerant=True)
     if redo:
         done[redo] = False
+        # validate before invalidating: a damaged checkpoint or record leaves good lines alone
+        for c, _ in {s for s in all_segments if any(s[0] <= t < s[1] for t in redo)}:
+            traj.load_checkpoint(c, torch.device("cpu"))
+            traj.load_records(c)
     todo = [s for s in segments if s[0] < recorded and not done[s[0] : min(s[1], recorded)].all()]
     with segment_locks(run.path, [c for c, _ in todo]):
         if redo:
+            store.reset_damaged_chunks(redo)
             store.invalidate(redo)
+            _reset_directions(run, redo)
         done = store.done()  # another writer may have finished lines before we locked
         return _measure_segments(
             run, problem, device, store, todo, done, recorded, progress, workers_ok
         )
+
+
+def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
+    """Forget the noisy-direction positions of ``redo`` that are damaged (to measure again).
+
+    Raises:
+        StoreDamagedError: an undecodable ``done``/``steps`` chunk outside ``redo``.
+    """
+    every = run.config.measure.noisy_every
+    path = run.path / "directions.zarr"
+    if not every or not path.exists():
+        return
+    store = DirectionStore(zarr.open_group(str(path), mode="r+" if redo else "r"))
+    bad = store.check(every)
+    wanted = set(redo or ())
+    undecodable = [p * every for p, why in bad.items() if "decoded" in why]
+    if outside := [t for t in undecodable if t not in wanted]:
+        raise StoreDamagedError(
+            f"{path}: a chunk of the noisy-direction lines of steps {format_lines(outside)} "
+            f"cannot be decoded; repair with: steplines measure {shlex.quote(str(run.path))} "
+            f"--redo {format_lines(outside)}"
+        )
+    positions = [t // every for t in sorted(wanted) if t % every == 0 and t // every in bad]
+    if positions:
+        store.reset(positions)
 
 
 def _measure_segments(

@@ -4,7 +4,9 @@
 
     RUN/
       config.toml        the resolved configuration (what was run, not what was typed)
-      provenance.json    versions, git commit, device, seeds, precision flags, schema version
+      provenance.json    versions, git commit, device, seeds, precision flags, schema version,
+                         the user's problem file and its SHA-256 (written once, atomically)
+      provenance.log.jsonl   one compact line per invocation (append-only)
       trajectory/        checkpoints every C steps + per-step records
       lines.zarr/        the measurements (docs/store.md)
       precision_checks.jsonl   with measure.precision tf32/bf16: its error against fp32
@@ -13,16 +15,26 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from .atomic import append_line, read_json_lines, write_atomic
 from .config import RunConfig, read_toml, validate_config, write_config
 from .engine.precision import check_precision
-from .errors import RunDirError
+from .errors import ConfigError, RunDirError
 from .provenance import collect_provenance
 from .store.schema import SCHEMA_VERSION
 from .trajectory.storage import TrajectoryDir
+
+if TYPE_CHECKING:
+    from .problems.problem import Problem
+
+PROVENANCE_LOG = "provenance.log.jsonl"
 
 # Fields that say where or how fast to compute, not what: a run may resume with other values.
 NON_SEMANTIC = (
@@ -38,6 +50,22 @@ NON_SEMANTIC = (
 )
 
 
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device name steplines cannot use (``tpu``, ``cuda:abc``) in one line.
+
+    Raises:
+        ConfigError: not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+    if not _DEVICE.fullmatch(name):
+        raise ConfigError(
+            f"device {name!r} is not one steplines can use; give auto, cpu, cuda or cuda:N "
+            "(e.g. --device cpu)"
+        )
+
+
 def resolve_device(name: str, precision: str = "fp32") -> torch.device:
     """``auto`` → CUDA when available, else CPU. On CUDA, TF32 is switched off (fp32 results;
     ``measure.precision = "tf32"`` switches it on inside the fast engine only).
@@ -46,6 +74,7 @@ def resolve_device(name: str, precision: str = "fp32") -> torch.device:
         RunDirError: a CUDA device is named but CUDA is not available.
         ConfigError: ``precision`` cannot run on the device (``tf32`` on CPU).
     """
+    check_device_name(name)
     dev = torch.device(
         "cuda"
         if name == "auto" and torch.cuda.is_available()
@@ -55,6 +84,11 @@ def resolve_device(name: str, precision: str = "fp32") -> torch.device:
         if not torch.cuda.is_available():
             raise RunDirError(
                 f"measure.device {name!r} requested but CUDA is not available; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RunDirError(
+                f"measure.device {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s); use --device cuda or a lower index"
             )
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -85,9 +119,18 @@ class RunDir:
             RunDirError: the directory holds another configuration or is not a run directory.
         """
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"--out {path} is a file, not a directory; choose a directory")
         cfg_file = path / "config.toml"
         if cfg_file.exists():
             stored = validate_config(read_toml(cfg_file), str(cfg_file))
+            if stored.problem.factory:  # older runs stored a relative path as typed
+                from .problems.problem import resolve_problem_spec
+
+                pc = stored.problem.model_copy(
+                    update={"factory": resolve_problem_spec(stored.problem.factory)}
+                )
+                stored = stored.model_copy(update={"problem": pc})
             diff = [d for d in stored.diff(config) if d.split(":")[0] not in NON_SEMANTIC]
             if diff:
                 raise RunDirError(
@@ -111,7 +154,7 @@ class RunDir:
     def open(cls, path: Path) -> RunDir:
         """Open an existing run directory with its stored configuration."""
         cfg_file = Path(path) / "config.toml"
-        if not cfg_file.exists():
+        if not cfg_file.is_file():
             raise RunDirError(
                 f"{path} is not a steplines run directory (no config.toml); pass "
                 "the --out directory of a run"
@@ -122,12 +165,21 @@ class RunDir:
         """The run's CPU thread count: fixed at its first training (``trajectory/meta.json``)."""
         meta = self.trajectory.path / "meta.json"
         if meta.exists():
-            return int(json.loads(meta.read_text())["cpu_threads"])
+            try:
+                n = int(json.loads(meta.read_text())["cpu_threads"])
+                if n >= 1:
+                    return n
+            except (OSError, ValueError, TypeError, KeyError):
+                pass
+            if self.config.train.cpu_threads is None:
+                raise RunDirError(
+                    f"{meta} is damaged and holds the run's CPU thread count; write "
+                    '{"cpu_threads": N} into it with the count the run was trained with '
+                    "(torch's default on that machine, usually its number of cores)"
+                )
         n = self.config.train.cpu_threads or torch.get_num_threads()
         self.trajectory.path.mkdir(parents=True, exist_ok=True)
-        tmp = meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"cpu_threads": n}))
-        tmp.replace(meta)
+        write_atomic(meta, json.dumps({"cpu_threads": n}))
         return n
 
     def use_cpu_threads(self, device: torch.device) -> None:
@@ -135,20 +187,164 @@ class RunDir:
         if device.type == "cpu":
             torch.set_num_threads(self.cpu_threads())
 
-    def write_provenance(self, device: torch.device, problem_source: dict | None = None) -> None:
-        """Write ``provenance.json`` (once per session; earlier sessions are kept in a list).
+    @property
+    def provenance_path(self) -> Path:
+        """``provenance.json``: the first session's versions, device, seeds and flags."""
+        return self.path / "provenance.json"
 
-        ``problem_source``: for a user's problem, its spec, file and the file's sha256.
+    @property
+    def provenance_log_path(self) -> Path:
+        """``provenance.log.jsonl``: one compact JSON line per invocation (append-only)."""
+        return self.path / PROVENANCE_LOG
+
+    def read_provenance(self) -> dict | None:
+        """``provenance.json`` as a dict; None when missing or damaged (cut off, not JSON).
+
+        Both layouts are read: this one (written once, sessions in the log) and the older one
+        that kept a ``sessions`` list in the file.
         """
-        p = self.path / "provenance.json"
+        try:
+            record = json.loads(self.provenance_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def recorded_problem_source(self) -> dict | None:
+        """``{"spec", "file", "sha256"}`` of the user's problem file, as provenance recorded it
+        (from ``provenance.json``, else from the invocation log if that file is damaged)."""
+        source = (self.read_provenance() or {}).get("problem_source")
+        if isinstance(source, dict):
+            return source
+        for rec in reversed(read_json_lines(self.provenance_log_path)):
+            if isinstance(rec.get("problem_source"), dict):
+                return rec["problem_source"]
+        return None
+
+    def check_problem_source(self, source: dict | None) -> None:
+        """Refuse a user's problem file other than the one this run was made with.
+
+        Raises:
+            ConfigError: the run recorded a SHA-256 and ``source`` has another one.
+        """
+        recorded = (self.recorded_problem_source() or {}).get("sha256")
+        got = (source or {}).get("sha256")
+        if recorded and got and recorded != got:
+            raise ConfigError(
+                f"{source.get('file') if source else '?'} has SHA-256 {got[:12]}…, but "
+                f"{self.path} was made with a file of SHA-256 {recorded[:12]}…; pass the "
+                "original problem file, or use a new --out directory"
+            )
+
+    def trusted_problem_spec(
+        self, spec: str | None = None, trust: bool = False, command: str = "measure"
+    ) -> str | None:
+        """The spec of the run's user problem that may be imported now, checked without
+        importing it; None for a built-in problem.
+
+        A user's problem (``problem.factory``) is imported only when the user says so for this
+        invocation — ``spec`` (``--problem``, which may name the same file at another path) or
+        ``trust`` (``--trust-problem``: the stored spec) — and only if the file's SHA-256
+        equals the one recorded in provenance.
+
+        ``command``: the CLI command, for the hint (``verify`` also offers ``--no-replay``).
+
+        Raises:
+            ConfigError: user code neither named nor trusted, no recorded SHA-256, or a file
+                whose SHA-256 differs — one line saying what to pass.
+        """
+        from .problems.problem import file_sha256, problem_file, resolve_problem_spec
+
+        factory = self.config.problem.factory
+        if not factory:
+            if spec is not None:
+                raise ConfigError(
+                    f"{self.path} uses the built-in {self.config.problem.dataset} problem; "
+                    "leave out --problem"
+                )
+            return None
+        run = shlex.quote(str(self.path))
+        if spec is None and not trust:
+            raise ConfigError(
+                f"{self.path} names user code ({factory}) and a run directory runs no code "
+                f"unless you say so; if you trust it, pass --problem {shlex.quote(factory)} "
+                f"(or --trust-problem), e.g. steplines {command} {run} --trust-problem"
+                + (" (or skip the replay with --no-replay)" if command == "verify" else "")
+            )
+        spec = resolve_problem_spec(spec or factory)
+        expected = (self.recorded_problem_source() or {}).get("sha256")
+        if not expected:
+            raise ConfigError(
+                f"{self.path}/provenance.json records no SHA-256 of the problem file, so "
+                f"{spec} cannot be checked and is not imported; measure again into a new run "
+                "directory with steplines run --problem …"
+            )
+        file = problem_file(spec)
+        if file is None:
+            raise ConfigError(
+                f"--problem {spec!r}: file not found; pass --problem with the path of the "
+                "file the run was made with"
+            )
+        if (sha := file_sha256(file)) != expected:
+            raise ConfigError(
+                f"--problem {spec!r}: {file} has SHA-256 {sha[:12]}…, the run recorded "
+                f"{expected[:12]}…; it is not the file the run was made with — pass "
+                "--problem with the original file (nothing was imported)"
+            )
+        return spec
+
+    def load_problem(self, spec: str | None = None, trust: bool = False) -> Problem:
+        """The run's problem; a user's one only as :meth:`trusted_problem_spec` allows.
+
+        Raises:
+            ConfigError: see :meth:`trusted_problem_spec`; a failing user problem.
+            DataError: the data set is missing.
+        """
+        from .problems.problem import load_problem_factory, make_problem
+
+        checked = self.trusted_problem_spec(spec, trust)
+        if checked is None:
+            return make_problem(self.config.problem)
+        expected = (self.recorded_problem_source() or {})["sha256"]
+        return load_problem_factory(checked, expected_sha256=expected)
+
+    def with_problem_spec(self, spec: str | None) -> RunDir:
+        """This run with ``problem.factory`` pointing at ``spec`` (None: unchanged)."""
+        if spec is None:
+            return self
+        pc = self.config.problem.model_copy(update={"factory": spec})
+        return RunDir(self.path, self.config.model_copy(update={"problem": pc}))
+
+    def write_provenance(self, device: torch.device, problem_source: dict | None = None) -> None:
+        """Record this invocation's provenance.
+
+        ``provenance.json`` (versions, git commit, device, seeds, precision flags, schema
+        version, the user's problem file and its SHA-256) is written once, atomically, and
+        rebuilt only when missing or damaged (it is derived metadata); every invocation adds
+        one compact line to ``provenance.log.jsonl`` (time, versions, device, threads), so the
+        directory grows by ~200 bytes per invocation, not by a rewritten copy.
+
+        Args:
+            device: where this invocation computes.
+            problem_source: for a user's problem, its spec, file and the file's sha256.
+        """
         seeds = {"run": self.config.train.seed, "split": self.config.problem.split_seed}
         precision = self.config.measure.precision
         record = collect_provenance(device, seeds, SCHEMA_VERSION, precision)
-        if problem_source:
-            record["problem_source"] = problem_source
-        sessions = json.loads(p.read_text()).get("sessions", []) if p.exists() else []
-        record["sessions"] = [
-            *sessions,
-            {k: record[k] for k in ("git_commit", "device", "precision", "packages")},
-        ]
-        p.write_text(json.dumps(record, indent=2, sort_keys=True))
+        source = problem_source or self.recorded_problem_source()
+        if self.read_provenance() is None:
+            if source:
+                record["problem_source"] = source
+            record["log"] = PROVENANCE_LOG
+            write_atomic(self.provenance_path, json.dumps(record, indent=2, sort_keys=True))
+        line: dict = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "steplines": record["steplines"],
+            "git_commit": record["git_commit"],
+            "torch": record["packages"].get("torch"),
+            "device": record["device"].get("name", record["device"]["type"]),
+            "threads": record["precision"]["num_threads"],
+            "precision": precision,
+        }
+        if source:
+            line["problem_source"] = {"sha256": source.get("sha256")}  # the spec: config.toml
+        append_line(self.provenance_log_path, line)

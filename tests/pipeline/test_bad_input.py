@@ -11,6 +11,21 @@ import pytest
 from conftest import TINY, steplines
 
 
+def _cli_error(args: list[str], *needles: str) -> None:
+    """In-process (no interpreter start): exit 2 and one line ``error: …`` on stderr."""
+    from click.testing import CliRunner
+
+    from steplines.cli.main import main
+
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, (res.output, res.exception)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
 def _one_line_error(res, *needles: str) -> None:
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert "Traceback" not in res.stderr
@@ -83,6 +98,7 @@ def test_existing_run_with_other_config_is_refused_and_kept(tmp_path: Path) -> N
 def test_missing_and_corrupt_cifar(tmp_path: Path) -> None:
     out = str(tmp_path / "r")
     _one_line_error(steplines("run", "--preset", "paper-resnet20-sgd", "--out", out), "CIFAR-10")
+    assert not Path(out).exists()  # checked before the run directory is made
     _one_line_error(
         steplines(
             "run",
@@ -163,3 +179,57 @@ def test_tampered_checkpoint_is_a_replay_mismatch(tiny_config: Path, tmp_path: P
     _one_line_error(res, "step 4", "differ from the checkpoint")
     info = steplines("info", str(run), "--json", check=True)
     assert '"lines_done": 4' in info.stdout  # the lines of the good segment are kept
+    # a truncated checkpoint or record file: one line naming it and the fix
+    ck.write_bytes(ck.read_bytes()[:300])
+    _cli_error(["measure", str(run), "--quiet"], "checkpoint_0000004.pt is damaged", "train")
+    rec = run / "trajectory" / "steps_0000008.npz"
+    rec.write_bytes(rec.read_bytes()[:100])
+    _cli_error(["measure", str(run), "--redo", "9"], "steps_0000008.npz is damaged", "delete it")
+
+
+@pytest.mark.parametrize(
+    ("train", "needles"),
+    [
+        ('optimizer = "LBFGS"\n', ["train.optimizer 'LBFGS' needs a closure", "sgd, adam"]),
+        (
+            'optimizer = "adam"\noptimizer_kwargs = {nope = 1}\n',
+            ["cannot build optimizer 'adam'", "nope", "fix train.optimizer_kwargs"],
+        ),
+    ],
+)
+def test_optimizer_errors_come_before_the_run_directory(
+    tmp_path: Path, train: str, needles: list[str]
+) -> None:
+    from steplines.config import load_config
+    from steplines.errors import ConfigError
+
+    cfg = tmp_path / "opt.toml"
+    cfg.write_text(TINY.format(steps=3).replace("[train]\n", "[train]\n" + train))
+    with pytest.raises(ConfigError) as err:
+        load_config(None, cfg)
+    for n in needles:
+        assert n in str(err.value)
+    res = steplines("train", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    _one_line_error(res, *needles)
+    assert not (tmp_path / "r").exists()  # no stub that would refuse the corrected command
+
+
+def test_unusable_inputs_get_one_line(tmp_path: Path, tiny_config: Path) -> None:
+    out = str(tmp_path / "r")
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[problem]\ndataset = "digits" # caf\xe9\n')
+    _cli_error(["run", "--config", str(latin1), "--out", out], "not UTF-8", "save it as UTF-8")
+    _cli_error(["run", "--config", str(tmp_path), "--out", out], "is a directory")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    _cli_error(["run", "--config", str(tiny_config), "--out", str(a_file)], "is a file")
+    for dev in ("tpu", "cuda:abc"):
+        args = ["run", "--config", str(tiny_config), "--out", out, "--device", dev]
+        _cli_error(args, f"device {dev!r}", "auto, cpu, cuda or cuda:N")
+    _cli_error(["lr-grid", "--config", str(tiny_config), "--lrs", "abc"], "--lrs 'abc'")
+    _cli_error(["lr-grid", "--config", str(tiny_config), "--lrs", "0.1,-1"], "positive")
+    _cli_error(["bench", "--batches", "0"], "--batches 0 must be at least 1")
+    bool_steps = tmp_path / "bool.toml"
+    bool_steps.write_text("[train]\nsteps = true\n")
+    _cli_error(["run", "--config", str(bool_steps), "--out", out], "train.steps", "boolean")
+    assert not Path(out).exists()

@@ -371,8 +371,18 @@ def test_fashion_not_found(tmp_path: Path) -> None:
 def test_fashion_system_dir_fallback(tmp_path: Path) -> None:
     system = tmp_path / "system"
     write_fashion(system, gz=True)
-    train, _ = load_fashion_mnist(tmp_path / "empty", system_dir=system)
+    train, _ = load_fashion_mnist(None, system_dir=system)
     assert len(train) == 7
+    # a --data-dir that is missing or incomplete never falls back to the system copy
+    with pytest.raises(DataError) as err:
+        load_fashion_mnist(tmp_path / "empty", system_dir=system)
+    assert "--data-dir" in assert_one_line(err) and "system copy" in str(err.value)
+    partial = tmp_path / "partial"
+    write_fashion(partial, gz=True)
+    next(partial.glob("t10k-labels*")).unlink()
+    with pytest.raises(DataError) as err:
+        load_fashion_mnist(partial, system_dir=system)
+    assert "t10k-labels-idx1-ubyte[.gz] missing" in assert_one_line(err)
 
 
 def test_fashion_download(tmp_path: Path, http_root: tuple[Path, str]) -> None:

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ._errors import _user_errors
+
 __all__ = ["bench"]
 
 
@@ -22,6 +24,7 @@ __all__ = ["bench"]
 @click.option("--repeat", type=int, default=3, show_default=True, help="timed turns (median)")
 @click.option("--quick", is_flag=True, help="skip the compiled variants (no compiler wait)")
 @click.option("--json", "as_json", is_flag=True, help="print the rows as JSON records")
+@_user_errors
 def bench(
     model: str,
     device: str | None,
@@ -38,7 +41,14 @@ def bench(
     GEMM ceiling (CPU).
     """
     from ..bench import format_table, run_bench
+    from ..errors import ConfigError
+    from ..rundir import check_device_name
 
+    for name, value in (("--batches", batches), ("--positions", positions), ("--repeat", repeat)):
+        if value < 1:
+            raise ConfigError(f"{name} {value} must be at least 1")
+    if device is not None:
+        check_device_name(device)
     facts, records = run_bench(model, device, batches, positions, repeat, quick)
     if as_json:
         click.echo(json.dumps([{**r, **{"machine": facts}} for r in records], indent=2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +67,10 @@ def _resolve(
 ) -> RunConfig:
     overrides: dict[str, Any] = {}
     if problem is not None:
-        overrides["problem.factory"] = problem
+        from ..problems.problem import resolve_problem_spec
+
+        # stored resolved, so that `measure` works from any directory
+        overrides["problem.factory"] = resolve_problem_spec(problem)
     if data_dir is not None:
         overrides["problem.data_dir"] = data_dir
     if download:
@@ -105,10 +109,12 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     from ..rundir import RunDir, resolve_device
 
     cfg = _resolve(**kw)
-    # the device and a user's problem are checked before the run directory is made
+    # everything that can be checked is checked before the run directory is made: the
+    # configuration (optimizer included), the device, the data and a user's problem
     resolve_device(cfg.measure.device, cfg.measure.precision)
-    problem = make_problem(cfg.problem) if cfg.problem.factory else None
+    problem = make_problem(cfg.problem)
     rd = RunDir.prepare(out, cfg)
+    rd.check_problem_source(problem.source)
     try:
         _, measured = run_all(rd, progress=not quiet, problem=problem)
     except DivergenceError:
@@ -116,7 +122,9 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
             build_report([rd.path])
         raise
     click.echo(f"measured {measured} new lines; {_done_summary(rd)}")
-    click.echo(f"results: {rd.path.resolve()}  (inspect: steplines info {rd.path})")
+    click.echo(
+        f"results: {rd.path.resolve()}  (inspect: steplines info {shlex.quote(str(rd.path))})"
+    )
     if not no_report:
         from ..report.build import claims_text, load_run
 
@@ -137,9 +145,11 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 
     cfg = _resolve(**kw)
     device = resolve_device(cfg.measure.device, cfg.measure.precision)
+    problem = make_problem(cfg.problem)  # checked before the run directory is made
     rd = RunDir.prepare(out, cfg)
-    rd.write_provenance(device)
-    record_trajectory(rd, make_problem(rd.config.problem), device, progress=not quiet)
+    rd.check_problem_source(problem.source)
+    rd.write_provenance(device, problem.source)
+    record_trajectory(rd, problem, device, progress=not quiet)
     click.echo(f"trajectory of {rd.config.train.steps} steps in {rd.trajectory.path}")
 
 
@@ -158,6 +168,19 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 @click.option("--data-dir", type=str, default=None, help="where the data set lives")
 @click.option("--device", type=str, default=None)
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option(
+    "--problem",
+    "problem_spec",
+    type=str,
+    default=None,
+    help="the run's own problem (module:function or file.py:function), if it has one: "
+    "imported only if its SHA-256 is the one the run recorded",
+)
+@click.option(
+    "--trust-problem",
+    is_flag=True,
+    help="import the problem file the run's config.toml names (checked against its SHA-256)",
+)
 @_user_errors
 def measure(
     run_dir: Path,
@@ -168,12 +191,19 @@ def measure(
     data_dir: str | None,
     device: str | None,
     quiet: bool,
+    problem_spec: str | None,
+    trust_problem: bool,
 ) -> None:
-    """Measure every missing line of a recorded trajectory (or a shard of its segments)."""
+    """Measure every missing line of a recorded trajectory (or a shard of its segments).
+
+    A run made with your own problem imports it only with --problem or --trust-problem.
+    """
     from ..measure import parse_lines, parse_shard, shard_segments
     from ..rundir import RunDir
 
     rd = RunDir.open(run_dir)
+    # nothing the run directory names is imported unless the user says so (SHA-256 checked)
+    rd = rd.with_problem_spec(rd.trusted_problem_spec(problem_spec, trust_problem))
     cfg = rd.config
     problem_cfg = cfg.problem.model_copy(update={"data_dir": data_dir}) if data_dir else cfg.problem
     meas = cfg.measure.model_copy(update={"device": device}) if device else cfg.measure
@@ -189,14 +219,12 @@ def measure(
         n = measure_with_ray(rd, segments, address=address, redo=lines, progress=not quiet)
     else:
         from ..measure import measure_lines
-        from ..problems.problem import make_problem
         from ..rundir import resolve_device
 
         dev = resolve_device(rd.config.measure.device, rd.config.measure.precision)
+        problem = rd.load_problem(problem_spec, trust_problem)
         rd.write_provenance(dev)
-        n = measure_lines(
-            rd, make_problem(rd.config.problem), dev, segments, progress=not quiet, redo=lines
-        )
+        n = measure_lines(rd, problem, dev, segments, progress=not quiet, redo=lines)
     click.echo(f"measured {n} new lines; {_done_summary(rd)}")
 
 
@@ -204,13 +232,39 @@ def measure(
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--no-replay", is_flag=True, help="skip replaying the trajectory")
 @click.option("--data-dir", type=str, default=None, help="where the data set lives (replay)")
+@click.option(
+    "--problem",
+    "problem_spec",
+    type=str,
+    default=None,
+    help="the run's own problem (module:function or file.py:function), if it has one: "
+    "imported only if its SHA-256 is the one the run recorded",
+)
+@click.option(
+    "--trust-problem",
+    is_flag=True,
+    help="import the problem file the run's config.toml names (checked against its SHA-256)",
+)
 @_user_errors
-def verify(run_dir: Path, no_replay: bool, data_dir: str | None) -> None:
-    """Check every finished line and the trajectory; say how to re-measure what is wrong."""
+def verify(
+    run_dir: Path,
+    no_replay: bool,
+    data_dir: str | None,
+    problem_spec: str | None,
+    trust_problem: bool,
+) -> None:
+    """Check every finished line and the trajectory; say how to re-measure what is wrong.
+
+    Replaying a run made with your own problem imports it only with --problem or
+    --trust-problem (or skip the replay with --no-replay).
+    """
     from ..rundir import RunDir
     from ..verify import format_lines, verify_run
 
     rd = RunDir.open(run_dir)
+    if not no_replay:
+        checked = rd.trusted_problem_spec(problem_spec, trust_problem, command="verify")
+        rd = rd.with_problem_spec(checked)
     if data_dir:
         cfg = rd.config
         rd = RunDir(
@@ -219,21 +273,31 @@ def verify(run_dir: Path, no_replay: bool, data_dir: str | None) -> None:
                 update={"problem": cfg.problem.model_copy(update={"data_dir": data_dir})}
             ),
         )
-    report = verify_run(rd, replay=not no_replay)
+    problem = None
+    if not no_replay and rd.config.probe is None:
+        problem = rd.load_problem(problem_spec, trust_problem)
+    report = verify_run(rd, replay=not no_replay, problem=problem)
     click.echo(f"checked {report.checked} finished lines")
+    for name, ranges in report.damaged.items():
+        lines = format_lines([t for a, b in ranges for t in range(a, b)])
+        click.echo(f"damaged array {name}: chunk of lines {lines} cannot be decoded")
+    in_damaged = {t for r in report.damaged.values() for a, b in r for t in range(a, b)}
     for t, why in sorted(report.corrupt.items()):
-        click.echo(f"corrupt line {t}: {why}")
+        if t not in in_damaged:
+            click.echo(f"corrupt line {t}: {why}")
     if report.missing:
         click.echo(f"missing lines: {format_lines(report.missing)}")
     if report.replay_error:
         click.echo(f"trajectory: {report.replay_error}")
+    run_arg = shlex.quote(str(rd.path))
+    extra = " --trust-problem" if rd.config.problem.factory else ""
     if report.corrupt:
         click.echo(
-            f"re-measure with: steplines measure {rd.path} --redo "
-            f"{format_lines(sorted(report.corrupt))}"
+            f"re-measure with: steplines measure {run_arg} --redo "
+            f"{format_lines(sorted(report.corrupt))}{extra}"
         )
     if report.missing:
-        click.echo(f"measure the missing lines with: steplines measure {rd.path}")
+        click.echo(f"measure the missing lines with: steplines measure {run_arg}{extra}")
     if report.ok:
         click.echo("OK")
     else:
@@ -247,13 +311,16 @@ def _done_count(rd: Any) -> int:
 
 
 def _done_summary(rd: Any) -> str:
-    from ..store import LineStore
+    from ..store import LineStore, StoreDamagedError
 
     if not rd.lines_path.exists():
         return "no lines measured yet"
     store = LineStore.open(rd.lines_path)
-    done = store.done()
-    return f"{int(done.sum())}/{done.size} lines done"
+    try:
+        done, note = store.done(), ""
+    except StoreDamagedError as err:  # another shard's chunk: say so, do not fail
+        done, note = store.done(tolerant=True), f" ({err})"
+    return f"{int(done.sum())}/{done.size} lines done{note}"
 
 
 def _dir_bytes(path: Path) -> int:
@@ -311,10 +378,16 @@ def info(run_dir: Path, as_json: bool) -> None:
 @_user_errors
 def lr_grid_cmd(lrs: str | None, quiet: bool, **kw: Any) -> None:
     """The paper's λ grid search: train per λ, pick the best final validation accuracy."""
+    from ..errors import ConfigError
     from ..lr_grid import PAPER_LRS, best_lr, lr_grid
 
     cfg = _resolve(**kw)
-    grid = tuple(float(v) for v in lrs.split(",")) if lrs else PAPER_LRS
+    try:
+        grid = tuple(float(v) for v in lrs.split(",")) if lrs else PAPER_LRS
+    except ValueError:
+        raise ConfigError(f"--lrs {lrs!r}: give positive numbers like 0.1,0.01") from None
+    if not grid or not all(0 < v < float("inf") for v in grid):
+        raise ConfigError(f"--lrs {lrs!r}: every learning rate must be positive and finite")
     results = lr_grid(cfg, grid, progress=not quiet)
     click.echo(f"{'lr':>10} {'val acc':>8} {'val loss':>9} {'train loss':>10}")
     for r in results:

@@ -511,7 +511,7 @@ def load_fashion_mnist(
     if data_dir is not None:
         data_dir = Path(data_dir).expanduser()
         folders.append(data_dir)
-    if system_dir is not None:
+    elif system_dir is not None:  # a named folder never silently falls back to another copy
         folders.append(Path(system_dir))
     for folder in folders:
         found = {key: _find_idx(folder, base) for key, base in FASHION_MNIST_FILES.items()}
@@ -537,6 +537,13 @@ def load_fashion_mnist(
 
     where = " or ".join(str(f) for f in folders) or "no folder (no --data-dir given)"
     expected = ", ".join(f"{b}[.gz]" for b in FASHION_MNIST_FILES.values())
+    if data_dir is not None:
+        missing = [b for b in FASHION_MNIST_FILES.values() if _find_idx(data_dir, b) is None]
+        raise DataError(
+            f"Fashion-MNIST not found in --data-dir {data_dir}: {', '.join(missing)}[.gz] "
+            f"missing (expected {expected}); put them there, add --download, or leave out "
+            "--data-dir to use the system copy (Debian package dataset-fashion-mnist)"
+        )
     raise DataError(
         f"Fashion-MNIST not found in {where}: expected {expected}; pass --data-dir DIR, install "
         "the Debian package dataset-fashion-mnist, or allow the download with --download"

@@ -217,7 +217,7 @@ def check_problem(problem: Any, source: str = "the problem") -> Problem:
     with torch.random.fork_rng(devices=[]):
         try:
             model = problem.model_factory()
-        except Exception as err:  # a user's factory: report, do not trace back
+        except (Exception, SystemExit) as err:  # a user's factory: report, do not trace back
             raise ConfigError(f"{source}: model_factory() raised {_describe(err)}") from None
         if not isinstance(model, nn.Module):
             raise ConfigError(
@@ -231,7 +231,7 @@ def check_problem(problem: Any, source: str = "the problem") -> Problem:
         with torch.no_grad():
             try:
                 loss = problem.loss_fn(model(x), y)
-            except Exception as err:
+            except (Exception, SystemExit) as err:
                 raise ConfigError(
                     f"{source}: the model or loss_fn failed on two training rows: {_describe(err)}"
                 ) from None
@@ -260,22 +260,86 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}{where}"
 
 
-def load_problem_factory(spec: str) -> Problem:
+def _split_spec(spec: str) -> tuple[str, str]:
+    """``"mod:fn"`` → ``("mod", "fn")``; a malformed spec raises :class:`ConfigError`."""
+    mod_name, sep, fn_name = spec.rpartition(":")
+    if not sep or not mod_name or not fn_name:
+        raise ConfigError(f"--problem {spec!r}: give module:function or path/to/file.py:function")
+    return mod_name, fn_name
+
+
+def _is_path(mod_name: str) -> bool:
+    return mod_name.endswith(".py") or "/" in mod_name
+
+
+def resolve_problem_spec(spec: str) -> str:
+    """A ``path/to/file.py:function`` spec with the path made absolute (a module spec as is).
+
+    Stored in ``config.toml``, so that ``steplines measure`` works from any directory.
+    """
+    mod_name, fn_name = _split_spec(spec)
+    if not _is_path(mod_name):
+        return spec
+    return f"{Path(mod_name).expanduser().resolve()}:{fn_name}"
+
+
+def problem_file(spec: str) -> Path | None:
+    """The file a spec would import, found **without executing it** (None: not found).
+
+    A dotted module name imports its parent packages to find the file (as Python must).
+    """
+    mod_name, _ = _split_spec(spec)
+    if _is_path(mod_name):
+        path = Path(mod_name).expanduser()
+        return path.resolve() if path.is_file() else None
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        found = importlib.util.find_spec(mod_name)
+    except (ImportError, ValueError):
+        return None
+    origin = found.origin if found is not None else None
+    return Path(origin) if origin and Path(origin).is_file() else None
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Problem:
     """Import ``module:function`` or ``path/to/file.py:function`` and build its problem.
 
     The function takes no arguments and returns a :class:`Problem`; a module name is looked up
     on ``sys.path`` with the current directory first (as ``python -m`` does).
 
+    Args:
+        spec: where the function is.
+        expected_sha256: the SHA-256 the file must have (the one a run directory recorded);
+            it is checked **before** the file is executed.
+
     Raises:
-        ConfigError: a malformed spec, an import failure, a missing or non-callable function,
-            a wrong signature or a wrong return value (:func:`check_problem`) — one line each.
+        ConfigError: a malformed spec, an import failure, a file whose SHA-256 is not
+            ``expected_sha256``, a missing or non-callable function, a wrong signature or a
+            wrong return value (:func:`check_problem`) — one line each.
     """
     where = f"--problem {spec!r}"
-    mod_name, sep, fn_name = spec.rpartition(":")
-    if not sep or not mod_name or not fn_name:
-        raise ConfigError(f"{where}: give module:function or path/to/file.py:function")
+    mod_name, fn_name = _split_spec(spec)
+    if expected_sha256 is not None:
+        file = problem_file(spec)
+        if file is None:
+            raise ConfigError(
+                f"{where}: the problem file was not found; pass --problem with the path of the "
+                "file the run was made with"
+            )
+        if (sha := file_sha256(file)) != expected_sha256:
+            raise ConfigError(
+                f"{where}: {file} has SHA-256 {sha[:12]}…, the run recorded "
+                f"{expected_sha256[:12]}…; it is not the file the run was made with — pass "
+                "--problem with the original file (nothing was imported)"
+            )
     try:
-        if mod_name.endswith(".py") or "/" in mod_name:
+        if _is_path(mod_name):
             path = Path(mod_name).expanduser()
             if not path.is_file():
                 raise ConfigError(f"{where}: file {path} not found; check the path")
@@ -294,7 +358,7 @@ def load_problem_factory(spec: str) -> Problem:
             f"{where}: cannot import {mod_name!r} ({err}); put the module on PYTHONPATH or "
             "pass path/to/file.py:function"
         ) from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ConfigError(f"{where}: importing {mod_name!r} failed: {_describe(err)}") from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):
@@ -309,13 +373,13 @@ def load_problem_factory(spec: str) -> Problem:
         pass
     try:
         problem = fn()
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ConfigError(f"{where}: {fn_name}() raised {_describe(err)}") from None
     problem = check_problem(problem, f"{where}: {fn_name}()")
     file = getattr(module, "__file__", None)
-    problem.source = {"spec": spec, "file": str(file)}
+    problem.source = {"spec": spec, "file": str(Path(file).resolve()) if file else str(file)}
     if file and Path(file).is_file():
-        problem.source["sha256"] = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        problem.source["sha256"] = file_sha256(Path(file))
     return problem
 
 

@@ -5,6 +5,7 @@ from steplines.store.lines import (
     LineNotDoneError,
     LineRecord,
     LineStore,
+    StoreDamagedError,
     differing_arrays,
 )
 from steplines.store.schema import ARRAYS, SCHEMA_VERSION, ArraySpec
@@ -17,5 +18,6 @@ __all__ = [
     "LineNotDoneError",
     "LineRecord",
     "LineStore",
+    "StoreDamagedError",
     "differing_arrays",
 ]

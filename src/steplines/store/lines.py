@@ -23,6 +23,7 @@ import json
 import math
 import os
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +47,13 @@ from steplines.store.schema import (
     dimension_names,
 )
 
-__all__ = ["LineCorruptError", "LineNotDoneError", "LineRecord", "LineStore"]
+__all__ = [
+    "LineCorruptError",
+    "LineNotDoneError",
+    "LineRecord",
+    "LineStore",
+    "StoreDamagedError",
+]
 
 
 class LineNotDoneError(RunDirError):
@@ -55,6 +62,23 @@ class LineNotDoneError(RunDirError):
 
 class LineCorruptError(RunDirError):
     """A line's stored data cannot be decoded or does not match its checksum."""
+
+
+class StoreDamagedError(RunDirError):
+    """A chunk of a ``[T]`` or ``[T, K]`` array (``done``, the means, the scalars) cannot be
+    decoded; the message names the array, its lines and the ``--redo`` that repairs them."""
+
+
+def format_lines(lines: list[int]) -> str:
+    """``[3, 4, 5, 9]`` → ``"3-5,9"``."""
+    parts, i = [], 0
+    while i < len(lines):
+        j = i
+        while j + 1 < len(lines) and lines[j + 1] == lines[j] + 1:
+            j += 1
+        parts.append(str(lines[i]) if i == j else f"{lines[i]}-{lines[j]}")
+        i = j + 1
+    return ",".join(parts)
 
 
 @dataclass(frozen=True)
@@ -470,9 +494,14 @@ class LineStore:
 
     # ------------------------------------------------------------------ reading
 
-    def done(self) -> np.ndarray:
-        """Return bool ``[T]``: which lines are completely written."""
-        return np.asarray(self._arrays["done"][:], dtype=bool)
+    def done(self, *, tolerant: bool = False) -> np.ndarray:
+        """Return bool ``[T]``: which lines are completely written.
+
+        Raises:
+            StoreDamagedError: a chunk of ``done`` cannot be decoded (unless ``tolerant``: its
+                lines then read as not done).
+        """
+        return np.asarray(self.read_array("done", tolerant=tolerant), dtype=bool)
 
     def missing(self) -> list[int]:
         """Return the lines that are not done, ascending."""
@@ -537,21 +566,135 @@ class LineStore:
             **{name: float(a[name][t]) for name in ESTIMATES if name in a},
         )
 
-    def read_summary(self) -> dict[str, np.ndarray]:
+    def read_summary(self, *, tolerant: bool = False) -> dict[str, np.ndarray]:
         """Return every ``[T]`` and ``[T, K]`` array (no per-sample data).
 
         Lines that are not done hold fill values (NaN, -1, 0); mask with ``summary["done"]``.
         Arrays the store does not have (a version-1 store's estimator arrays) are returned
         filled with their fill value.
-        """
-        return {name: self.read_array(name) for name in SUMMARY}
 
-    def read_array(self, name: str) -> np.ndarray:
-        """One whole array, read into memory; one the store lacks (older version) as its fill."""
-        if name in self._arrays:
-            return np.asarray(self._arrays[name][:])
+        Raises:
+            StoreDamagedError: a chunk cannot be decoded (unless ``tolerant``: fill values).
+        """
+        return {name: self.read_array(name, tolerant=tolerant) for name in SUMMARY}
+
+    def read_array(self, name: str, *, tolerant: bool = False) -> np.ndarray:
+        """One whole array, read into memory; one the store lacks (older version) as its fill.
+
+        Args:
+            name: the array.
+            tolerant: read chunks that cannot be decoded as the fill value (e.g. ``done`` as
+                False), instead of raising.
+
+        Raises:
+            StoreDamagedError: a chunk cannot be decoded (not ``tolerant``); the message names
+                the array, the lines of the chunk and the ``steplines measure --redo`` that
+                repairs them.
+        """
         spec = ARRAYS_BY_NAME[name]
-        return np.full(spec.shape(self._sizes), spec.fill, dtype=spec.np_dtype)
+        if name not in self._arrays:
+            return np.full(spec.shape(self._sizes), spec.fill, dtype=spec.np_dtype)
+        try:
+            return np.asarray(self._arrays[name][:])
+        except Exception:  # a damaged chunk file (codec error): find which one
+            pass
+        out = np.full(spec.shape(self._sizes), spec.fill, dtype=spec.np_dtype)
+        bad = []
+        for start, end in self._line_chunks(name):
+            try:
+                out[start:end] = self._arrays[name][start:end]
+            except Exception:
+                bad.append((start, end))
+        if bad and not tolerant:
+            raise self._damaged_error({name: bad})
+        return out
+
+    def _line_chunks(self, name: str) -> list[tuple[int, int]]:
+        """``[(start, end), ...]`` line ranges of the chunks of a ``[T]``/``[T, K]`` array."""
+        step = int(self._arrays[name].chunks[0])
+        return [(s, min(s + step, self.n_lines)) for s in range(0, self.n_lines, step)]
+
+    def damaged_chunks(
+        self, lines: Iterable[int] | None = None
+    ) -> dict[str, list[tuple[int, int]]]:
+        """``{array: [(start, end), ...]}``: chunks of the ``[T]`` and ``[T, K]`` arrays that
+        cannot be decoded (the per-sample chunks are checked by :meth:`verify_line`).
+
+        ``lines``: check only the chunks holding these lines (default: every chunk).
+        """
+        wanted = None if lines is None else set(lines)
+        out: dict[str, list[tuple[int, int]]] = {}
+        for name in SUMMARY:
+            if name not in self._arrays:
+                continue
+            if wanted is None:
+                try:
+                    self._arrays[name][:]
+                    continue
+                except Exception:
+                    pass
+            bad = []
+            for start, end in self._line_chunks(name):
+                if wanted is not None and wanted.isdisjoint(range(start, end)):
+                    continue
+                try:
+                    self._arrays[name][start:end]
+                except Exception:
+                    bad.append((start, end))
+            if bad:
+                out[name] = bad
+        return out
+
+    def _damaged_error(self, damaged: dict[str, list[tuple[int, int]]]) -> StoreDamagedError:
+        import shlex
+
+        lines = sorted({t for ranges in damaged.values() for a, b in ranges for t in range(a, b)})
+        what = "; ".join(
+            f"{name} (lines {format_lines([t for a, b in r for t in range(a, b)])})"
+            for name, r in damaged.items()
+        )
+        run = shlex.quote(str(self._path.parent))
+        return StoreDamagedError(
+            f"{self._path}: damaged chunk of {what} cannot be decoded; repair with: "
+            f"steplines measure {run} --redo {format_lines(lines)}"
+        )
+
+    def check_chunks(
+        self, allowed: list[int] | None = None, lines: Iterable[int] | None = None
+    ) -> None:
+        """Raise :class:`StoreDamagedError` for a damaged chunk of the ``[T]``/``[T, K]``
+        arrays (of the chunks holding ``lines``; default all) with lines outside ``allowed``
+        (those about to be measured again)."""
+        damaged = self.damaged_chunks(lines)
+        ok = set(allowed or ())
+        bad = {
+            name: [(a, b) for a, b in r if not set(range(a, b)) <= ok]
+            for name, r in damaged.items()
+        }
+        bad = {name: r for name, r in bad.items() if r}
+        if bad:
+            raise self._damaged_error(bad)
+
+    def reset_damaged_chunks(self, lines: list[int]) -> list[int]:
+        """Delete the damaged chunk files of the ``[T]``/``[T, K]`` arrays that hold any of
+        ``lines`` (they then read as fill: not done); return every line they held.
+
+        Used by ``measure --redo`` before measuring those lines again.
+        """
+        if self._mode != "r+":
+            raise ValueError(f"{self._path} was opened read-only; open it with mode='r+'")
+        wanted, reset = set(lines), set()
+        for name, ranges in self.damaged_chunks().items():
+            arr = self._arrays[name]
+            for start, end in ranges:
+                if not wanted & set(range(start, end)):
+                    continue
+                coords = (start // int(arr.chunks[0]),) + (0,) * (arr.ndim - 1)
+                key = arr.metadata.encode_chunk_key(coords)
+                with contextlib.suppress(FileNotFoundError):
+                    (self._path / name / key).unlink()
+                reset.update(range(start, end))
+        return sorted(reset)
 
     def verify_line(self, t: int) -> bool:
         """Recompute the checksum of line ``t``'s stored per-sample data.

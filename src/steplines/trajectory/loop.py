@@ -79,7 +79,7 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
     kwargs.update(cfg.optimizer_kwargs)
     try:
         return cls(params, **kwargs)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise ConfigError(
             f"cannot build optimizer {cfg.optimizer!r} with {kwargs}: {err}; fix "
             "train.optimizer_kwargs"

@@ -16,13 +16,15 @@ is written to a temporary name and renamed, so a crash never leaves a half-writt
 from __future__ import annotations
 
 import json
-import os
+import shlex
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..atomic import write_atomic
+from ..errors import RunDirError
 from .loop import StepRecord
 
 _SCALARS = (
@@ -35,15 +37,6 @@ _SCALARS = (
     "grad_norm",
     "directional_derivative",
 )
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class TrajectoryDir:
@@ -63,11 +56,30 @@ class TrajectoryDir:
     def save_checkpoint(self, t: int, state: dict[str, Any]) -> None:
         """Write the state at step t atomically."""
         self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.checkpoint_path(t), lambda f: torch.save(state, f))
+        write_atomic(self.checkpoint_path(t), lambda f: torch.save(state, f))
+
+    def _damaged(self, path: Path, err: BaseException) -> RunDirError:
+        run = shlex.quote(str(self.path.parent))
+        return RunDirError(
+            f"{path} is damaged ({type(err).__name__}); delete it and record it again with: "
+            f"steplines train --config {run}/config.toml --out {run} (the lines measured "
+            "before are kept)"
+        )
 
     def load_checkpoint(self, t: int, device: torch.device) -> dict[str, Any]:
-        """Read the state at step t onto ``device``."""
-        return torch.load(self.checkpoint_path(t), map_location=device, weights_only=True)
+        """Read the state at step t onto ``device``.
+
+        Raises:
+            RunDirError: the file is missing or damaged (one line naming it and the fix).
+        """
+        path = self.checkpoint_path(t)
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:  # truncated zip, bad pickle, missing file
+            raise self._damaged(path, err) from None
+        if not isinstance(state, dict) or "model" not in state:
+            raise self._damaged(path, ValueError("not a checkpoint"))
+        return state
 
     def save_records(self, c: int, records: list[StepRecord]) -> None:
         """Write the records of segment c atomically."""
@@ -75,12 +87,23 @@ class TrajectoryDir:
         arrays = {"rows": np.stack([r.rows for r in records])}
         for name in _SCALARS:
             arrays[name] = np.array([getattr(r, name) for r in records])
-        _atomic_write(self.records_path(c), lambda f: np.savez(f, **arrays))
+        write_atomic(self.records_path(c), lambda f: np.savez(f, **arrays))
 
     def load_records(self, c: int) -> list[StepRecord]:
-        """Read the records of segment c."""
-        with np.load(self.records_path(c)) as z:
-            cols = {k: z[k] for k in z.files}
+        """Read the records of segment c.
+
+        Raises:
+            RunDirError: the file is missing or damaged (one line naming it and the fix).
+        """
+        path = self.records_path(c)
+        try:
+            with np.load(path) as z:
+                cols = {k: z[k] for k in z.files}
+            n = len(cols["rows"])
+            if any(len(cols[k]) != n for k in _SCALARS):
+                raise ValueError("columns of different lengths")
+        except Exception as err:  # truncated zip, bad header, missing column
+            raise self._damaged(path, err) from None
         return [
             StepRecord(
                 rows=cols["rows"][i],
@@ -106,22 +129,30 @@ class TrajectoryDir:
         """Write eval-mode metrics of the state at step t (``eval_<t>.json``; no torch to read)."""
         self.path.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"step": t, **metrics}).encode()
-        _atomic_write(self.path / f"eval_{t:07d}.json", lambda f: f.write(payload))
+        write_atomic(self.path / f"eval_{t:07d}.json", payload)
 
     def save_divergence(self, step: int, message: str) -> None:
         """Record that training stopped at ``step``."""
         payload = json.dumps({"step": step, "message": message}).encode()
-        _atomic_write(self.path / "diverged.json", lambda f: f.write(payload))
+        write_atomic(self.path / "diverged.json", payload)
 
     def divergence(self) -> dict[str, Any] | None:
         """``{"step", "message"}`` when training diverged, else None."""
         p = self.path / "diverged.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            record = json.loads(p.read_text())
+            return {"step": int(record["step"]), "message": str(record["message"])}
+        except (OSError, ValueError, TypeError, KeyError):
+            raise RunDirError(
+                f"{p} is damaged; delete it and rerun the same command to train again from the "
+                "last checkpoint (training stops at the divergence again)"
+            ) from None
 
     def recorded_steps(self, steps: int, every: int) -> int:
         """Steps with records: the complete segments plus a diverged partial segment."""
         done = self.completed_steps(steps, every)
         if done < steps and self.records_path(done).exists():
-            with np.load(self.records_path(done)) as z:
-                done += len(z["rows"])
+            done += len(self.load_records(done))
         return done
