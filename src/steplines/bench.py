@@ -9,8 +9,8 @@ the reference engine, and the share of this machine's fp32 GEMM ceiling (``torch
 measured in the same run) converted to samples/s with the model's FLOP per sample.
 
 Variants: ``paper loop`` (the original sampler: parameters walked in place to each position,
-one ``no_grad`` forward per batch of 128, SPEC §3.4/§3.7), ``reference`` (the oracle), and the
-fast engine with the layout (NCHW / channels-last; several batches per call interleaved in
+one ``no_grad`` forward per batch of 128, docs/method.md §3.4/§3.7), ``reference`` (the oracle),
+and the fast engine with the layout (NCHW / channels-last; several batches per call interleaved in
 NCHW), samples per call, compilation, and on CPU the engine's worker pool: single-threaded
 processes that split the positions.
 """

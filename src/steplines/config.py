@@ -71,7 +71,7 @@ class ProblemConfig(_Section):
     """What is trained: data set, model, subset sizes and augmentation.
 
     ``train_size``/``val_size`` default per data set: digits 1280/517 (fixed seeded split of the
-    1,797 images), CIFAR-10 4000/1000 (the paper's 8 % subset, SPEC §1.1), Fashion-MNIST
+    1,797 images), CIFAR-10 4000/1000 (the paper's 8 % subset, docs/method.md §1.1), Fashion-MNIST
     4800/1200 (8 % and 2 % of its 60,000 training images, the same protocol).
 
     ``factory``: ``"module:function"`` or ``"path/to/file.py:function"``, a user's function
@@ -163,12 +163,12 @@ class TrainConfig(_Section):
 
 
 class MeasureConfig(_Section):
-    """How every line is measured (SPEC §3.3–§3.6, with the bugs of §9 fixed).
+    """How every line is measured (docs/method.md §3.3–§3.6, with the bugs of §9 fixed).
 
     Attributes:
         grid: ``paper`` — both halves of ``arange`` with ``resolution`` on
-            [−interval, interval) plus 0 and s_update (SPEC §3.3); ``symmetric`` — k·resolution
-            for |k·resolution| ≤ interval, plus s_update.
+            [−interval, interval) plus 0 and s_update (docs/method.md §3.3); ``symmetric`` —
+            k·resolution for |k·resolution| ≤ interval, plus s_update.
         max_passes: passes of interval enlargement (rings of width ``interval``), 1 = none.
         full_batch: ``epoch`` — a fresh augmented ``drop_last`` epoch per line (paper);
             ``fixed`` — the whole un-augmented training set, the same for every line;
@@ -182,7 +182,7 @@ class MeasureConfig(_Section):
         dropout: ``fixed`` — one mask per batch per line (paper); ``off``.
         engine: ``auto`` (fast), ``fast`` or ``reference`` (slow, obvious; the test oracle).
         noisy_every: at every ``noisy_every``-th step also measure ``noisy_directions`` lines
-            from θ_t along the gradients of other mini-batches (SPEC §5, Fig. 8); 0 = off.
+            from θ_t along the gradients of other mini-batches (docs/method.md §5, Fig. 8); 0 = off.
         max_eval_batch: samples per forward call of the fast engine; None = chosen per
             device (``engine.evaluators.make_fast_evaluator``, BENCHMARKS.md).
         compile: ``torch.compile`` the fast engine's forward: ``auto`` (on CPU when a line's

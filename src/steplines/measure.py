@@ -719,7 +719,7 @@ def _measure_segment(
 
 
 class NoisyDirections:
-    """Lines along noisy gradient directions at every ``noisy_every``-th step (SPEC §5, Fig. 8).
+    """Lines along noisy directions at every ``noisy_every``-th step (docs/method.md §5).
 
     From θ_t, for D mini-batches j of a fresh seeded epoch: g_j = ∇ mean loss of batch j at θ_t
     (train mode, its own BatchNorm statistics), direction −g_j/‖g_j‖, position of an SGD step

@@ -1,4 +1,4 @@
-"""Analyses of a measured run (SPEC §6): shape, strategies, batch size, run tables.
+"""Analyses of a measured run (docs/method.md §6): shape, strategies, batch size, run tables.
 
 Pure numpy/pandas on the line store's arrays; this package never imports torch, so a run
 directory copied to a machine without a GPU stack can be analysed. Entry point:

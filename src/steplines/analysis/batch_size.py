@@ -1,4 +1,4 @@
-"""Simulated direction batches of other sizes (SPEC §6.3 item 3, §6.6; Figs 7, 19, 20).
+"""Simulated direction batches of other sizes (docs/method.md §6.3 item 3, §6.6; Figs 7, 19, 20).
 
 For a batch size ``bs`` and the measured direction batch of ``B`` rows:
 
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 BATCH_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
-"""The batch sizes of the original analysis (SPEC §6.3)."""
+"""The batch sizes of the original analysis (docs/method.md §6.3)."""
 
 
 def per_sample_slopes(positions: np.ndarray, losses: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -166,7 +166,7 @@ def batch_size_rows(
     batch_sizes: Sequence[int] = BATCH_SIZES,
     mu: float = 0.1,
 ) -> dict[str, list]:
-    """Batch-size table rows for a stream of ``(t, record)`` (SPEC §6.3 item 3, §6.6).
+    """Batch-size table rows for a stream of ``(t, record)`` (docs/method.md §6.3 item 3, §6.6).
 
     For every line and bs: rows ``sgd``, ``pal``, ``exact_batch`` with ``step``,
     ``improvement`` (``l(0) − l(step)`` on the full-batch line: corrected, the N training

@@ -1,4 +1,4 @@
-"""Shapes of lines along noisy directions at fixed positions (SPEC §5, the paper's Fig. 8).
+"""Shapes of lines along noisy directions at fixed positions (Fig. 8; docs/method.md §5).
 
 For every position p (a step t) the store holds D lines from the same θ_t along the gradients of
 D different mini-batches. Their full-batch lines are compared exactly like consecutive SGD lines

@@ -1,7 +1,7 @@
-"""The per-line summary arrays the analyses work on (SPEC §6.1).
+"""The per-line summary arrays the analyses work on (docs/method.md §6.1).
 
 :class:`SummaryLines` holds the ``[T]`` and ``[T, K]`` summary arrays of the *done* lines of a
-store (never per-sample data), with the two full-batch lines of SPEC §6.1 / §9.17:
+store (never per-sample data), with the two full-batch lines of docs/method.md §6.1 / §9.17:
 
 * ``shape_full``: mean over the N measured training rows (used by the shape analyses in both
   modes; the paper's 3968 rows);

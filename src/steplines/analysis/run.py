@@ -1,8 +1,9 @@
 """Analyse a run directory: write the tables of ``docs/analysis.md`` to ``RUN/analysis/``.
 
 :func:`analyze_run` reads the summary arrays of the done lines (bounded memory: ``[T]`` and
-``[T, K]`` arrays only), computes the shape analyses (SPEC §6.2), the strategy metrics (§6.3–§6.5,
-§6.9) and streams the per-sample data one line at a time for the batch-size simulation (§6.6).
+``[T, K]`` arrays only), computes the shape analyses (docs/method.md §6.2), the strategy
+metrics (§6.3–§6.5, §6.9), the claims and their intervals, and streams the per-sample data one
+line at a time for the batch-size simulation (§6.6), the row bootstrap and the line views.
 
 This module never imports torch.
 """
@@ -76,10 +77,10 @@ __all__ = [
 ]
 
 FIT_DEGREES: tuple[int, ...] = (1, 2, 3, 4)
-"""Polynomial degrees fitted per line (SPEC §6.2)."""
+"""Polynomial degrees fitted per line (docs/method.md §6.2)."""
 
 FIRST_LINES = 50
-"""Size of the "first lines" distance-matrix view (SPEC §6.2: first 50 lines)."""
+"""Size of the "first lines" distance-matrix view (docs/method.md §6.2: first 50 lines)."""
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
@@ -104,7 +105,8 @@ def _num(x: Any) -> Any:
 
 
 def ratio_stats(lines: np.ndarray, ratio: np.ndarray) -> dict[str, Any]:
-    """Median, IQR, trend and coefficient of variation of a per-line ratio (SPEC §6.5, §7).
+    """Median, IQR, trend and coefficient of variation of a per-line ratio
+    (docs/method.md §6.5, §7).
 
     ``slope_per_line``: slope of a least-squares line ``ratio ≈ a + slope·t``;
     ``first_half_median``/``second_half_median``: medians of the lines before/after the
@@ -189,7 +191,8 @@ def analyze_run(
     Args:
         run_dir: A run directory with ``lines.zarr`` (and ``config.toml``; without it the run
             is taken as SGD and β is inferred from ``update_norm == grad_norm``).
-        mode: ``corrected`` (default) or ``faithful`` (the original's quirks; SPEC §9–§10).
+        mode: ``corrected`` (default) or ``faithful`` (the original's quirks;
+        docs/method.md §9–§10).
         scale: ``paper`` or ``run`` (None: ``paper`` for the paper's settings and faithful,
             else ``run``); see :mod:`steplines.analysis.settings`.
         window: Override of the fit and distance half-width ``w``.
@@ -404,7 +407,7 @@ class _Shape:
 
 
 def _shape(sl: SummaryLines, settings: AnalysisSettings, max_matrix_lines: int) -> _Shape:
-    """Distance matrices and polynomial fits of the full-batch lines on ``±w`` (SPEC §6.2)."""
+    """Distance matrices and polynomial fits of the full-batch lines (docs/method.md §6.2)."""
     n, mode, window = len(sl), settings.mode, settings.window
     grid, curves = shape_curves(
         sl.positions, sl.shape_full, window, mode, update_index=sl.update_index
@@ -490,7 +493,8 @@ class _Strategies:
 def _strategies(
     sl: SummaryLines, q: dict[str, np.ndarray], settings: AnalysisSettings
 ) -> _Strategies:
-    """Steps, distances and improvements of every strategy, and the λ* ratios (SPEC §6.3–§6.9)."""
+    """Steps, distances and improvements of every strategy, and the λ* ratios
+    (docs/method.md §6.3–§6.9)."""
     momentum = settings.momentum
     steps, delta_batch, delta_accum = strategy_steps(sl, q, settings)
     metrics = strategy_metrics(sl, q, steps, settings.mode)
@@ -639,7 +643,7 @@ def _delta_ratios(table: pd.DataFrame, lines: np.ndarray, b: int) -> dict[int, n
 
 
 def _batch_size_summary(table: pd.DataFrame, b: int, mode: str, smoothing: int) -> dict[str, Any]:
-    """δ ratios vs ``B/bs`` and accumulated improvements per batch size (SPEC §6.6, §7).
+    """δ ratios vs ``B/bs`` and accumulated improvements per batch size (docs/method.md §6.6, §7).
 
     Corrected: median over lines of ``δ_bs/δ_B``. Faithful: median over the ratio of the
     MA-``smoothing`` ("valid") series, ``MA(δ_bs)/MA(δ_B)``, as the original plots.

@@ -1,7 +1,7 @@
-"""Shape analyses: min-shifted mean lines, distance matrices, polynomial fits (SPEC §6.2).
+"""Shape analyses: min-shifted mean lines, distance matrices, polynomial fits (docs/method.md §6.2).
 
-All functions take summary arrays (rows = lines, NaN-padded columns = positions) and use the
-mean training loss over the N measured rows (the paper's 3968-row definition, SPEC §6.1), in
+All functions take summary arrays (rows = lines, NaN-padded columns = positions) and use the mean
+training loss over the N measured rows (the paper's 3968-row definition, docs/method.md §6.1), in
 both modes.
 
 Distance matrix ``D[i, j] = mean_k |c_i(s_k) − c_j(s_k)|`` of min-shifted curves ``c``:
@@ -13,8 +13,8 @@ Distance matrix ``D[i, j] = mean_k |c_i(s_k) − c_j(s_k)|`` of min-shifted curv
   with the minimum taken over the window (the common-grid values), so each ``c`` is ≥ 0 with
   minimum 0 inside the window whatever the line does outside it. Grid points a line does not
   cover are NaN and left out of that pair's mean.
-* ``faithful``: the original's index alignment (SPEC §6.2, §9.18): ``c = l − min l`` over the
-  *whole* measured line; ``K = n_window(line 0) − 2`` with ``n_window`` counting positions
+* ``faithful``: the original's index alignment (docs/method.md §6.2, §9.18): ``c = l − min l`` over
+  the *whole* measured line; ``K = n_window(line 0) − 2`` with ``n_window`` counting positions
   with ``−w ≤ s ≤ w``; each line contributes the first ``K`` of its positions with
   ``−w < s < w`` (inserted ``s_update`` included, so columns right of it shift by one).
 
@@ -77,7 +77,7 @@ def shape_curves(
     Args:
         positions: float ``[T, K]`` positions, NaN-padded, sorted per row.
         means: float ``[T, K]`` mean losses.
-        window: Half-width ``w`` (SPEC: 0.2 for β = 0, 0.5 for β > 0).
+        window: Half-width ``w`` (paper scale: 0.2 for β = 0, 0.5 for β > 0; run scale: 2·s_typ).
         mode: ``corrected`` or ``faithful``.
         update_index: int ``[T]`` column of the inserted ``s_update`` (corrected mode drops it;
             −1 or None: nothing to drop).
@@ -149,7 +149,7 @@ def pairwise_mae(
 
 
 def consecutive_distances(curves: np.ndarray) -> np.ndarray:
-    """``D[t, t+1]`` for consecutive rows of ``curves`` (float ``[T−1]``), SPEC §6.2."""
+    """``D[t, t+1]`` for consecutive rows of ``curves`` (float ``[T−1]``), docs/method.md §6.2."""
     diff = np.abs(curves[1:] - curves[:-1])
     n = np.sum(np.isfinite(diff), axis=1)
     with np.errstate(invalid="ignore"):
@@ -165,7 +165,7 @@ def distance_matrix(
     update_index: np.ndarray | None = None,
     n_grid: int | None = None,
 ) -> np.ndarray:
-    """Distance matrix of min-shifted lines (SPEC §6.2; Figs 3, 8, 11, 12).
+    """Distance matrix of min-shifted lines (docs/method.md §6.2; Figs 3, 8, 11, 12).
 
     ``D[i, j] = (1/K)·Σ_k |c_i(s_k) − c_j(s_k)|`` with the columns and shift of
     :func:`shape_curves` (corrected: common interpolated grid, window minimum; faithful:
@@ -194,7 +194,7 @@ def polynomial_fits(
     window: float,
     degrees: Sequence[int] = (1, 2, 3, 4),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares polynomial fits of each line on ``[−w, w]`` (SPEC §6.2; Figs 4, 13, 14).
+    """Least-squares polynomial fits of each line on ``[−w, w]`` (docs/method.md §6.2).
 
     For each line and degree ``k``: ``p = polyfit(s_i, l(s_i), k)`` over the measured positions
     with ``−w ≤ s_i ≤ w`` (inclusive; actual positions, the inserted ``s_update`` included, the

@@ -1,21 +1,21 @@
-"""Per-line step-size strategies and their metrics (SPEC §6.3–§6.5, §6.9).
+"""Per-line step-size strategies and their metrics (docs/method.md §6.3–§6.5, §6.9).
 
 Every function here works on plain numpy arrays (rows = lines, columns = positions, NaN-padded
 beyond each line's measured positions, as :meth:`steplines.store.LineStore.read_summary` returns
 them). Positive positions ``s`` point along the update, so SGD's step is ``s_update``.
 
-Two modes (``DESIGN.md``, SPEC §10):
+Two modes (``docs/analysis.md``, docs/method.md §10):
 
 * ``corrected`` (default): the line is evaluated by **linear interpolation** between measured
   positions; PAL reads ``l(µ)`` at exactly ``µ``; δ of the direction batch is the exact
   directional derivative ``g_t·d_t`` stored by the measurement (every optimizer); the
   finite-difference stencil never uses the inserted ``s_update`` column; the FBPAL&SGD refresh
   schedule is keyed to the step index ``t``; the momentum proxy ``D_t`` uses the run's β.
-* ``faithful``: the original code's behaviour: nearest-grid evaluation (SPEC §9.24), PAL reads
-  ``l`` at the grid point nearest µ but uses µ in the formula (§9.20), δ of the direction batch
-  is ``−‖g_t‖`` for β = 0 and a finite difference otherwise (§9.21), the stencil takes the five
-  measured positions around 0 whatever they are, FBPAL&SGD is keyed to the file index
-  (§9.23, §9.27), ``D_t`` uses the hard-coded 0.9 (§9.22).
+* ``faithful``: the original code's behaviour: nearest-grid evaluation (docs/method.md §9.24), PAL
+  reads ``l`` at the grid point nearest µ but uses µ in the formula (§9.20), δ of the direction
+  batch is ``−‖g_t‖`` for β = 0 and a finite difference otherwise (§9.21), the stencil takes the
+  five measured positions around 0 whatever they are, FBPAL&SGD is keyed to the file index (§9.23,
+  §9.27), ``D_t`` uses the hard-coded 0.9 (§9.22).
 
 This module never imports torch.
 """
@@ -64,8 +64,8 @@ def fd_weights(x: Sequence[float]) -> np.ndarray:
 
         f'(x₀) ≈ −h₊/(h₋(h₋+h₊))·f(x₋) + (h₊−h₋)/(h₋h₊)·f(x₀) + h₋/(h₊(h₋+h₊))·f(x₊)
 
-    On the paper grid (−0.002, 0, 0.006) these are (−375, 333.33…, 41.66…) (SPEC §6.3 item 5).
-    The stencil is exact for parabolas.
+    On the paper grid (−0.002, 0, 0.006) these are (−375, 333.33…, 41.66…) (docs/method.md §6.3
+    item 5). The stencil is exact for parabolas.
 
     Args:
         x: Three increasing positions.
@@ -81,7 +81,7 @@ def fd_weights(x: Sequence[float]) -> np.ndarray:
 def stencil_columns(
     positions: np.ndarray, zero_index: int, update_index: int, mode: str
 ) -> np.ndarray | None:
-    """Columns of the five measured positions around ``s = 0`` (SPEC §6.3 item 5).
+    """Columns of the five measured positions around ``s = 0`` (docs/method.md §6.3 item 5).
 
     Faithful: the two neighbours on each side of the zero column, whatever they are (the
     inserted ``s_update`` point included when it falls there). Corrected: the same, but the
@@ -110,7 +110,8 @@ def stencil_columns(
 
 
 def fd_derivative_curvature(x5: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Finite-difference slope and curvature at the centre of a 5-point stencil (SPEC §6.3.5).
+    """Finite-difference slope and curvature at the centre of a 5-point stencil
+    (docs/method.md §6.3.5).
 
     ``g = np.gradient(values, x5)`` (second-order non-uniform central differences, first-order
     one-sided at the two ends); slope = ``g[2]`` (uses only ``x5[1:4]``, weights of
@@ -137,7 +138,7 @@ def fd_derivative_curvature(x5: np.ndarray, values: np.ndarray) -> tuple[np.ndar
 def first_argmin(positions: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     """Position and value of the first minimum of a measured line over all its positions.
 
-    ``s_opt`` of SPEC §6.3 item 4 (numpy's ``argmin``: the first of equal minima).
+    ``s_opt`` of docs/method.md §6.3 item 4 (numpy's ``argmin``: the first of equal minima).
 
     Returns:
         ``(s_min, l_min)``; NaNs when the line has no finite value.
@@ -153,7 +154,7 @@ def first_argmin(positions: np.ndarray, values: np.ndarray) -> tuple[float, floa
 def evaluate_line(
     positions: np.ndarray, values: np.ndarray, s: np.ndarray | float, mode: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluate one measured line at steps ``s`` (SPEC §6.3 "Metrics", §9.24).
+    """Evaluate one measured line at steps ``s`` (docs/method.md §6.3 "Metrics", §9.24).
 
     Corrected: piecewise-linear interpolation between measured positions. Faithful: the value
     at the nearest measured position (first of two equidistant ones). In both modes a step
@@ -185,10 +186,10 @@ def evaluate_line(
 
 
 def pal_step(l0: np.ndarray, l_mu: np.ndarray, b: np.ndarray, mu: float) -> np.ndarray:
-    """PAL's step from a parabola through ``l(0)``, slope ``b`` and ``l(µ)`` (SPEC §6.3 table).
+    """PAL's step from a parabola through l(0), slope b and l(µ) (docs/method.md §6.3).
 
     ``a = (l(µ) − l(0) − b·µ)/µ²``; step = ``−b/(2a)`` if ``a > 0`` and ``b < 0``; ``µ`` if
-    ``a ≤ 0`` and ``b < 0``; 0 otherwise (no adaptation factor, no cap; SPEC §4, §9.20).
+    ``a ≤ 0`` and ``b < 0``; 0 otherwise (no adaptation factor, no cap; docs/method.md §4, §9.20).
     For an exact parabola ``a s² + b s + c`` this is the minimiser ``−b/(2a)``.
 
     Args:
@@ -209,7 +210,7 @@ def pal_step(l0: np.ndarray, l_mu: np.ndarray, b: np.ndarray, mu: float) -> np.n
 
 
 def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarray:
-    """FBPAL&SGD ("apal"): a constant step length refreshed from FBPAL (SPEC §6.3, §9.23).
+    """FBPAL&SGD ("apal"): a constant step length refreshed from FBPAL (docs/method.md §6.3, §9.23).
 
     Keyed by the line number ``n`` (faithful: the position in the list of analysed lines;
     corrected: the step index ``t``). A refresh happens at ``n = 0``, ``n = 1`` and at every
@@ -253,7 +254,7 @@ def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarr
 def momentum_proxy(
     lines: np.ndarray, delta: np.ndarray, beta: float, mode: str = "corrected"
 ) -> np.ndarray:
-    """Accumulated directional derivative ``D_t = β·D_{t−1} + δ_t``, ``D_{−1} = 0`` (SPEC §6.9).
+    """Accumulated directional derivative D_t = β·D_{t−1} + δ_t, D_{−1} = 0 (docs/method.md §6.9).
 
     A scalar proxy for ``−‖m_t‖`` built from slopes of different lines. Faithful: recursion
     over the analysed lines in order (gaps ignored). Corrected: a gap of ``Δt`` steps decays
@@ -282,7 +283,7 @@ def momentum_proxy(
 
 
 def moving_average(x: np.ndarray, window: int = 25, mode: str = "corrected") -> np.ndarray:
-    """Box-kernel moving average (SPEC §6.4, §9.25).
+    """Box-kernel moving average (docs/method.md §6.4, §9.25).
 
     Faithful: ``np.convolve(x, ones(w)/w, "valid")`` (length ``T − w + 1``; entry ``k`` is the
     mean of ``x[k:k+w]``, so plotting it at ``k`` shifts the curve by ``(w−1)/2`` lines).
@@ -314,7 +315,7 @@ def moving_average(x: np.ndarray, window: int = 25, mode: str = "corrected") -> 
 
 
 def accumulate(x: np.ndarray, absolute: bool = False) -> np.ndarray:
-    """Cumulative sum (SPEC §6.4): improvements as they are, distances as ``|·|``; NaN = 0."""
+    """Cumulative sum (docs/method.md §6.4): improvements as they are, distances as |·|; NaN = 0."""
     x = np.asarray(x, dtype=np.float64)
     if absolute:
         x = np.abs(x)
@@ -334,7 +335,7 @@ def coefficient_of_variation(x: np.ndarray) -> float:
 
 
 def line_quantities(sl: SummaryLines, mode: str) -> dict[str, np.ndarray]:
-    """Per-line quantities of SPEC §6.3 items 4–5 (bs = B, the measured direction batch).
+    """Per-line quantities of docs/method.md §6.3 items 4–5 (bs = B, the measured direction batch).
 
     ``s_opt``/``l_min``: first minimum of the metric full-batch line ``l`` over all measured
     positions; ``l0 = l(0)``; ``s_batch_min``: first minimum of ``l_B``; ``delta_fd_*`` and
@@ -380,7 +381,7 @@ def line_quantities(sl: SummaryLines, mode: str) -> dict[str, np.ndarray]:
 def batch_delta(
     sl: SummaryLines, q: dict[str, np.ndarray], mode: str, plain_sgd: bool
 ) -> np.ndarray:
-    """δ_B, the direction-batch slope at 0 used by SGD λ and PAL (SPEC §6.3 item 5, §9.21).
+    """δ_B, the direction-batch slope at 0 of SGD λ and PAL (docs/method.md §6.3.5, §9.21).
 
     Corrected: the exact ``g_t·d_t`` stored for every line (any optimizer). Faithful: ``−‖g_t‖``
     for plain SGD (the original's exact substitution), the finite difference otherwise.
@@ -448,13 +449,13 @@ def constant_rate_steps(
 def strategy_steps(
     sl: SummaryLines, q: dict[str, np.ndarray], settings: AnalysisSettings
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Steps of every strategy on every line (SPEC §6.3 table, plus the constant-rate pair).
+    """Steps of every strategy on every line (docs/method.md §6.3, plus the constant-rate pair).
 
     * ``optimal``: ``s_opt``; ``exact_batch``: ``argmin l_B``; ``sgd``: ``s_update`` (the step
       as trained, any optimizer);
     * ``lambda_star_in`` / ``lambda_star_out``: :func:`constant_rate_steps`;
     * ``sgd_lambda_<λ>``: ``−λ·δ_B`` for each λ of ``settings.lambdas``; with SGD momentum also
-      ``sgd_lambda_<λ>_accum``: ``−λ·D_t`` (the second reading of SPEC §6.9);
+      ``sgd_lambda_<λ>_accum``: ``−λ·D_t`` (the second reading of docs/method.md §6.9);
     * ``pal``: :func:`pal_step` on ``l_B`` with ``b = δ_B``; ``fbpal``: on ``l`` with
       ``b = δ_full`` (finite difference; there is no exact full-batch slope);
       corrected reads ``l(µ)`` by interpolation, faithful at the grid point nearest µ;
@@ -498,7 +499,7 @@ def strategy_steps(
 def strategy_metrics(
     sl: SummaryLines, q: dict[str, np.ndarray], steps: dict[str, np.ndarray], mode: str
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Distance, improvement and clip flag of every strategy (SPEC §6.3 "Metrics").
+    """Distance, improvement and clip flag of every strategy (docs/method.md §6.3 "Metrics").
 
     ``distance = s_opt − step`` (positive: too short); ``improvement = l(0) − l(step)`` on the
     metric full-batch line, evaluated by :func:`evaluate_line` (corrected: interpolation,

@@ -75,7 +75,7 @@ class LineView:
 def line_view(
     record: LineRecord, t: int, mode: str = "corrected", group_size: int | None = None
 ) -> LineView:
-    """Reduce a stored line to a :class:`LineView` (SPEC §6.3 item 2, §6.7).
+    """Reduce a stored line to a :class:`LineView` (docs/method.md §6.3 item 2, §6.7).
 
     Args:
         record: ``LineStore.read_line(t)``.

@@ -5,10 +5,10 @@ Both engines compute, for every position ``s_k`` and every evaluation batch ``b`
     ℓ_i(s_k) = loss(f(x_i; θ_t + s_k·d_t), y_i)      for all samples i of batch b,
 
 with BatchNorm normalising each batch with its own statistics (policy ``batch``, the paper's
-train-mode measurement, SPEC §3.5) or with θ_t's running statistics (``running``), and with one
-dropout mask per batch per line (seeded by the batch's ``dropout_seed``). Positions are always
-formed from the saved anchor θ_t (never by walking the parameters in place, SPEC §3.7), and no
-engine changes the caller's model, buffers or RNG streams.
+train-mode measurement, docs/method.md §3.5) or with θ_t's running statistics (``running``), and
+with one dropout mask per batch per line (seeded by the batch's ``dropout_seed``). Positions are
+always formed from the saved anchor θ_t (never by walking the parameters in place, docs/method.md
+§3.7), and no engine changes the caller's model, buffers or RNG streams.
 
 * :func:`reference_losses` — slow and obvious: a fresh ``functional_call`` per position and
   batch. The oracle for tests and benchmarks.

@@ -2,8 +2,8 @@
 
 For line t the engine evaluates the training set (the full batch), the validation set and the
 direction batch at the pass-0 positions; while the minimum of the mean training, validation or
-direction-batch line lies on the first or last measured position, it adds the next ring of
-positions (SPEC §3.6, the *intended* rule: whole-line means, all three sets, fixing §9.8), up to
+direction-batch line lies on the first or last measured position, it adds the next ring of positions
+(docs/method.md §3.6, the *intended* rule: whole-line means, all three sets, fixing §9.8), up to
 ``max_passes`` passes. Every ring uses the same batches, so rows stay the same samples.
 """
 

@@ -1,6 +1,6 @@
 """Positions along a line: the paper's grid, the symmetric grid and enlargement rings.
 
-SPEC §3.3. With interval I and resolution h, pass r of the paper grid is
+docs/method.md §3.3. With interval I and resolution h, pass r of the paper grid is
 
     left_r  = {−I(r+1) + k·h : k = 0, 1, … while < −I·r}
     right_r = {I·r + k·h     : k = 0, 1, … while < I(r+1)}

@@ -1,4 +1,4 @@
-"""Figures of the paper (SPEC §6.5–§6.8), drawn with matplotlib from the analysis tables.
+"""Figures of the paper (docs/method.md §6.5–§6.8), drawn with matplotlib from the analysis tables.
 
 Every ``plot_*`` function takes tables or arrays and returns a :class:`matplotlib.figure.Figure`
 built without ``pyplot`` (no global state, no GUI backend; rendering uses Agg). Save with

@@ -1,4 +1,4 @@
-"""One function per paper figure (SPEC §6.5–§6.8); numpy/pandas/matplotlib only, no torch.
+"""One function per paper figure (docs/method.md §6.5–§6.8); numpy/pandas/matplotlib only, no torch.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly (not ``pyplot``), so nothing is
 kept in a global figure registry and no GUI backend is touched; ``savefig`` renders with Agg.
@@ -145,7 +145,7 @@ def _sort_strategies(names: Sequence[str]) -> list[str]:
 
 
 def _smooth(x: np.ndarray, lines: np.ndarray, window: int, mode: str) -> tuple[np.ndarray, ...]:
-    """Moving average (SPEC §6.4) and the x positions it is drawn at.
+    """Moving average (docs/method.md §6.4) and the x positions it is drawn at.
 
     Faithful: the "valid" series drawn at the first ``T − w + 1`` line numbers, as the
     original (shifted by ``(w−1)/2`` lines). Corrected: centred, drawn at every line.
@@ -390,7 +390,7 @@ def plot_approximations(
 ) -> Figure:
     """Fig. 5: ``l``, ``l_B`` and the parabolas implied by SGD, SGD λ and PAL on one line.
 
-    Parabolas (SPEC §6.7), all through ``c = l_B(0)``: SGD original ``b = −‖m_t‖``,
+    Parabolas (docs/method.md §6.7), all through ``c = l_B(0)``: SGD original ``b = −‖m_t‖``,
     ``a = ‖m_t‖/(2·s_sgd)`` (vertex at SGD's step); SGD λ ``b = δ_B``, ``a = −b/(2·s_λ)``
     with ``s_λ = −λ·δ_B``; PAL ``b = δ_B``, ``a = (l_B(µ) − l_B(0) − b·µ)/µ²`` (``l_B(µ)``
     interpolated).
@@ -473,7 +473,7 @@ def _matshow(fig: Figure, ax: Axes, mat: np.ndarray, labels: np.ndarray, title: 
 def plot_distance_matrices(
     distances: Mapping[str, np.ndarray], later_from: int = 50, matrix_stride: int | None = None
 ) -> Figure:
-    """Figs. 3, 8, 11, 12: MAE between min-shifted lines (SPEC §6.2).
+    """Figs. 3, 8, 11, 12: MAE between min-shifted lines (docs/method.md §6.2).
 
     Args:
         distances: The arrays of ``analysis/distances.npz`` (``matrix``, ``lines``,
@@ -527,7 +527,7 @@ def _row_stride(distances: Mapping[str, np.ndarray]) -> int:
 
 
 def plot_fits(fits: pd.DataFrame) -> Figure:
-    """Figs. 4, 13, 14: polynomial fit errors and degree-2 coefficients (SPEC §6.2).
+    """Figs. 4, 13, 14: polynomial fit errors and degree-2 coefficients (docs/method.md §6.2).
 
     Args:
         fits: ``analysis/fits.csv`` (``line, degree, mae, c0 … c4``).
@@ -587,12 +587,12 @@ def plot_strategies(
     mu: float = 0.1,
     bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Figure:
-    """Figs. 6, 9, 15–18: the six strategy panels of SPEC §6.5.
+    """Figs. 6, 9, 15–18: the six strategy panels of docs/method.md §6.5.
 
     Args:
         strategies: ``analysis/strategies.csv``.
         derivatives: ``analysis/derivatives.csv``.
-        momentum: β of the run (β > 0: panel 6 divides by ``−D_t``, SPEC §6.9).
+        momentum: β of the run (β > 0: panel 6 divides by ``−D_t``, docs/method.md §6.9).
         mode: ``corrected`` (centred moving average) or ``faithful`` ("valid" average drawn
             at its index, as the original).
         smoothing: Moving-average length.
@@ -679,7 +679,7 @@ def plot_batch_size(
     lr: float | None = None,
     mu: float = 0.1,
 ) -> Figure:
-    """Figs. 7, 19, 20: the batch-size analysis of SPEC §6.6.
+    """Figs. 7, 19, 20: the batch-size analysis of docs/method.md §6.6.
 
     Args:
         batch_size: ``analysis/batch_size.csv``.
@@ -706,7 +706,8 @@ def plot_batch_size(
     span = max(math.log2(max(n_full, 2)) - lo, 1e-9)
 
     def color(bs: int) -> Any:
-        # inferno over log2(bs), stretched from the smallest bs to the full batch (SPEC §6.6
+        # inferno over log2(bs), stretched from the smallest bs to the full batch
+        # (docs/method.md §6.6
         # uses log2(bs)/log2(4000), which leaves the small sizes in a narrow colour band)
         return cmap(0.05 + 0.8 * (math.log2(bs) - lo) / span)
 

@@ -6,7 +6,7 @@
   memory; the archive is never extracted), optionally downloaded first.
 * :func:`load_fashion_mnist` — the four IDX files, raw or gzipped, from ``--data-dir``, from the
   Debian package ``dataset-fashion-mnist`` (:data:`FASHION_MNIST_SYSTEM_DIR`), or downloaded.
-* :func:`paper_split` — the paper's train/validation subset indices (SPEC §1.1).
+* :func:`paper_split` — the paper's train/validation subset indices (docs/method.md §1.1).
 
 Downloads (:func:`download_file`) write ``NAME.part``, check the md5 and only then rename, so a
 failed or corrupt download never leaves a file that a later run would trust. Checksums are only
@@ -558,7 +558,7 @@ def load_fashion_mnist(
 def paper_split(
     n_total: int, *, pool_train: int, train_size: int, val_size: int, seed: int = 42
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Choose the paper's training and validation subsets of a training split (SPEC §1.1).
+    """Choose the paper's training and validation subsets of a training split (docs/method.md §1.1).
 
     Exactly the original procedure: ``random_split(range(n_total), [pool_train, rest])`` with a
     generator seeded ``seed`` gives a training pool and a validation pool; each pool is then

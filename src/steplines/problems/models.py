@@ -1,4 +1,4 @@
-"""The networks of the benchmark problems (Mutschler & Zell (2021), SPEC §2).
+"""The networks of the benchmark problems (Mutschler & Zell (2021), docs/method.md §2).
 
 Four architectures are provided, all built by :func:`make_model`:
 
@@ -353,7 +353,7 @@ class MobileNetV2Cifar(nn.Module):
 def make_model(
     name: str, *, in_channels: int = 3, num_classes: int = 10, image_size: int = 32
 ) -> nn.Module:
-    """Build one of the benchmark networks (Mutschler & Zell (2021), SPEC §2).
+    """Build one of the benchmark networks (Mutschler & Zell (2021), docs/method.md §2).
 
     Initial weights come from PyTorch's default global generator: call ``torch.manual_seed``
     first for a reproducible network. All networks end in adaptive/global pooling, so any

@@ -2,7 +2,7 @@
 
 Batches are addressed by sample indices and an augmentation seed, never drawn from a stateful
 loader: ``train_batch(rows, aug_seed)`` returns the same tensors on every call, so any step of
-a trajectory and any line can be rebuilt exactly (DESIGN.md, data flow).
+a trajectory and any line can be rebuilt exactly (docs/design.md).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def per_sample_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random crop with zero padding, optional horizontal flip, then normalisation (SPEC §1.2).
+    """Random crop with zero padding, optional flip, then normalisation (docs/method.md §1.2).
 
     Attributes:
         mean, std: per-channel normalisation of pixel values in [0, 1].
@@ -181,7 +181,7 @@ class Problem:
         return self.augmentation.apply(x, aug_seed), y
 
     def val_batch(self, rows: np.ndarray) -> tuple[Tensor, Tensor]:
-        """Validation samples ``rows``, normalised, never augmented (fixes SPEC §9.14)."""
+        """Validation samples ``rows``, normalised, never augmented (fixes docs/method.md §9.14)."""
         if isinstance(self.val, TensorData):
             return self.val.rows(rows)
         assert self.augmentation is not None
@@ -383,7 +383,7 @@ def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Probl
     return problem
 
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # SPEC §1.2
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # docs/method.md §1.2
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
 DIGITS_MEAN, DIGITS_STD = (0.3050,), (0.3760,)
 
@@ -402,7 +402,7 @@ def make_problem(cfg: ProblemConfig) -> Problem:
     Digits: a fixed seeded split of sklearn's 1,797 bundled images (no network).
     A user's problem: ``factory = "module:function"`` (:func:`load_problem_factory`).
     CIFAR-10 / Fashion-MNIST: the paper's nested random split of the training split
-    (SPEC §1.1, seed ``split_seed``): pools of 80 %/20 %, then ``train_size``/``val_size``
+    (docs/method.md §1.1, seed ``split_seed``): pools of 80 %/20 %, then ``train_size``/``val_size``
     from them (4000/1000 of CIFAR-10's 50,000 images = 8 % + 2 %).
     """
     if cfg.factory:

@@ -1,4 +1,4 @@
-"""The static HTML report of one or several runs (DESIGN "Report"; ``docs/report.md``).
+"""The static HTML report of one or several runs (``docs/report.md``).
 
 Entry point: :func:`build_report`. This package never imports torch.
 """

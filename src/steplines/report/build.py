@@ -1,4 +1,4 @@
-"""Build the static HTML report of one or several runs (DESIGN "Report").
+"""Build the static HTML report of one or several runs (``docs/report.md``).
 
 :func:`build_report` analyses a run when its tables are missing or stale, draws every figure
 into ``RUN/figures/`` (PNG for the page, PDF for papers) and renders ``RUN/report.html`` with the
@@ -976,7 +976,8 @@ def build_run_report(
             est["figure"] = drawn[0] if drawn else None
     title, _ = paper_values(match_preset(run.config))
     paper_note = (
-        "Paper column: SPEC §7; the supplementary numbers were read off the paper's plots "
+        "Paper column: docs/method.md §7; the supplementary numbers were read off the "
+        "paper's plots "
         "(≈). The paper's runs have 10 000 lines; runs of another length are not directly "
         "comparable."
         if title

@@ -1,7 +1,7 @@
-"""The paper's headline numbers (SPEC §7), keyed by the preset a run matches.
+"""The paper's headline numbers (docs/method.md §7), keyed by the preset a run matches.
 
-Supplementary numbers were read off the paper's plots (SPEC §7 says so); they are quoted as
-text with "≈" so nobody mistakes them for exact values. Keys are the row keys of
+Supplementary numbers were read off the paper's plots (docs/method.md §7 says so); they are quoted
+as text with "≈" so nobody mistakes them for exact values. Keys are the row keys of
 :func:`steplines.report.build.core_results`.
 """
 

@@ -1,4 +1,4 @@
-"""Lines along noisy gradient directions at fixed positions (SPEC §5, the paper's Fig. 8).
+"""Lines along noisy gradient directions at fixed positions (docs/method.md §5, the paper's Fig. 8).
 
 At every ``every``-th step t, D lines are measured from the same θ_t along the directions
 ``−g_j/‖g_j‖`` of D other mini-batches j, with the full batch and validation set of line t.

@@ -9,7 +9,7 @@ state carries over between steps.
 The line of step t follows the update *as applied*: u_t = θ_{t+1} − θ_t, d_t = u_t/‖u_t‖
 (norm over all trainable parameters), s_update = ‖u_t‖. For SGD with momentum β (PyTorch
 semantics) u_t = −λ_t·m_t with m_t = β·m_{t−1} + g_t (the original's doubled first buffer,
-SPEC §9.10, is not reproduced).
+docs/method.md §9.10, is not reproduced).
 """
 
 from __future__ import annotations
