@@ -390,7 +390,7 @@ def core_results(run: RunData) -> list[dict[str, str]]:
         )
     add(
         "sgd_overshoot",
-        f"SGD original step / s_opt (median; λ = {fmt(run.lr)})",
+        f"step as trained / s_opt (median; λ = {fmt(run.lr)})",
         f"{fmt(overshoot(run.derivatives))}×",
     )
     opt = s.get("strategies", {}).get("optimal", {})
