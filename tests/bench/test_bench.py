@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from conftest import steplines
+from support import steplines
 
 
 def test_bench_json_records() -> None:

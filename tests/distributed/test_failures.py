@@ -16,8 +16,7 @@ import pytest
 
 from steplines.store import LineStore
 
-from conftest import assert_same_store, steplines
-from test_scale_out import reference_run  # noqa: F401 - fixture
+from support import assert_same_store, steplines
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
@@ -42,10 +41,10 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_full_disk_keeps_finished_lines(
-    reference_run: tuple[Path, Path],  # noqa: F811
+    tiny_run: tuple[Path, Path],
     small_fs: Path,
 ) -> None:
-    cfg, ref = reference_run
+    cfg, ref = tiny_run
     run = small_fs / "run"
     res = steplines("run", "--config", str(cfg), "--out", str(run), "--quiet")
     assert res.returncode == 2, (res.stdout, res.stderr)
@@ -64,8 +63,8 @@ def test_full_disk_keeps_finished_lines(
     assert_same_store(ref, run)
 
 
-def test_read_only_run_directory(reference_run: tuple[Path, Path], small_fs: Path) -> None:  # noqa: F811
-    cfg, _ = reference_run
+def test_read_only_run_directory(tiny_run: tuple[Path, Path], small_fs: Path) -> None:
+    cfg, _ = tiny_run
     run = small_fs / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
@@ -75,11 +74,11 @@ def test_read_only_run_directory(reference_run: tuple[Path, Path], small_fs: Pat
 
 
 def test_killed_ray_workers_are_retried(
-    reference_run: tuple[Path, Path],  # noqa: F811
+    tiny_run: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("ray")
-    cfg, ref = reference_run
+    cfg, ref = tiny_run
     run = tmp_path / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     driver = subprocess.Popen(

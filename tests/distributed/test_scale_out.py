@@ -10,21 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, assert_same_store, steplines
+from support import assert_same_store, steplines
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """An uninterrupted in-process run of the tiny config (the oracle)."""
-    root = tmp_path_factory.mktemp("ref")
-    cfg = root / "tiny.toml"
-    cfg.write_text(TINY.format(steps=10))
-    steplines("run", "--config", str(cfg), "--out", str(root / "run"), "--quiet", check=True)
-    return cfg, root / "run"
-
-
-def test_two_shards_equal_in_process(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
-    cfg, ref = reference_run
+def test_two_shards_equal_in_process(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg, ref = tiny_run
     run = tmp_path / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     procs = [
@@ -49,11 +39,11 @@ def test_two_shards_equal_in_process(reference_run: tuple[Path, Path], tmp_path:
     assert_same_store(ref, run)
 
 
-def test_overlapping_writers_are_refused(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
+def test_overlapping_writers_are_refused(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
     """A writer holding segment 0 (this test process) blocks overlapping writers only."""
     from steplines.locks import segment_locks
 
-    cfg, ref = reference_run
+    cfg, ref = tiny_run
     run = tmp_path / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     with segment_locks(run, [0, 8]):  # what `measure --shard 0/2` holds: segments 0 and 2
@@ -71,11 +61,11 @@ def test_overlapping_writers_are_refused(reference_run: tuple[Path, Path], tmp_p
 
 
 def test_verify_detects_corruption_and_redo_repairs(
-    reference_run: tuple[Path, Path], tmp_path: Path
+    tiny_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
     import shutil
 
-    _, ref = reference_run
+    _, ref = tiny_run
     run = tmp_path / "run"
     shutil.copytree(ref, run)
     ok = steplines("verify", str(run))
@@ -100,11 +90,9 @@ def test_default_path_never_imports_ray() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_ray_local_cluster_equals_in_process(
-    reference_run: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_ray_local_cluster_equals_in_process(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    cfg, ref = reference_run
+    cfg, ref = tiny_run
     run = tmp_path / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     code = (
@@ -120,9 +108,9 @@ def test_ray_local_cluster_equals_in_process(
     assert_same_store(ref, run)
 
 
-def test_ray_without_gpus_fails_at_once(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
+def test_ray_without_gpus_fails_at_once(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    cfg, _ = reference_run
+    cfg, _ = tiny_run
     run = tmp_path / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     res = steplines(
@@ -132,11 +120,11 @@ def test_ray_without_gpus_fails_at_once(reference_run: tuple[Path, Path], tmp_pa
     assert "no GPU" in res.stderr.splitlines()[-1] or "CUDA is not available" in res.stderr
 
 
-def test_sigkill_shards_then_resume(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
+def test_sigkill_shards_then_resume(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
     """Kill both shards at random moments several times; the rerun completes identically."""
     import random
 
-    cfg, ref = reference_run
+    cfg, ref = tiny_run
     run = tmp_path / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     rng = random.Random(7)

@@ -15,7 +15,7 @@ import pytest
 from steplines.analysis.run import analyze_run
 from steplines.store import LineStore
 
-from conftest import steplines
+from support import steplines
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY, steplines
+from support import TINY, steplines
 
 
 def _one_line_error(res, *needles: str) -> None:

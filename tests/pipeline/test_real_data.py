@@ -11,7 +11,7 @@ import pytest
 from steplines.problems.datasets import FASHION_MNIST_SYSTEM_DIR
 from steplines.store import LineStore
 
-from conftest import steplines
+from support import steplines
 
 SMALL = """
 [problem]

@@ -22,7 +22,7 @@ from steplines.rundir import RunDir
 from steplines.store import LineStore
 from steplines.trajectory.loop import Trainer
 
-from conftest import assert_same_store, steplines
+from support import assert_same_store, steplines
 
 
 def test_run_measures_every_line_consistently(tiny_config: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from steplines.rundir import RunDir
 from steplines.seeding import derive_seed
 from steplines.store import LineStore
 
-from conftest import TINY, assert_same_store
+from support import TINY, assert_same_store
 
 
 @pytest.fixture(autouse=True)
