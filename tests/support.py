@@ -91,3 +91,51 @@ def assert_same_store(a: Path, b: Path) -> None:
     from steplines.store import differing_arrays
 
     assert differing_arrays(a / "lines.zarr", b / "lines.zarr") == []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...), from /proc: only the
+    test's own processes, never another user's of the same name."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "(name) "
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier}
+        found.extend(sorted(frontier))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def lines_done(run: Path) -> int:
+    """Finished lines of a run another process is writing (0 while there is no store yet)."""
+    from steplines.store import LineStore
+
+    try:
+        return int(LineStore.open(run / "lines.zarr").done().sum())
+    except Exception:  # not created yet, or caught mid-write: look again later
+        return 0
+
+
+def wait_for_lines(run: Path, n: int, procs: list[subprocess.Popen], timeout: float = 120) -> int:
+    """Wait until ``run`` has at least ``n`` finished lines (or every process has ended)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    done = lines_done(run)
+    while done < n and time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.05)
+        done = lines_done(run)
+    return done
