@@ -64,14 +64,15 @@ def _plain_sgd_loop(cfg, problem, probe_dir: Path | None, steps: int) -> None:
     probe.close()
 
 
-def test_probe_in_plain_sgd_loop_reproduces_steplines_run(tmp_path: Path) -> None:
-    cfg = load_config(path=_write(tmp_path / "c.toml", TINY.format(steps=6)))
-    run = RunDir.prepare(tmp_path / "run", cfg)
-    run_all(run)
+def test_probe_in_plain_sgd_loop_reproduces_steplines_run(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The probe's store equals the session's tiny run (the same config, 10 steps)."""
+    cfg = load_config(path=tiny_run[0])
     problem = make_problem(cfg.problem)
-    _plain_sgd_loop(cfg, problem, tmp_path / "probe", steps=6)
+    _plain_sgd_loop(cfg, problem, tmp_path / "probe", steps=cfg.train.steps)
     assert LineStore.open(tmp_path / "probe" / "lines.zarr").done().all()
-    assert_same_store(tmp_path / "run", tmp_path / "probe")
+    assert_same_store(tiny_run[1], tmp_path / "probe")
 
 
 def test_probe_with_worker_processes_reproduces_steplines_run(tmp_path: Path) -> None:
@@ -244,7 +245,7 @@ def test_scheduled_probe_resumes_and_analyses(tmp_path: Path) -> None:
     assert probe.due(1) is False and probe.due(2) is False  # unscheduled / already measured
     analyze_run(tmp_path / "run")
     assert (tmp_path / "run" / "analysis" / "summary.json").exists()
-    html = build_report([tmp_path / "run"]).read_text()
+    html = build_report([tmp_path / "run"], formats=("png",)).read_text()
     assert "your own loop (LineProbe)" in html and "AdamW" in html and "every:2" in html
     # the same directory with other settings is refused, not overwritten
     with pytest.raises(RunDirError, match="different configuration"):
