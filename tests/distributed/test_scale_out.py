@@ -47,38 +47,42 @@ def test_two_shards_equal_in_process(tiny_run: tuple[Path, Path], tmp_path: Path
     assert_same_store(ref, run)
 
 
+_HOLD = (
+    "import sys; from pathlib import Path; from steplines.locks import segment_locks\n"
+    "with segment_locks(Path(sys.argv[1]), [0, 8]):\n"
+    "    print('held', flush=True); sys.stdin.read()\n"
+)
+
+
 def test_overlapping_writers_are_refused(
     tiny_run: tuple[Path, Path], tiny_trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """A writer holding segment 0 (this test process) blocks overlapping writers only."""
-    from steplines.locks import segment_locks
-
+    """A writer holding segments 0 and 2 (a small process that imports only the locks)
+    blocks overlapping writers only; the writers run in this process (support.cli)."""
     cfg, ref = tiny_run
     run = copy_run(tiny_trained[1], tmp_path / "run")
-    with segment_locks(run, [0, 8]):  # what `measure --shard 0/2` holds: segments 0 and 2
-        # the four writers start at once (each is mostly interpreter start-up)
-        procs = {
-            name: subprocess.Popen(
-                [*CLI, *args, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            for name, args in {
-                "all": ["measure", str(run)],
-                "0/3": ["measure", str(run), "--shard", "0/3"],
-                "disjoint": ["measure", str(run), "--shard", "1/2"],  # segment 1
-                "run": ["run", "--config", str(cfg), "--out", str(run), "--no-report"],
-            }.items()
-        }
-        res = {
-            name: subprocess.CompletedProcess(p.args, p.wait(300), *p.communicate())
-            for name, p in procs.items()
-        }
-        for name in ("all", "0/3", "run"):
-            r = res[name]
-            assert r.returncode == 2 and "being written by another process" in r.stderr, name
-            assert f"pid {os.getpid()}" in r.stderr and "Traceback" not in r.stderr, name
-        disjoint = res["disjoint"]
+    # what `measure --shard 0/2` holds: segments 0 and 2
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for args in (
+            ["measure", str(run)],
+            ["measure", str(run), "--shard", "0/3"],
+            ["run", "--config", str(cfg), "--out", str(run)],
+        ):
+            res = cli(*args, "--quiet")
+            assert res.returncode == 2 and "being written by another process" in res.stderr, args
+            assert f"pid {holder.pid}" in res.stderr and "Traceback" not in res.stderr, args
+        disjoint = cli("measure", str(run), "--shard", "1/2", "--quiet")  # segment 1
         assert disjoint.returncode == 0, disjoint.stderr
         assert "4/10 lines done" in disjoint.stdout
+    finally:
+        holder.communicate("")  # stdin closed: the holder releases its locks and exits
     cli("measure", str(run), "--quiet", check=True)  # released: the rest is measured
     assert_same_store(ref, run)
 

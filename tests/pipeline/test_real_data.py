@@ -11,7 +11,7 @@ import pytest
 from steplines.problems.datasets import FASHION_MNIST_SYSTEM_DIR
 from steplines.store import LineStore
 
-from support import steplines
+from support import cli, steplines
 
 # the paper presets with two lines over small sets, without the estimators (their per-sample
 # gradients and Hessian-vector products of ResNet-20 were most of these tests' time; the
@@ -97,7 +97,8 @@ def test_fashion_mnist_preset_end_to_end(tmp_path: Path) -> None:
 
 
 def test_lr_grid_prints_table_and_best(tmp_path: Path) -> None:
-    res = steplines(
+    # in this process (support.cli): the table is the subject, not the process
+    res = cli(
         "lr-grid", "--preset", "demo", "--steps", "10", "--lrs", "1,0.001", "--quiet", check=True
     )
     lines = res.stdout.splitlines()
