@@ -1,34 +1,13 @@
-"""Shared fixtures: a tiny digits run configuration and a CLI runner."""
+"""Shared fixtures: the tiny digits configuration, and one tiny run trained and measured once
+per session that many tests read (or copy to change), instead of each training its own."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-TINY = """
-[problem]
-dataset = "digits"
-model = "digits-resnet"
-train_size = 256
-val_size = 64
-batch_size = 64
-
-[train]
-lr = 1.0
-steps = {steps}
-checkpoint_every = 4
-cpu_threads = 1
-
-[measure]
-grid = "paper"
-interval = 0.5
-resolution = 0.1
-max_passes = 2
-"""
+from support import TINY
 
 
 @pytest.fixture
@@ -39,27 +18,51 @@ def tiny_config(tmp_path: Path) -> Path:
     return p
 
 
-def steplines(
-    *args: str, check: bool = False, timeout: float = 300, report: bool = False
-) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess (as a user would); ``run`` skips the report unless asked."""
-    if args and args[0] == "run" and not report:
-        args = (*args, "--no-report")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    out = subprocess.run(
-        [sys.executable, "-m", "steplines.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"steplines {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-    return out
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(config file, run dir)``: the tiny config's trajectory recorded (what ``steplines
+    train`` writes), no line measured. Shared: copy it (``support.copy_run``) to change it."""
+    import torch
+
+    from steplines.config import load_config
+    from steplines.measure import record_trajectory
+    from steplines.problems.problem import make_problem
+    from steplines.rundir import RunDir, resolve_device
+
+    root = tmp_path_factory.mktemp("tiny-trained")
+    cfg_file = root / "tiny.toml"
+    cfg_file.write_text(TINY.format(steps=10))
+    cfg = load_config(path=cfg_file)
+    threads = torch.get_num_threads()
+    try:
+        device = resolve_device(cfg.measure.device, cfg.measure.precision)
+        run = RunDir.prepare(root / "run", cfg)
+        run.write_provenance(device)
+        record_trajectory(run, make_problem(cfg.problem), device)
+    finally:
+        torch.set_num_threads(threads)
+    return cfg_file, run.path
 
 
-def assert_same_store(a: Path, b: Path) -> None:
-    """The line stores of run directories ``a`` and ``b`` are identical, array by array."""
-    from steplines.store import differing_arrays
+@pytest.fixture(scope="session")
+def tiny_run(
+    tiny_trained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """``(config file, run dir)``: the tiny config trained and every line measured in this
+    process (the oracle the CLI's ways of measuring are compared with). Shared: read it, or
+    copy it (``support.copy_run``) to change it."""
+    import torch
 
-    assert differing_arrays(a / "lines.zarr", b / "lines.zarr") == []
+    from steplines.measure import run_all
+    from steplines.rundir import RunDir
+
+    from support import copy_run
+
+    cfg_file, trained = tiny_trained
+    path = copy_run(trained, tmp_path_factory.mktemp("tiny-run") / "run")
+    threads = torch.get_num_threads()
+    try:
+        run_all(RunDir.open(path))  # the trajectory is recorded: this measures every line
+    finally:
+        torch.set_num_threads(threads)
+    return cfg_file, path

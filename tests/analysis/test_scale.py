@@ -41,35 +41,35 @@ def run_bench(run_dir: Path, *args: str, timeout: float) -> dict[str, Any]:
 
 
 def test_analysis_peak_memory_does_not_grow_with_lines(tmp_path: Path) -> None:
-    """Doubling the analysed lines (100 → 200) grows analyze_run's peak RSS by less than 20 %.
+    """Doubling the analysed lines (50 → 100) grows analyze_run's peak RSS by less than 20 %.
 
-    One 200-line store (N = 2,048 rows × 169 positions, float32: ~1.4 MB of per-sample data per
-    line) is analysed whole, then with lines 100–199 invalidated (``analyze_run`` skips lines
-    that are not done). The per-sample data of 100 lines (~140 MB) is far more than 20 % of the
-    100-line peak, so an analysis holding every line's per-sample data at once would fail; the
+    One 100-line store (N = 2,048 rows × 169 positions, float32: ~1.4 MB of per-sample data per
+    line) is analysed whole, then with lines 50–99 invalidated (``analyze_run`` skips lines
+    that are not done). The per-sample data of 50 lines (~70 MB) is far more than 20 % of the
+    50-line peak, so an analysis holding every line's per-sample data at once would fail; the
     ``preload`` control (every line read into memory) measures that margin on the same store,
     so the test cannot pass vacuously.
     """
     run = tmp_path / "run"
     small = ("--n", "2048", "--m", "32", "--b", "128", "--k", "176")
-    r200 = run_bench(run, "--lines", "200", *small, "--steps", "corrected,preload", timeout=600)
-    assert r200["lines_done"] == 200
-    LineStore.open(run / "lines.zarr", mode="r+").invalidate(list(range(100, 200)))
-    r100 = run_bench(run, "--reuse", "--steps", "corrected", timeout=600)
+    r100 = run_bench(run, "--lines", "100", *small, "--steps", "corrected,preload", timeout=600)
     assert r100["lines_done"] == 100
-    shutil.rmtree(run)  # ~220 MB; pytest keeps the last few tmp_path trees
+    LineStore.open(run / "lines.zarr", mode="r+").invalidate(list(range(50, 100)))
+    r50 = run_bench(run, "--reuse", "--steps", "corrected", timeout=600)
+    assert r50["lines_done"] == 50
+    shutil.rmtree(run)  # ~110 MB; pytest keeps the last few tmp_path trees
 
-    base = r100["by_step"]["corrected"]["peak_mib"]
-    grown = r200["by_step"]["corrected"]["peak_mib"]
-    preload = r200["by_step"]["preload"]
-    per_100_lines = (preload["peak_mib"] - preload["baseline_mib"]) / 2
-    assert per_100_lines > 0.2 * base, (
-        f"control too weak: 100 lines of per-sample data take only {per_100_lines:.0f} MiB "
+    base = r50["by_step"]["corrected"]["peak_mib"]
+    grown = r100["by_step"]["corrected"]["peak_mib"]
+    preload = r100["by_step"]["preload"]
+    per_50_lines = (preload["peak_mib"] - preload["baseline_mib"]) / 2
+    assert per_50_lines > 0.2 * base, (
+        f"control too weak: 50 lines of per-sample data take only {per_50_lines:.0f} MiB "
         f"(limit {0.2 * base:.0f} MiB)"
     )
     assert grown < 1.2 * base, (
-        f"analyze_run peak RSS grew from {base:.0f} MiB (100 lines) to {grown:.0f} MiB "
-        f"(200 lines); per-sample data must be streamed line by line"
+        f"analyze_run peak RSS grew from {base:.0f} MiB (50 lines) to {grown:.0f} MiB "
+        f"(100 lines); per-sample data must be streamed line by line"
     )
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from conftest import steplines
+from support import cli, steplines
 
 
-def test_bench_json_records() -> None:
+@pytest.fixture(scope="module")
+def bench_json() -> list[dict]:
+    """One quick benchmark run (a `steplines` process): its JSON records, read by both tests."""
     out = steplines(
         "bench",
         "--model",
@@ -26,7 +29,11 @@ def test_bench_json_records() -> None:
         "--json",
         check=True,
     )
-    recs = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_bench_json_records(bench_json: list[dict]) -> None:
+    recs = bench_json
     names = [r["variant"] for r in recs]
     assert "reference" in names and any(n.startswith("paper loop") for n in names)
     for r in recs:
@@ -41,22 +48,16 @@ def test_bench_json_records() -> None:
     assert any(n.startswith("opt-in bf16") for n in names)
 
 
-def test_bench_table() -> None:
-    out = steplines(
-        "bench",
-        "--model",
-        "digits-resnet",
-        "--device",
-        "cpu",
-        "--batches",
-        "1",
-        "--positions",
-        "2",
-        "--repeat",
-        "1",
-        "--quick",
-        check=True,
-    )
+def test_bench_table(bench_json: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command without --json prints the table of the same records (the benchmark itself
+    is not run again: its result is the JSON run's)."""
+    import steplines.bench
+
+    facts = bench_json[0]["machine"]
+    records = [{k: v for k, v in r.items() if k != "machine"} for r in bench_json]
+    monkeypatch.setattr(steplines.bench, "run_bench", lambda *a, **kw: (facts, records))
+    out = cli("bench", "--model", "digits-resnet", "--device", "cpu", "--quick", check=True)
     head, cols, *rows = out.stdout.splitlines()
     assert "gemm_gflops" in head and "evals/s" in cols and "max |Δ|" in cols
     assert any(r.startswith("paper loop") for r in rows)
+    assert len(rows) >= len(records)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.analysis_fixtures import make_run
+from analysis_fixtures import make_run
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "sampling.py"
 

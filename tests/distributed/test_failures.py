@@ -16,8 +16,7 @@ import pytest
 
 from steplines.store import LineStore
 
-from conftest import assert_same_store, steplines
-from test_scale_out import reference_run  # noqa: F401 - fixture
+from support import assert_same_store, cli, command_line, copy_run, descendants, steplines
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
@@ -42,10 +41,10 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_full_disk_keeps_finished_lines(
-    reference_run: tuple[Path, Path],  # noqa: F811
+    tiny_run: tuple[Path, Path],
     small_fs: Path,
 ) -> None:
-    cfg, ref = reference_run
+    cfg, ref = tiny_run
     run = small_fs / "run"
     res = steplines("run", "--config", str(cfg), "--out", str(run), "--quiet")
     assert res.returncode == 2, (res.stdout, res.stderr)
@@ -60,26 +59,27 @@ def test_full_disk_keeps_finished_lines(
         store.read_line(t)
     # more space: the same command finishes, with the store of an uninterrupted run
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_fs)], check=True)
-    steplines("run", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
+    cli("run", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     assert_same_store(ref, run)
 
 
-def test_read_only_run_directory(reference_run: tuple[Path, Path], small_fs: Path) -> None:  # noqa: F811
-    cfg, _ = reference_run
-    run = small_fs / "run"
-    steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
+def test_read_only_run_directory(tiny_trained: tuple[Path, Path], small_fs: Path) -> None:
+    run = copy_run(tiny_trained[1], small_fs / "run")  # what `steplines train` wrote
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     res = steplines("measure", str(run), "--quiet")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "Read-only file system" in res.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_killed_ray_workers_are_retried(
-    reference_run: tuple[Path, Path],  # noqa: F811
+    tiny_run: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
+    """Two workers killed at random moments (slow; the default set kills one in
+    test_scale_out.py::test_ray_equals_in_process_and_retries_a_killed_worker)."""
     pytest.importorskip("ray")
-    cfg, ref = reference_run
+    cfg, ref = tiny_run
     run = tmp_path / "run"
     steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
     driver = subprocess.Popen(
@@ -91,11 +91,11 @@ def test_killed_ray_workers_are_retried(
     rng, kills, deadline = random.Random(11), 0, time.time() + 240
     while driver.poll() is None and kills < 2 and time.time() < deadline:
         time.sleep(rng.uniform(0.5, 2.0))
-        pids = subprocess.run(
-            ["pgrep", "-f", "ray::measure_segment_task"], capture_output=True, text=True
-        ).stdout.split()
+        pids = [  # this driver's workers only, never another user's
+            p for p in descendants(driver.pid) if "ray::measure_segment_task" in command_line(p)
+        ]
         if pids:
-            os.kill(int(rng.choice(pids)), signal.SIGKILL)
+            os.kill(rng.choice(pids), signal.SIGKILL)
             kills += 1
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]

@@ -1,94 +1,108 @@
-"""Shards, Ray, locks, verify/redo: every way of measuring gives the same store."""
+"""Shards, Ray, locks, verify/redo: every way of measuring gives the same store.
+
+The oracle is the session's ``tiny_run`` (the tiny config trained and measured in-process);
+each test measures a private copy of its trajectory (``tiny_trained``) another way.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, assert_same_store, steplines
+from support import (
+    CLI,
+    assert_same_store,
+    cli,
+    command_line,
+    copy_run,
+    descendants,
+    steplines,
+    wait_for_lines,
+)
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """An uninterrupted in-process run of the tiny config (the oracle)."""
-    root = tmp_path_factory.mktemp("ref")
-    cfg = root / "tiny.toml"
-    cfg.write_text(TINY.format(steps=10))
-    steplines("run", "--config", str(cfg), "--out", str(root / "run"), "--quiet", check=True)
-    return cfg, root / "run"
-
-
-def test_two_shards_equal_in_process(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
-    cfg, ref = reference_run
-    run = tmp_path / "run"
-    steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "steplines.cli",
-                "measure",
-                str(run),
-                "--shard",
-                f"{i}/2",
-                "--quiet",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
+def _shards(run: Path, n: int = 2, **kw) -> list[subprocess.Popen]:
+    """``steplines measure RUN --shard i/n`` for every i, started at once."""
+    return [
+        subprocess.Popen([*CLI, "measure", str(run), "--shard", f"{i}/{n}", "--quiet"], **kw)
+        for i in range(n)
     ]
+
+
+def test_two_shards_equal_in_process(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """`steplines train`, then two shard processes at once: the in-process run's store."""
+    cfg, ref = tiny_run
+    run = tmp_path / "run"
+    cli("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
+    procs = _shards(run, stderr=subprocess.PIPE, text=True)
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     assert_same_store(ref, run)
 
 
-def test_overlapping_writers_are_refused(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
-    """A writer holding segment 0 (this test process) blocks overlapping writers only."""
-    from steplines.locks import segment_locks
+_HOLD = (
+    "import sys; from pathlib import Path; from steplines.locks import segment_locks\n"
+    "with segment_locks(Path(sys.argv[1]), [0, 8]):\n"
+    "    print('held', flush=True); sys.stdin.read()\n"
+)
 
-    cfg, ref = reference_run
-    run = tmp_path / "run"
-    steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
-    with segment_locks(run, [0, 8]):  # what `measure --shard 0/2` holds: segments 0 and 2
-        for args in (["measure", str(run)], ["measure", str(run), "--shard", "0/3"]):
-            res = steplines(*args, "--quiet")
-            assert res.returncode == 2 and "being written by another process" in res.stderr
-            assert f"pid {os.getpid()}" in res.stderr and "Traceback" not in res.stderr
-        disjoint = steplines("measure", str(run), "--shard", "1/2", "--quiet")  # segment 1
+
+def test_overlapping_writers_are_refused(
+    tiny_run: tuple[Path, Path], tiny_trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A writer holding segments 0 and 2 (a small process that imports only the locks)
+    blocks overlapping writers only; the writers run in this process (support.cli)."""
+    cfg, ref = tiny_run
+    run = copy_run(tiny_trained[1], tmp_path / "run")
+    # what `measure --shard 0/2` holds: segments 0 and 2
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for args in (
+            ["measure", str(run)],
+            ["measure", str(run), "--shard", "0/3"],
+            ["run", "--config", str(cfg), "--out", str(run)],
+        ):
+            res = cli(*args, "--quiet")
+            assert res.returncode == 2 and "being written by another process" in res.stderr, args
+            assert f"pid {holder.pid}" in res.stderr and "Traceback" not in res.stderr, args
+        disjoint = cli("measure", str(run), "--shard", "1/2", "--quiet")  # segment 1
         assert disjoint.returncode == 0, disjoint.stderr
         assert "4/10 lines done" in disjoint.stdout
-        train = steplines("run", "--config", str(cfg), "--out", str(run), "--quiet")
-        assert train.returncode == 2 and "being written by another process" in train.stderr
-    steplines("measure", str(run), "--quiet", check=True)  # released: the rest is measured
+    finally:
+        holder.communicate("")  # stdin closed: the holder releases its locks and exits
+    cli("measure", str(run), "--quiet", check=True)  # released: the rest is measured
     assert_same_store(ref, run)
 
 
 def test_verify_detects_corruption_and_redo_repairs(
-    reference_run: tuple[Path, Path], tmp_path: Path
+    tiny_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    import shutil
-
-    _, ref = reference_run
-    run = tmp_path / "run"
-    shutil.copytree(ref, run)
-    ok = steplines("verify", str(run))
+    _, ref = tiny_run
+    run = copy_run(ref, tmp_path / "run")
+    ok = cli("verify", str(run))
     assert ok.returncode == 0 and "checked 10 finished lines" in ok.stdout and "OK" in ok.stdout
     chunk = next((run / "lines.zarr" / "train_losses" / "c").glob("3/**/*"))
     while chunk.is_dir():
         chunk = next(chunk.iterdir())
     chunk.write_bytes(chunk.read_bytes()[: len(chunk.read_bytes()) // 2])  # truncate line 3
-    bad = steplines("verify", str(run))
+    bad = cli("verify", str(run))
     assert bad.returncode == 1 and "corrupt line 3" in bad.stdout
     assert f"steplines measure {run} --redo 3" in bad.stdout
-    steplines("measure", str(run), "--redo", "3", "--quiet", check=True)
-    assert steplines("verify", str(run), "--no-replay").returncode == 0
+    cli("measure", str(run), "--redo", "3", "--quiet", check=True)
+    assert cli("verify", str(run), "--no-replay").returncode == 0
     assert_same_store(ref, run)
 
 
@@ -100,13 +114,50 @@ def test_default_path_never_imports_ray() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_ray_local_cluster_equals_in_process(
-    reference_run: tuple[Path, Path], tmp_path: Path
+def _ray_workers(driver: subprocess.Popen) -> list[int]:
+    """This driver's Ray workers running a segment (another user's are left alone)."""
+    return [p for p in descendants(driver.pid) if "ray::measure_segment_task" in command_line(p)]
+
+
+def test_ray_equals_in_process_and_retries_a_killed_worker(
+    tiny_run: tuple[Path, Path], tiny_trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    """`measure --engine ray` on a local cluster: a worker SIGKILLed while it measures a
+    segment is retried, and the store is the in-process run's (one cluster start-up)."""
     pytest.importorskip("ray")
-    cfg, ref = reference_run
-    run = tmp_path / "run"
-    steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
+    _, ref = tiny_run
+    run = copy_run(tiny_trained[1], tmp_path / "run")
+    driver = subprocess.Popen(
+        [*CLI, "measure", str(run), "--engine", "ray", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rng, killed, deadline = random.Random(11), [], time.monotonic() + 240
+    while driver.poll() is None and not killed and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if pids := _ray_workers(driver):
+            time.sleep(rng.uniform(0.0, 0.5))
+            pid = rng.choice(pids)
+            if pid in _ray_workers(driver):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err[-2000:]
+    assert killed, "no Ray worker was running a segment when we looked"
+    assert "10/10 lines done" in out
+    assert_same_store(ref, run)
+
+
+@pytest.mark.slow
+def test_ray_local_cluster_equals_in_process(
+    tiny_run: tuple[Path, Path], tiny_trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """measure_with_ray's API with explicit segments and CPUs (slow: the default set has the
+    CLI's Ray test above, which also kills a worker)."""
+    pytest.importorskip("ray")
+    _, ref = tiny_run
+    run = copy_run(tiny_trained[1], tmp_path / "run")
     code = (
         "from pathlib import Path; from steplines.rundir import RunDir; "
         "from steplines.distributed.ray_backend import measure_with_ray; "
@@ -120,11 +171,9 @@ def test_ray_local_cluster_equals_in_process(
     assert_same_store(ref, run)
 
 
-def test_ray_without_gpus_fails_at_once(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
+def test_ray_without_gpus_fails_at_once(tiny_trained: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    cfg, _ = reference_run
-    run = tmp_path / "run"
-    steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
+    run = copy_run(tiny_trained[1], tmp_path / "run")
     res = steplines(
         "measure", str(run), "--engine", "ray", "--device", "cuda", "--quiet", timeout=120
     )
@@ -132,34 +181,42 @@ def test_ray_without_gpus_fails_at_once(reference_run: tuple[Path, Path], tmp_pa
     assert "no GPU" in res.stderr.splitlines()[-1] or "CUDA is not available" in res.stderr
 
 
-def test_sigkill_shards_then_resume(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
-    """Kill both shards at random moments several times; the rerun completes identically."""
-    import random
+def test_sigkill_shards_then_resume(
+    tiny_run: tuple[Path, Path], tiny_trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """SIGKILL both shards once lines are being written; the rerun completes identically."""
+    _, ref = tiny_run
+    run = copy_run(tiny_trained[1], tmp_path / "run")
+    rng = random.Random(7)
+    procs = _shards(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = wait_for_lines(run, 2, procs)
+    time.sleep(rng.uniform(0.0, 0.3))  # mid-line, mid-write or between lines
+    kills = 0
+    for p in procs:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            kills += 1
+        p.wait()
+    assert kills == 2, f"a shard finished before it could be killed ({done} lines done)"
+    assert 0 < done < 10
+    res = cli("measure", str(run), "--quiet", check=True)
+    assert "10/10 lines done" in res.stdout
+    assert_same_store(ref, run)
 
-    cfg, ref = reference_run
-    run = tmp_path / "run"
-    steplines("train", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
+
+@pytest.mark.slow
+def test_sigkill_shards_at_random_moments_then_resume(
+    tiny_run: tuple[Path, Path], tiny_trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Kill both shards at random moments several times (slow: start-ups included); the rerun
+    completes identically."""
+    _, ref = tiny_run
+    run = copy_run(tiny_trained[1], tmp_path / "run")
     rng = random.Random(7)
     kills = 0
     for _ in range(3):
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "steplines.cli",
-                    "measure",
-                    str(run),
-                    "--shard",
-                    f"{i}/2",
-                    "--quiet",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for i in range(2)
-        ]
-        subprocess.run(["sleep", f"{rng.uniform(1.5, 3.5):.2f}"], check=True)
+        procs = _shards(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.5, 3.5))
         for p in procs:
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)

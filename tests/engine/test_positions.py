@@ -1,4 +1,4 @@
-"""The paper grid of SPEC §3.3 and the symmetric grid."""
+"""The paper grid of docs/method.md §3.3 and the symmetric grid."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import pytest
 from steplines.analysis.run import analyze_run
 from steplines.store import LineStore
 
-from conftest import steplines
+from support import cli, steplines
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -79,10 +79,13 @@ def test_custom_module_runs_from_the_cli(tmp_path: Path, spec: str) -> None:
     cfg = tmp_path / "small.toml"
     cfg.write_text(SMALL)
     run = tmp_path / "run"
+    # a file spec in a `steplines` process; a module spec in this process (support.cli: the
+    # same command without another interpreter start-up)
+    run_cli = steplines if spec.endswith(".py:make_problem") else cli
     cwd = os.getcwd()
     os.chdir(ROOT)  # the spec is relative to where the user stands
     try:
-        out = steplines("run", "--problem", spec, "--config", str(cfg), "--out", str(run))
+        out = run_cli("run", "--problem", spec, "--config", str(cfg), "--out", str(run))
     finally:
         os.chdir(cwd)
     assert out.returncode == 0, out.stderr
@@ -122,7 +125,8 @@ def test_a_bad_user_problem_gets_one_line(tmp_path: Path, name: str) -> None:
     code, expected = BAD[name]
     (tmp_path / f"{name}.py").write_text(code)
     run = tmp_path / "run"
-    out = steplines("run", "--problem", f"{tmp_path / name}.py:make_problem", "--out", str(run))
+    # in this process (support.cli): the same command and error handling, no start-up
+    out = cli("run", "--problem", f"{tmp_path / name}.py:make_problem", "--out", str(run))
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr

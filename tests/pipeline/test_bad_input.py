@@ -1,4 +1,9 @@
-"""A user's mistakes get one line on stderr, exit code 2, no traceback, nothing lost."""
+"""A user's mistakes get one line on stderr, exit code 2, no traceback, nothing lost.
+
+Most commands run in this process (``support.cli``: the same click commands and error handling,
+no interpreter start-up per call); ``test_invalid_fields_are_reported_at_once`` and the
+divergence run go through a real ``steplines`` process, whose stderr must be that one line too.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY, steplines
+from support import TINY, cli, copy_run, steplines
 
 
 def _cli_error(args: list[str], *needles: str) -> None:
@@ -45,7 +50,7 @@ def _one_line_error(res, *needles: str) -> None:
 def test_unknown_preset_and_missing_config(
     tmp_path: Path, args: list[str], needles: list[str]
 ) -> None:
-    _one_line_error(steplines("run", *args, "--out", str(tmp_path / "r")), *needles)
+    _one_line_error(cli("run", *args, "--out", str(tmp_path / "r")), *needles)
 
 
 def test_invalid_fields_are_reported_at_once(tmp_path: Path) -> None:
@@ -72,35 +77,35 @@ def test_tf32_off_cuda_and_bf16_in_float64_are_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "tf32.toml"
     cfg.write_text(TINY.format(steps=3) + 'precision = "tf32"\n')
     for cmd in ("run", "train"):
-        res = steplines(cmd, "--config", str(cfg), "--out", str(tmp_path / "r"), "--device", "cpu")
+        res = cli(cmd, "--config", str(cfg), "--out", str(tmp_path / "r"), "--device", "cpu")
         _one_line_error(res, "measure.precision 'tf32'", "only on CUDA GPUs", "'fp32' or 'bf16'")
     assert not (tmp_path / "r").exists()
     cfg.write_text(TINY.format(steps=3) + 'precision = "bf16"\ndtype = "float64"\n')
-    res = steplines("run", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    res = cli("run", "--config", str(cfg), "--out", str(tmp_path / "r"))
     _one_line_error(res, "precision 'bf16'", "dtype = 'float32'")
 
 
-def test_existing_run_with_other_config_is_refused_and_kept(tmp_path: Path) -> None:
-    cfg = tmp_path / "a.toml"
-    cfg.write_text(TINY.format(steps=3))
-    run = tmp_path / "run"
-    steplines("run", "--config", str(cfg), "--out", str(run), "--quiet", check=True)
+def test_existing_run_with_other_config_is_refused_and_kept(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cfg, _ = tiny_run
+    run = copy_run(tiny_run[1], tmp_path / "run")  # a finished run of `cfg` (10 steps)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    res = steplines("run", "--config", str(cfg), "--out", str(run), "--steps", "5", "--quiet")
-    _one_line_error(res, "different configuration", "train.steps: 3 -> 5", "new --out")
+    res = cli("run", "--config", str(cfg), "--out", str(run), "--steps", "5", "--quiet")
+    _one_line_error(res, "different configuration", "train.steps: 10 -> 5", "new --out")
     assert before == {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     not_a_run = tmp_path / "other"
     not_a_run.mkdir()
     (not_a_run / "x.txt").write_text("mine")
-    _one_line_error(steplines("run", "--config", str(cfg), "--out", str(not_a_run)), "not empty")
+    _one_line_error(cli("run", "--config", str(cfg), "--out", str(not_a_run)), "not empty")
 
 
 def test_missing_and_corrupt_cifar(tmp_path: Path) -> None:
     out = str(tmp_path / "r")
-    _one_line_error(steplines("run", "--preset", "paper-resnet20-sgd", "--out", out), "CIFAR-10")
+    _one_line_error(cli("run", "--preset", "paper-resnet20-sgd", "--out", out), "CIFAR-10")
     assert not Path(out).exists()  # checked before the run directory is made
     _one_line_error(
-        steplines(
+        cli(
             "run",
             "--preset",
             "paper-resnet20-sgd",
@@ -115,7 +120,7 @@ def test_missing_and_corrupt_cifar(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "data_batch_1").write_bytes(b"not a pickle")
     _one_line_error(
-        steplines(
+        cli(
             "run",
             "--preset",
             "paper-resnet20-sgd",
@@ -132,7 +137,7 @@ def test_missing_and_corrupt_cifar(tmp_path: Path) -> None:
         )
     (folder / "test_batch").write_bytes(b"\x80garbage")
     _one_line_error(
-        steplines(
+        cli(
             "run",
             "--preset",
             "paper-resnet20-sgd",
@@ -153,31 +158,32 @@ def test_divergence_stops_and_keeps_finished_lines(tmp_path: Path) -> None:
     _one_line_error(res, "diverged at step", "lower train.lr")
     step = int(res.stderr.split("diverged at step ")[1].split()[0])
     assert 0 < step < 40
-    info = steplines("info", str(run), "--json", check=True)
+    info = cli("info", str(run), "--json", check=True)
     import json
 
     rec = json.loads(info.stdout)
     assert rec["diverged_at"] == step and rec["lines_done"] == step
     # rerunning repeats the message and changes nothing
     _one_line_error(
-        steplines("run", "--config", str(cfg), "--out", str(run), "--quiet"),
+        cli("run", "--config", str(cfg), "--out", str(run), "--quiet"),
         f"diverged at step {step}",
     )
 
 
-def test_tampered_checkpoint_is_a_replay_mismatch(tiny_config: Path, tmp_path: Path) -> None:
+def test_tampered_checkpoint_is_a_replay_mismatch(
+    tiny_trained: tuple[Path, Path], tmp_path: Path
+) -> None:
     import torch
 
-    run = tmp_path / "run"
-    steplines("train", "--config", str(tiny_config), "--out", str(run), "--quiet", check=True)
+    run = copy_run(tiny_trained[1], tmp_path / "run")  # what `steplines train` wrote
     ck = run / "trajectory" / "checkpoint_0000004.pt"
     state = torch.load(ck, weights_only=True)
     name = next(iter(state["model"]))
     state["model"][name] = state["model"][name] + 1e-3
     torch.save(state, ck)
-    res = steplines("measure", str(run), "--quiet")
+    res = cli("measure", str(run), "--quiet")
     _one_line_error(res, "step 4", "differ from the checkpoint")
-    info = steplines("info", str(run), "--json", check=True)
+    info = cli("info", str(run), "--json", check=True)
     assert '"lines_done": 4' in info.stdout  # the lines of the good segment are kept
     # a truncated checkpoint or record file: one line naming it and the fix
     ck.write_bytes(ck.read_bytes()[:300])

@@ -22,7 +22,7 @@ from steplines.store import LineStore, differing_arrays
 from steplines.store.schema import ESTIMATES
 from steplines.trajectory.loop import Trainer
 
-from conftest import TINY
+from support import TINY
 
 
 def _run(tmp_path: Path, name: str, **measure) -> RunDir:

@@ -12,7 +12,7 @@ from steplines.report import build_report
 from steplines.report.numbers import fmt as _f
 from steplines.rundir import RunDir
 
-from conftest import TINY
+from support import TINY
 
 
 def test_bf16_run_records_precision_checks_and_reports_them(tmp_path: Path) -> None:

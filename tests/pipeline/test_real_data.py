@@ -11,19 +11,24 @@ import pytest
 from steplines.problems.datasets import FASHION_MNIST_SYSTEM_DIR
 from steplines.store import LineStore
 
-from conftest import steplines
+from support import cli, steplines
 
+# the paper presets with two lines over small sets, without the estimators (their per-sample
+# gradients and Hessian-vector products of ResNet-20 were most of these tests' time; the
+# estimators are tested end to end in test_estimators_run.py)
 SMALL = """
 [problem]
 train_size = {train}
 val_size = {val}
-batch_size = 64
+batch_size = 16
 [train]
 steps = 2
 checkpoint_every = 2
+cpu_threads = 1
 [measure]
 resolution = 0.1
 max_passes = 1
+estimators = false
 """
 
 
@@ -41,7 +46,7 @@ def _fake_cifar(root: Path, per_batch: int = 200) -> Path:
 def test_paper_preset_runs_on_cifar_format(tmp_path: Path) -> None:
     data = _fake_cifar(tmp_path / "cifar")
     cfg = tmp_path / "small.toml"
-    cfg.write_text(SMALL.format(train=128, val=64))
+    cfg.write_text(SMALL.format(train=32, val=16))
     run = tmp_path / "run"
     steplines(
         "run",
@@ -59,9 +64,9 @@ def test_paper_preset_runs_on_cifar_format(tmp_path: Path) -> None:
     )
     assert (run / "report.html").exists() and any((run / "figures").glob("*.png"))
     store = LineStore.open(run / "lines.zarr")
-    assert store.done().all() and (store.n_train, store.n_val) == (128, 64)
+    assert store.done().all() and (store.n_train, store.n_val) == (32, 16)
     assert store.attrs["dataset"] == "cifar10"
-    assert len(store.attrs["train_source_indices"]) == 128
+    assert len(store.attrs["train_source_indices"]) == 32
     assert "resnet20" in (run / "config.toml").read_text()
 
 
@@ -71,7 +76,7 @@ def test_paper_preset_runs_on_cifar_format(tmp_path: Path) -> None:
 )
 def test_fashion_mnist_preset_end_to_end(tmp_path: Path) -> None:
     cfg = tmp_path / "small.toml"
-    cfg.write_text(SMALL.format(train=192, val=64))
+    cfg.write_text(SMALL.format(train=48, val=16))
     run = tmp_path / "run"
     res = steplines(
         "run",
@@ -86,15 +91,16 @@ def test_fashion_mnist_preset_end_to_end(tmp_path: Path) -> None:
     )
     assert "2/2 lines done" in res.stdout
     line = LineStore.open(run / "lines.zarr").read_line(0)
-    assert line.train_losses.shape == (192, line.positions.size)
+    assert line.train_losses.shape == (48, line.positions.size)
     # an untrained 10-class network starts near ln 10 ≈ 2.3
     assert np.isfinite(line.train_losses).all() and 1.0 < line.batch_loss < 5.0
 
 
 def test_lr_grid_prints_table_and_best(tmp_path: Path) -> None:
-    res = steplines(
-        "lr-grid", "--preset", "demo", "--steps", "30", "--lrs", "1,0.001", "--quiet", check=True
+    # in this process (support.cli): the table is the subject, not the process
+    res = cli(
+        "lr-grid", "--preset", "demo", "--steps", "10", "--lrs", "1,0.001", "--quiet", check=True
     )
     lines = res.stdout.splitlines()
     assert lines[0].split()[:3] == ["lr", "val", "acc"]
-    assert lines[-1] == "best lr: 1 (30 steps each)"
+    assert lines[-1] == "best lr: 1 (10 steps each)"

@@ -22,14 +22,13 @@ from steplines.rundir import RunDir
 from steplines.store import LineStore
 from steplines.trajectory.loop import Trainer
 
-from conftest import assert_same_store, steplines
+from support import CLI, assert_same_store, cli, steplines, wait_for_lines
 
 
-def test_run_measures_every_line_consistently(tiny_config: Path, tmp_path: Path) -> None:
-    cfg = load_config(path=tiny_config)
-    run = RunDir.prepare(tmp_path / "run", cfg)
-    run_all(run)
-    store = LineStore.open(run.lines_path)
+def test_run_measures_every_line_consistently(tiny_run: tuple[Path, Path]) -> None:
+    """The session's tiny run (10 steps, trained and measured in-process)."""
+    run = tiny_run[1]
+    store = LineStore.open(run / "lines.zarr")
     assert store.done().all() and store.n_lines == 10
     assert (store.n_train, store.n_val, store.n_direction) == (256, 64, 64)
     summary = store.read_summary()
@@ -42,7 +41,7 @@ def test_run_measures_every_line_consistently(tiny_config: Path, tmp_path: Path)
         # the update lies on the line at s_update; the full batch is a permutation of the set
         assert line.positions[summary["update_index"][t]] == line.s_update
         assert sorted(line.train_indices) == list(range(256))
-        # plain SGD: update_norm = ‖g‖, the exact slope of l_B at 0 is −‖g‖ (SPEC §6.3)
+        # plain SGD: update_norm = ‖g‖, the exact slope of l_B at 0 is −‖g‖ (docs/method.md §6.3)
         assert np.isclose(line.update_norm, line.grad_norm, rtol=1e-5)
         assert np.isclose(line.directional_derivative, -line.grad_norm, rtol=1e-5)
         assert np.isclose(line.s_update, line.lr * line.update_norm, rtol=1e-6)
@@ -55,7 +54,7 @@ def test_run_measures_every_line_consistently(tiny_config: Path, tmp_path: Path)
     # different lines draw different full batches (fresh augmented epoch per line)
     assert not np.array_equal(store.read_line(0).train_indices, store.read_line(1).train_indices)
     for name in ("config.toml", "provenance.json"):
-        assert (run.path / name).exists()
+        assert (run / name).exists()
 
 
 def test_measurement_does_not_change_the_trajectory(tiny_config: Path) -> None:
@@ -135,30 +134,44 @@ def test_fixed_full_batch_and_running_batchnorm(tiny_config: Path, tmp_path: Pat
     assert abs(lines[0].direction_losses[:, z].mean() - lines[0].batch_loss) > 1e-4
 
 
-def test_resume_after_sigkill_gives_identical_store(tiny_config: Path, tmp_path: Path) -> None:
-    """SIGKILL `steplines run` at random moments, rerun: same store as an uninterrupted run."""
-    ref = tmp_path / "ref"
-    steplines("run", "--config", str(tiny_config), "--out", str(ref), "--quiet", check=True)
+def _run_cli(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*CLI, "run", "--config", str(config), "--out", str(out), "--quiet", "--no-report"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_resume_after_sigkill_gives_identical_store(
+    tiny_run: tuple[Path, Path], tiny_config: Path, tmp_path: Path
+) -> None:
+    """SIGKILL `steplines run` while it measures (after ≥ 2 lines: mid-segment), rerun: the
+    same store as an uninterrupted run."""
+    out = tmp_path / "killed"
+    proc = _run_cli(tiny_config, out)
+    done = wait_for_lines(out, 2, [proc])
+    time.sleep(random.Random(20261128).uniform(0.0, 0.3))  # mid-line, mid-write or between
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert killed and done < 10, "the run finished before it could be killed; lengthen it"
+    res = cli("run", "--config", str(tiny_config), "--out", str(out), "--quiet", check=True)
+    assert "10/10 lines done" in res.stdout
+    assert_same_store(tiny_run[1], out)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_at_random_moments(
+    tiny_run: tuple[Path, Path], tiny_config: Path, tmp_path: Path
+) -> None:
+    """SIGKILL `steplines run` at random moments (start-up, training or measuring; slow),
+    rerun: same store as an uninterrupted run."""
     out = tmp_path / "killed"
     rng = random.Random(20261128)
     kills = 0
     for _ in range(4):
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "steplines.cli",
-                "run",
-                "--config",
-                str(tiny_config),
-                "--out",
-                str(out),
-                "--quiet",
-                "--no-report",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _run_cli(tiny_config, out)
         time.sleep(rng.uniform(1.5, 5.0))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -167,13 +180,15 @@ def test_resume_after_sigkill_gives_identical_store(tiny_config: Path, tmp_path:
     res = steplines("run", "--config", str(tiny_config), "--out", str(out), "--quiet", check=True)
     assert "10/10 lines done" in res.stdout
     assert kills >= 2, "the run finished before it could be killed; lengthen it"
-    assert_same_store(ref, out)
+    assert_same_store(tiny_run[1], out)
 
 
-def test_same_config_and_seed_give_identical_stores(tiny_config: Path, tmp_path: Path) -> None:
-    for name in ("a", "b"):
-        run_all(RunDir.prepare(tmp_path / name, load_config(path=tiny_config)))
-    assert_same_store(tmp_path / "a", tmp_path / "b")
+def test_same_config_and_seed_give_identical_stores(
+    tiny_run: tuple[Path, Path], tiny_config: Path, tmp_path: Path
+) -> None:
+    """A second run of the config (one run_all) equals the session's tiny run."""
+    run_all(RunDir.prepare(tmp_path / "a", load_config(path=tiny_config)))
+    assert_same_store(tiny_run[1], tmp_path / "a")
 
 
 def test_worker_processes_give_the_same_store(
@@ -218,7 +233,14 @@ def _describe_pid(pid: int) -> str:
         return str(pid)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.5], ids=["while-starting", "while-measuring"])
+@pytest.mark.parametrize(
+    "delay",
+    [
+        pytest.param(0.0, id="while-starting"),
+        # slow: the same window on this tiny run (the workers are still importing torch)
+        pytest.param(0.5, id="while-measuring", marks=pytest.mark.slow),
+    ],
+)
 def test_ctrl_c_with_workers_is_one_line_and_leaves_no_process(
     tiny_config: Path, tmp_path: Path, delay: float
 ) -> None:
@@ -226,8 +248,9 @@ def test_ctrl_c_with_workers_is_one_line_and_leaves_no_process(
     first worker exists (the parent may still be starting the second) or while they measure:
     one line, exit 130, no worker traceback, no worker left behind, and the rerun finishes."""
     cfg = tmp_path / "workers.toml"
-    text = tiny_config.read_text().replace("steps = 10", "steps = 12")
-    # 100 positions per line: lines long enough that the interrupt lands mid-run
+    text = tiny_config.read_text().replace("steps = 10", "steps = 4")
+    # 100 positions per line: lines long enough that the interrupt lands mid-run (and big
+    # enough for the worker pool), few lines: the rerun measures them all again
     text = text.replace("resolution = 0.1", "resolution = 0.01")
     cfg.write_text(text + "workers = 2\n")
     out = tmp_path / "run"
@@ -262,8 +285,8 @@ def test_ctrl_c_with_workers_is_one_line_and_leaves_no_process(
             break
         time.sleep(0.1)
     assert not alive, f"processes left behind: {[_describe_pid(p) for p in alive]}"
-    res = steplines("run", "--config", str(cfg), "--out", str(out), "--quiet", check=True)
-    assert "12/12 lines done" in res.stdout
+    res = cli("run", "--config", str(cfg), "--out", str(out), "--quiet", check=True)
+    assert "4/4 lines done" in res.stdout
 
 
 def test_noisy_directions_and_eval_metrics(tiny_config: Path, tmp_path: Path) -> None:

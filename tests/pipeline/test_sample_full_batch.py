@@ -17,7 +17,7 @@ from steplines.problems.problem import Problem, make_problem, per_sample_cross_e
 from steplines.rundir import RunDir
 from steplines.store import LineStore
 
-from conftest import TINY, assert_same_store, steplines
+from support import TINY, assert_same_store, steplines
 
 
 def _batches(tiny_config: Path, full_batch: str, **over: object) -> LineBatches:

@@ -23,7 +23,7 @@ from steplines.rundir import RunDir
 from steplines.seeding import derive_seed
 from steplines.store import LineStore
 
-from conftest import TINY, assert_same_store
+from support import TINY, assert_same_store
 
 
 @pytest.fixture(autouse=True)
@@ -65,14 +65,15 @@ def _plain_sgd_loop(cfg, problem, probe_dir: Path | None, steps: int) -> None:
     probe.close()
 
 
-def test_probe_in_plain_sgd_loop_reproduces_steplines_run(tmp_path: Path) -> None:
-    cfg = load_config(path=_write(tmp_path / "c.toml", TINY.format(steps=6)))
-    run = RunDir.prepare(tmp_path / "run", cfg)
-    run_all(run)
+def test_probe_in_plain_sgd_loop_reproduces_steplines_run(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The probe's store equals the session's tiny run (the same config, 10 steps)."""
+    cfg = load_config(path=tiny_run[0])
     problem = make_problem(cfg.problem)
-    _plain_sgd_loop(cfg, problem, tmp_path / "probe", steps=6)
+    _plain_sgd_loop(cfg, problem, tmp_path / "probe", steps=cfg.train.steps)
     assert LineStore.open(tmp_path / "probe" / "lines.zarr").done().all()
-    assert_same_store(tmp_path / "run", tmp_path / "probe")
+    assert_same_store(tiny_run[1], tmp_path / "probe")
 
 
 def test_probe_with_worker_processes_reproduces_steplines_run(tmp_path: Path) -> None:
@@ -245,7 +246,7 @@ def test_scheduled_probe_resumes_and_analyses(tmp_path: Path) -> None:
     assert probe.due(1) is False and probe.due(2) is False  # unscheduled / already measured
     summary = json.loads(analyze_run(tmp_path / "run")["summary"].read_text())
     assert summary["lines_missing"] == 0  # lines 1, 3, 5, 7 are not scheduled, not missing
-    html = build_report([tmp_path / "run"]).read_text()
+    html = build_report([tmp_path / "run"], formats=("png",)).read_text()
     assert "your own loop (LineProbe)" in html and "AdamW" in html and "every:2" in html
     assert "lines are not measured" not in html
     # the same directory with other settings is refused, not overwritten

@@ -1,4 +1,4 @@
-"""Tests for the benchmark networks (Mutschler & Zell (2021), SPEC §2)."""
+"""Tests for the benchmark networks (Mutschler & Zell (2021), docs/method.md §2)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from steplines.rundir import RunDir
 from steplines.store import LineStore
 from steplines.verify import verify_run
 
-from conftest import TINY, assert_same_store, steplines
+from support import TINY, assert_same_store, steplines
 
 CPU = torch.device("cpu")
 

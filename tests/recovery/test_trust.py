@@ -12,7 +12,7 @@ from steplines.config import RunConfig
 from steplines.errors import ConfigError
 from steplines.rundir import RunDir
 
-from conftest import steplines
+from support import steplines
 
 CODE = """
 import pathlib

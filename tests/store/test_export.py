@@ -16,7 +16,7 @@ from steplines.errors import ConfigError
 from steplines.export import export_lines, open_lines
 from steplines.store import LineStore
 
-from conftest import TINY, steplines
+from support import TINY, steplines
 
 SPLITS = {"train": "train_losses", "val": "val_losses", "direction": "direction_losses"}
 
