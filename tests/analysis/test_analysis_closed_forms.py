@@ -184,7 +184,8 @@ def test_distance_zero_for_identical_shifted_lines() -> None:
     ui = np.array([int(np.flatnonzero(pos[i] == s)[0]) for i, s in enumerate(su)])
     d = distance_matrix(pos, means, 0.2, "corrected", update_index=ui)
     np.testing.assert_allclose(d, 0.0, atol=1e-12)
-    # faithful: index alignment shifts the columns right of an inserted s_update (docs/method.md §9.18)
+    # faithful: index alignment shifts the columns right of an inserted s_update
+    # (docs/method.md §9.18)
     d_f = distance_matrix(pos, means, 0.2, "faithful")
     assert d_f[0, 2] > 1e-4 and d_f[1, 2] > 1e-4
     # lines with s_update outside the window align and are identical
