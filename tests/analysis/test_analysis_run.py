@@ -118,6 +118,9 @@ def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
         "claims",
         "settings",
         "bootstrap",
+        "training",
+        "views",
+        "browser",
         "summary",
     }
     for name, cols in EXPECTED.items():

@@ -154,7 +154,7 @@ def test_divergence_stops_and_keeps_finished_lines(tmp_path: Path) -> None:
     cfg = tmp_path / "div.toml"
     cfg.write_text(TINY.format(steps=40).replace("lr = 1.0", "lr = 1e20"))
     run = tmp_path / "run"
-    res = steplines("run", "--config", str(cfg), "--out", str(run), "--quiet")
+    res = cli("run", "--config", str(cfg), "--out", str(run), "--quiet")
     _one_line_error(res, "diverged at step", "lower train.lr")
     step = int(res.stderr.split("diverged at step ")[1].split()[0])
     assert 0 < step < 40

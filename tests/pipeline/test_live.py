@@ -21,7 +21,7 @@ from steplines.analysis.strategies import line_quantities
 from steplines.live import LineProgress, LiveLog, line_summary, read_live
 from steplines.store import LineStore
 
-from support import TINY, steplines
+from support import TINY, cli, steplines
 
 
 def _raw_steps(path: Path) -> list[int]:
@@ -33,7 +33,7 @@ def test_run_writes_one_live_record_per_line_matching_the_analysis(
     tiny_config: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    res = steplines("run", "--config", str(tiny_config), "--out", str(out), check=True)
+    res = cli("run", "--config", str(tiny_config), "--out", str(out), check=True)
     records = read_live(out)
     assert [r["t"] for r in records] == list(range(10))
     assert _raw_steps(out / "live.jsonl") == list(range(10))  # one record per line
@@ -118,7 +118,7 @@ def test_sigkill_leaves_a_readable_live_file_and_resume_adds_no_duplicates(
     assert 3 <= len(records) < 16
     done = LineStore.open(out / "lines.zarr").done()
     assert all(done[r["t"]] for r in records)  # a record only for a line the store has
-    steplines("run", "--config", str(cfg), "--out", str(out), "--quiet", check=True)
+    cli("run", "--config", str(cfg), "--out", str(out), "--quiet", check=True)  # resume
     assert [r["t"] for r in read_live(out)] == list(range(16))
     assert sorted(_raw_steps(out / "live.jsonl")) == list(range(16))  # no duplicates
 

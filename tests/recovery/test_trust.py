@@ -12,7 +12,7 @@ from steplines.config import RunConfig
 from steplines.errors import ConfigError
 from steplines.rundir import RunDir
 
-from support import steplines
+from support import cli, steplines
 
 CODE = """
 import pathlib
@@ -130,12 +130,11 @@ def test_trusted_user_run_measures_and_verifies_from_elsewhere(
         "[measure]\ninterval = 0.5\nresolution = 0.25\nmax_passes = 1\nestimators = false\n"
     )
     monkeypatch.chdir(tmp_path)
-    steplines(
-        "train", "--problem", "up.py:make_problem", "--config", "c.toml", "--out", "r", check=True
-    )
+    # in-process (the refusals above are the subprocess tests of what gets imported)
+    cli("train", "--problem", "up.py:make_problem", "--config", "c.toml", "--out", "r", check=True)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # the relative path was stored resolved
-    res = steplines("measure", "../r", "--trust-problem", "--quiet", check=True)
+    res = cli("measure", "../r", "--trust-problem", "--quiet", check=True)
     assert "4/4 lines done" in res.stdout
-    res = steplines("verify", "../r", "--problem", str(tmp_path / "up.py") + ":make_problem")
+    res = cli("verify", "../r", "--problem", str(tmp_path / "up.py") + ":make_problem")
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr
