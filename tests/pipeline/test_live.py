@@ -21,7 +21,7 @@ from steplines.analysis.strategies import line_quantities
 from steplines.live import LineProgress, LiveLog, line_summary, read_live
 from steplines.store import LineStore
 
-from support import TINY, cli, steplines
+from support import TINY, cli
 
 
 def _raw_steps(path: Path) -> list[int]:
