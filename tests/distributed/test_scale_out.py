@@ -171,6 +171,7 @@ def test_ray_local_cluster_equals_in_process(
     assert_same_store(ref, run)
 
 
+@pytest.mark.slow  # starts a Ray cluster for an error path; Ray itself is tested by the retry test
 def test_ray_without_gpus_fails_at_once(tiny_trained: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("ray")
     run = copy_run(tiny_trained[1], tmp_path / "run")

@@ -49,6 +49,7 @@ def test_quadratic_example_matches_the_closed_form(tmp_path: Path) -> None:
     assert LineStore.open(tmp_path / "q" / "lines.zarr").done().all()
 
 
+@pytest.mark.slow  # the example script end to end; LineProbe with AdamW is tested in tests/probe
 def test_own_loop_adamw_example_writes_an_analysable_run(tmp_path: Path) -> None:
     run = tmp_path / "adamw"
     out = _python(

@@ -43,6 +43,9 @@ def _fake_cifar(root: Path, per_batch: int = 200) -> Path:
     return root
 
 
+# slow: ResNet-20 on CIFAR-format files end to end; the loader is tested in test_datasets and
+# the real-data pipeline by the Fashion-MNIST test
+@pytest.mark.slow
 def test_paper_preset_runs_on_cifar_format(tmp_path: Path) -> None:
     data = _fake_cifar(tmp_path / "cifar")
     cfg = tmp_path / "small.toml"
