@@ -73,6 +73,28 @@ class Locks:
         self.release()
 
 
+def held_locks(run_path: Path) -> list[str]:
+    """Names of the lock files under ``RUN/locks/`` that a live process holds now.
+
+    A file a killed writer left behind is not held (the kernel released its lock), so this
+    says whether a run is being trained or measured at this moment. Never blocks.
+    """
+    held = []
+    for path in sorted((Path(run_path) / "locks").glob("*.lock")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EACCES, errno.EAGAIN):
+                held.append(path.name)
+        finally:
+            os.close(fd)
+    return held
+
+
 @contextlib.contextmanager
 def segment_locks(run_path: Path, starts: Iterable[int]) -> Iterator[Locks]:
     """Hold the locks of the segments starting at ``starts`` for the ``with`` block."""

@@ -218,6 +218,29 @@ def test_two_runs_side_by_side_as_the_paper_sets_them(built: Path, tmp_path: Pat
     )
 
 
+def test_a_run_being_measured_is_reported_as_such(built: Path, tmp_path: Path) -> None:
+    """While another process holds a segment lock, the page says the run is still measuring."""
+    run = tmp_path / "run"
+    shutil.copytree(built, run)
+    hold = (
+        "import sys, time\nfrom pathlib import Path\nfrom steplines.locks import segment_locks\n"
+        "with segment_locks(Path(sys.argv[1]), [4]):\n    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        banners = [b["text"] for b in load_run(run, reanalyze=False).banners]
+        assert any("being measured right now (segment_0000004.lock held)" in b for b in banners)
+    finally:
+        proc.kill()
+        proc.wait()
+    # the holder is gone (a SIGKILL leaves its file behind, the kernel dropped its lock)
+    assert not any("being measured" in b["text"] for b in load_run(run, reanalyze=False).banners)
+
+
 def test_claims_come_first_with_every_verdict(built: Path) -> None:
     html = (built / "report.html").read_text()
     claims = json.loads((built / "analysis" / "claims.json").read_text())

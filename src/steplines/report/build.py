@@ -30,6 +30,7 @@ from steplines.analysis.run import analysis_dir, read_run_config, request_tag
 from steplines.analysis.settings import check_mode, match_preset
 from steplines.analysis.views import LineView, read_views
 from steplines.errors import RunDirError, SteplinesError
+from steplines.locks import held_locks
 from steplines.plotting import (
     STRATEGY_ORDER,
     plot_compare,
@@ -243,6 +244,13 @@ def load_run(
             banners.append(_banner(str(exc)))
     else:
         banners.append(_banner("provenance.json is missing: versions and device are unknown."))
+    if busy := held_locks(run_dir):
+        banners.append(
+            _banner(
+                f"This run is being measured right now ({', '.join(busy)} held): the page shows "
+                "the lines finished so far; build the report again when the run has ended."
+            )
+        )
     missing, total = _missing_lines(run_dir, config, summary)
     used = int(summary.get("lines_used") or 0)
     if missing:
