@@ -176,3 +176,27 @@ def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
     for kw in bad:
         with pytest.raises(ConfigError):
             analyze_run(run, batch_sizes=(8,), **kw)
+
+
+def test_a_killed_analysis_leaves_the_previous_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tables are written aside and swapped in whole: a kill midway changes nothing."""
+    import steplines.analysis.run as run_mod
+
+    run = make_run(tmp_path / "run", n_lines=6)
+    analyze_run(run, batch_sizes=(8,), line_resamples=50)
+    before = {p.name: p.read_bytes() for p in (run / "analysis").iterdir()}
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "evaluate_claims", killed)  # after most tables are written
+    with pytest.raises(KeyboardInterrupt):
+        analyze_run(run, batch_sizes=(8, 16), line_resamples=50)
+    assert {p.name: p.read_bytes() for p in (run / "analysis").iterdir()} == before
+    monkeypatch.undo()
+    assert list(run.glob(".analysis.tmp-*"))  # the killed analysis' work directory
+    analyze_run(run, batch_sizes=(8, 16), line_resamples=50)
+    assert not list(run.glob(".analysis.*"))  # the next analysis cleaned it up
+    assert (run / "analysis" / "summary.json").read_bytes() != before["summary.json"]

@@ -241,6 +241,18 @@ def test_a_run_being_measured_is_reported_as_such(built: Path, tmp_path: Path) -
     assert not any("being measured" in b["text"] for b in load_run(run, reanalyze=False).banners)
 
 
+def test_a_damaged_table_is_rebuilt_from_the_store(built: Path, tmp_path: Path) -> None:
+    """A 0-byte strategies.csv (a disk-full, an old crash) is derived data: analysed again."""
+    run = tmp_path / "run"
+    shutil.copytree(built, run)
+    (run / "analysis" / "strategies.csv").write_bytes(b"")
+    assert not load_run(run).strategies.empty
+    assert (run / "analysis" / "strategies.csv").stat().st_size > 0
+    (run / "analysis" / "strategies.csv").write_bytes(b"")
+    with pytest.raises(RunDirError, match="incomplete or unreadable"):
+        load_run(run, reanalyze=False)  # told not to analyse: one line naming the fix
+
+
 def test_claims_come_first_with_every_verdict(built: Path) -> None:
     html = (built / "report.html").read_text()
     claims = json.loads((built / "analysis" / "claims.json").read_text())

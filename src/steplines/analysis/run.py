@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -242,8 +244,8 @@ def analyze_run(
         resamples=resamples,
         level=level,
     )
-    out_dir = analysis_dir(run_dir, settings.tag)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    final_dir = analysis_dir(run_dir, settings.tag)
+    out_dir = _work_dir(final_dir)
     paths: dict[str, Path] = {}
     n = len(sl)
     summary: dict[str, Any] = {
@@ -389,7 +391,50 @@ def analyze_run(
     summary["settings"] = settings.to_json()
     paths["summary"] = out_dir / "summary.json"
     paths["summary"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    return paths
+    _publish(out_dir, final_dir)
+    return {k: final_dir / p.name for k, p in paths.items()}
+
+
+def _work_dir(final: Path) -> Path:
+    """A fresh private directory beside ``final`` for the tables being written.
+
+    Leftovers of analyses that were killed (their process is gone) are removed first.
+    """
+    for old in final.parent.glob(f".{final.name}.*-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    work = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _publish(work: Path, final: Path) -> None:
+    """Put the finished tables in place: ``work`` replaces ``final`` as a whole.
+
+    A reader sees the old tables or the new ones, never a mix (an analysis killed before this
+    point leaves the old tables untouched and its work directory for the next one to remove).
+    What else lives there (a non-default analysis' ``figures/`` and page) moves along.
+    """
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        for child in final.iterdir():
+            if not (work / child.name).exists():
+                os.replace(child, work / child.name)
+        os.replace(final, old)
+    os.replace(work, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass

@@ -166,6 +166,27 @@ def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
     return False
 
 
+def _read_tables(adir: Path) -> dict[str, Any]:
+    """Every file of an analysis directory the report reads (raises on a damaged one)."""
+    with np.load(adir / "distances.npz") as npz:
+        distances = {k: np.asarray(npz[k]) for k in npz.files}
+    claims_path, training_path = adir / "claims.json", adir / "training.csv"
+    return {
+        "summary": read_json(adir / "summary.json"),
+        "tables": {
+            name: pd.read_csv(adir / f"{name}.csv")
+            for name in ("strategies", "fits", "derivatives", "batch_size")
+        },
+        "distances": distances,
+        "estimators": pd.read_csv(adir / "estimators.csv")
+        if (adir / "estimators.csv").is_file()
+        else None,
+        "claims": json.loads(claims_path.read_text()) if claims_path.is_file() else [],
+        "training": pd.read_csv(training_path) if training_path.is_file() else None,
+        "views": read_views(adir / "views.npz"),
+    }
+
+
 def load_run(
     run_dir: Path,
     mode: str = "corrected",
@@ -197,6 +218,9 @@ def load_run(
     adir = analysis_dir(run_dir, request_tag(run_dir, mode, **options))
     if reanalyze is None:
         reanalyze = _needs_analysis(run_dir, adir, mode)
+        may_rebuild = True
+    else:
+        may_rebuild = False
     if reanalyze:
         if not store.is_dir():
             raise RunDirError(
@@ -209,24 +233,17 @@ def load_run(
             _banner("lines.zarr is missing: figures that need the raw lines are left out.")
         )
     try:
-        summary = read_json(adir / "summary.json")
-        tables = {
-            name: pd.read_csv(adir / f"{name}.csv")
-            for name in ("strategies", "fits", "derivatives", "batch_size")
-        }
-        with np.load(adir / "distances.npz") as npz:
-            distances = {k: np.asarray(npz[k]) for k in npz.files}
-        est_path = adir / "estimators.csv"
-        estimators = pd.read_csv(est_path) if est_path.is_file() else None
-        claims_path = adir / "claims.json"
-        claims = json.loads(claims_path.read_text()) if claims_path.is_file() else []
-        training = pd.read_csv(adir / "training.csv") if (adir / "training.csv").is_file() else None
-        views = read_views(adir / "views.npz")
-    except (OSError, ValueError, KeyError) as exc:
-        raise RunDirError(
-            f"{adir} is incomplete or unreadable ({type(exc).__name__}: {exc}); "
-            "rerun 'steplines analyze'"
-        ) from exc
+        t = _read_tables(adir)
+    except (OSError, ValueError, KeyError, RunDirError) as exc:
+        if reanalyze or not may_rebuild or not store.is_dir():
+            raise RunDirError(
+                f"{adir} is incomplete or unreadable ({type(exc).__name__}: {exc}); "
+                "rerun 'steplines analyze'"
+            ) from exc
+        analyze_run(run_dir, mode, **options)  # derived files: rebuilt from the store
+        t = _read_tables(adir)
+    summary, tables, distances = t["summary"], t["tables"], t["distances"]
+    estimators, claims, training, views = t["estimators"], t["claims"], t["training"], t["views"]
     config = read_run_config(run_dir)
     if not config:
         banners.append(
