@@ -94,6 +94,23 @@ def main(verbose: bool) -> None:
     )
 
 
+def _trust_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--problem`` and ``--trust-problem``: the only ways a run's own code is imported."""
+    fn = click.option(
+        "--trust-problem",
+        is_flag=True,
+        help="import the problem file the run's config.toml names (checked against its SHA-256)",
+    )(fn)
+    return click.option(
+        "--problem",
+        "problem_spec",
+        type=str,
+        default=None,
+        help="the run's own problem (module:function or file.py:function), if it has one: "
+        "imported only if its SHA-256 is the one the run recorded",
+    )(fn)
+
+
 @main.command()
 @_config_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory")
@@ -168,19 +185,7 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 @click.option("--data-dir", type=str, default=None, help="where the data set lives")
 @click.option("--device", type=str, default=None)
 @click.option("--quiet", is_flag=True, help="no progress bars")
-@click.option(
-    "--problem",
-    "problem_spec",
-    type=str,
-    default=None,
-    help="the run's own problem (module:function or file.py:function), if it has one: "
-    "imported only if its SHA-256 is the one the run recorded",
-)
-@click.option(
-    "--trust-problem",
-    is_flag=True,
-    help="import the problem file the run's config.toml names (checked against its SHA-256)",
-)
+@_trust_options
 @_user_errors
 def measure(
     run_dir: Path,
@@ -232,19 +237,7 @@ def measure(
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--no-replay", is_flag=True, help="skip replaying the trajectory")
 @click.option("--data-dir", type=str, default=None, help="where the data set lives (replay)")
-@click.option(
-    "--problem",
-    "problem_spec",
-    type=str,
-    default=None,
-    help="the run's own problem (module:function or file.py:function), if it has one: "
-    "imported only if its SHA-256 is the one the run recorded",
-)
-@click.option(
-    "--trust-problem",
-    is_flag=True,
-    help="import the problem file the run's config.toml names (checked against its SHA-256)",
-)
+@_trust_options
 @_user_errors
 def verify(
     run_dir: Path,
