@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from steplines.errors import ConfigError, RunDirError
+from steplines.schedule import parse_steps
 from steplines.store import LineStore
 from steplines.store.schema import ARRAYS_BY_NAME, SCALARS
 
@@ -132,18 +133,8 @@ def parse_line_range(text: str | None, n_lines: int) -> np.ndarray | None:
     """
     if text is None:
         return None
-    out: set[int] = set()
-    try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            a, _, b = part.partition("-")
-            out.update(range(int(a), int(b or a) + 1))
-    except ValueError:
-        raise ConfigError(f"--lines {text!r}: give steps like 0-99 or 3,17-20") from None
-    if not out:
-        raise ConfigError(f"--lines {text!r}: give steps like 0-99 or 3,17-20")
-    if bad := sorted(t for t in out if not 0 <= t < n_lines):
-        raise ConfigError(f"--lines: steps {bad[:5]} are outside 0..{n_lines - 1}")
-    return np.array(sorted(out), dtype=np.int64)
+    steps = parse_steps(text, n_lines, "--lines", "steps", "0-99 or 3,17-20")
+    return np.array(steps, dtype=np.int64)
 
 
 def _selected(store: LineStore, lines: str | np.ndarray | list[int] | None) -> np.ndarray:

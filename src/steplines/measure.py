@@ -47,6 +47,7 @@ from .live import LineProgress, LiveLog, line_summary, record_summary
 from .locks import segment_locks, train_lock
 from .problems.problem import Problem, make_problem, to_device
 from .rundir import RunDir, resolve_device
+from .schedule import parse_steps
 from .seeding import derive_seed
 from .store import LineRecord, LineStore, StoreDamagedError
 from .store.directions import DirectionStore
@@ -459,22 +460,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def parse_lines(text: str, n_lines: int) -> list[int]:
-    """``"3,17-20"`` → ``[3, 17, 18, 19, 20]``; out-of-range lines raise :class:`ConfigError`."""
-    out: set[int] = set()
-    try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            a, _, b = part.partition("-")
-            lo, hi = int(a), int(b or a)
-            if hi < lo:
-                raise ConfigError(f"--redo {text!r}: {part} is an empty range; write {hi}-{lo}")
-            out.update(range(lo, hi + 1))
-    except ValueError:
-        raise ConfigError(f"--redo {text!r}: give lines like 3,17-20") from None
-    if not out:
-        raise ConfigError(f"--redo {text!r}: give lines like 3,17-20")
-    if bad := sorted(t for t in out if not 0 <= t < n_lines):
-        raise ConfigError(f"--redo: lines {bad[:5]} are outside 0..{n_lines - 1}")
-    return sorted(out)
+    """``--redo "3,17-20"`` → ``[3, 17, 18, 19, 20]`` (:func:`steplines.schedule.parse_steps`)."""
+    return parse_steps(text, n_lines, "--redo", "lines", "3,17-20")
 
 
 def shard_segments(

@@ -252,7 +252,7 @@ class RunDir:
             ConfigError: user code neither named nor trusted, no recorded SHA-256, or a file
                 whose SHA-256 differs — one line saying what to pass.
         """
-        from .problems.problem import file_sha256, problem_file, resolve_problem_spec
+        from .problems.problem import check_problem_file, resolve_problem_spec
 
         factory = self.config.problem.factory
         if not factory:
@@ -278,18 +278,7 @@ class RunDir:
                 f"{spec} cannot be checked and is not imported; measure again into a new run "
                 "directory with steplines run --problem …"
             )
-        file = problem_file(spec)
-        if file is None:
-            raise ConfigError(
-                f"--problem {spec!r}: file not found; pass --problem with the path of the "
-                "file the run was made with"
-            )
-        if (sha := file_sha256(file)) != expected:
-            raise ConfigError(
-                f"--problem {spec!r}: {file} has SHA-256 {sha[:12]}…, the run recorded "
-                f"{expected[:12]}…; it is not the file the run was made with — pass "
-                "--problem with the original file (nothing was imported)"
-            )
+        check_problem_file(spec, expected)
         return spec
 
     def load_problem(self, spec: str | None = None, trust: bool = False) -> Problem:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["Schedule", "schedule_mask"]
+__all__ = ["Schedule", "parse_steps", "schedule_mask"]
 
 Schedule = str | int | Iterable[int] | Callable[[int], bool]
 
@@ -77,3 +77,33 @@ def schedule_mask(schedule: Schedule, steps: int) -> tuple[np.ndarray, str]:
             raise ConfigError(f"schedule: steps must lie in 0..{steps - 1}")
         mask[ts] = True
     return mask, "steps:" + ",".join(str(int(t)) for t in np.flatnonzero(mask))
+
+
+def parse_steps(text: str, n_lines: int, option: str, noun: str, example: str) -> list[int]:
+    """``"3,17-20"`` → ``[3, 17, 18, 19, 20]``: the steps a command-line option names.
+
+    Args:
+        text: comma-separated steps and inclusive ranges ``a-b``.
+        n_lines: steps must lie in ``0 .. n_lines-1``.
+        option, noun, example: how the error messages name the option (``--redo``), what it
+            lists (``lines``) and an example (``3,17-20``).
+
+    Raises:
+        ConfigError: not a list of steps and ranges, an empty range such as ``5-3``, no step
+            at all, or steps outside ``0 .. n_lines-1`` — one line each.
+    """
+    out: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            a, _, b = part.partition("-")
+            lo, hi = int(a), int(b or a)
+            if hi < lo:
+                raise ConfigError(f"{option} {text!r}: {part} is an empty range; write {hi}-{lo}")
+            out.update(range(lo, hi + 1))
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give {noun} like {example}") from None
+    if not out:
+        raise ConfigError(f"{option} {text!r}: give {noun} like {example}")
+    if bad := sorted(t for t in out if not 0 <= t < n_lines):
+        raise ConfigError(f"{option}: {noun} {bad[:5]} are outside 0..{n_lines - 1}")
+    return sorted(out)

@@ -277,8 +277,6 @@ def analyze_run(
     strat = _strategies(sl, q, settings)
     paths["strategies"] = out_dir / "strategies.csv"
     strat.table.to_csv(paths["strategies"], index=False)
-    paths["derivatives"] = out_dir / "derivatives.csv"
-    strat.derivatives.to_csv(paths["derivatives"], index=False)
     summary.update(strat.summary)
 
     paths.update(write_views(out_dir, store, sl.lines, mode))
@@ -317,7 +315,9 @@ def analyze_run(
         paths["bootstrap"] = out_dir / "bootstrap.npz"
         np.savez_compressed(paths["bootstrap"], lines=sl.lines, **reps)
         _add_intervals(strat, reps, sl.update_norm, settings.level)
-        strat.derivatives.to_csv(paths["derivatives"], index=False)
+    # written once the row bootstrap has added its per-line interval columns
+    paths["derivatives"] = out_dir / "derivatives.csv"
+    strat.derivatives.to_csv(paths["derivatives"], index=False)
     summary["bootstrap"] = {
         "row_resamples": settings.resamples,
         "line_resamples": int(line_resamples),

@@ -307,6 +307,28 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def check_problem_file(spec: str, expected_sha256: str) -> Path:
+    """The file of ``spec``, if its SHA-256 is the one a run recorded (nothing is imported).
+
+    Raises:
+        ConfigError: the file is not found, or its SHA-256 differs — one line naming the fix.
+    """
+    where = f"--problem {spec!r}"
+    file = problem_file(spec)
+    if file is None:
+        raise ConfigError(
+            f"{where}: the problem file was not found; pass --problem with the path of the "
+            "file the run was made with"
+        )
+    if (sha := file_sha256(file)) != expected_sha256:
+        raise ConfigError(
+            f"{where}: {file} has SHA-256 {sha[:12]}…, the run recorded "
+            f"{expected_sha256[:12]}…; it is not the file the run was made with — pass "
+            "--problem with the original file (nothing was imported)"
+        )
+    return file
+
+
 def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Problem:
     """Import ``module:function`` or ``path/to/file.py:function`` and build its problem.
 
@@ -326,18 +348,7 @@ def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Probl
     where = f"--problem {spec!r}"
     mod_name, fn_name = _split_spec(spec)
     if expected_sha256 is not None:
-        file = problem_file(spec)
-        if file is None:
-            raise ConfigError(
-                f"{where}: the problem file was not found; pass --problem with the path of the "
-                "file the run was made with"
-            )
-        if (sha := file_sha256(file)) != expected_sha256:
-            raise ConfigError(
-                f"{where}: {file} has SHA-256 {sha[:12]}…, the run recorded "
-                f"{expected_sha256[:12]}…; it is not the file the run was made with — pass "
-                "--problem with the original file (nothing was imported)"
-            )
+        check_problem_file(spec, expected_sha256)
     try:
         if _is_path(mod_name):
             path = Path(mod_name).expanduser()
