@@ -37,7 +37,7 @@ DATASETS = ("digits", "cifar10", "fashion-mnist")
 DEFAULT_TRAIN_SIZES = {"digits": 1280, "cifar10": 4000, "fashion-mnist": 4800}
 FULL_BATCH_MODES = ("epoch", "fixed")
 SAMPLE_PREFIX = "sample:"
-MODELS = ("digits-resnet", "resnet20", "resnet18", "mobilenetv2")
+MODELS = ("digits-resnet", "resnet20", "resnet18", "mobilenetv2", "mlp-bn")
 # torch.optim classes selectable by lower-case name (any other class name of torch.optim works too).
 OPTIMIZER_ALIASES = {
     "sgd": "SGD",
@@ -428,6 +428,7 @@ PRESETS = (
     "demo",
     "fashion-mnist",
     "fashion-mnist-full",
+    "fashion-mnist-cpu",
     "paper-resnet20-sgd",
     "paper-resnet20-momentum",
     "paper-resnet18-sgd",

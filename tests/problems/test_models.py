@@ -25,11 +25,12 @@ def models() -> dict[str, nn.Module]:
     torch.manual_seed(0)
     built = {name: make_model(name) for name in ("resnet20", "resnet18", "mobilenetv2")}
     built["digits-resnet"] = make_model("digits-resnet", in_channels=1, image_size=8)
+    built["mlp-bn"] = make_model("mlp-bn", in_channels=1, image_size=28)
     return built
 
 
 def test_model_names() -> None:
-    assert MODEL_NAMES == ("resnet20", "resnet18", "mobilenetv2", "digits-resnet")
+    assert MODEL_NAMES == ("resnet20", "resnet18", "mobilenetv2", "digits-resnet", "mlp-bn")
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,8 @@ def test_model_names() -> None:
         ("resnet18", 11_173_962),
         ("mobilenetv2", 2_236_682),
         ("digits-resnet", DIGITS_PARAMS),
+        # 784·128 + 128·128 + 128·10 weights, 10 biases, 2·(128 + 128) BatchNorm affine
+        ("mlp-bn", 784 * 128 + 128 * 128 + 128 * 10 + 10 + 2 * 256),
     ],
 )
 def test_parameter_counts(models: dict[str, nn.Module], name: str, expected: int) -> None:
@@ -58,6 +61,7 @@ def test_resnet20_fashion_variant_parameter_count() -> None:
         ("resnet18", (2, 3, 32, 32)),
         ("mobilenetv2", (2, 3, 32, 32)),
         ("digits-resnet", (4, 1, 8, 8)),
+        ("mlp-bn", (4, 1, 28, 28)),
     ],
 )
 def test_forward_shapes(models: dict[str, nn.Module], name: str, shape: tuple[int, ...]) -> None:

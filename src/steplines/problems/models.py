@@ -14,6 +14,10 @@ Four architectures are provided, all built by :func:`make_model`:
   (2,236,682 parameters).
 * ``digits-resnet`` — a tiny residual network with BatchNorm for sklearn's 8×8 digits, built
   from the ResNet-20 blocks (4,962 parameters for 1 input channel and 10 classes).
+* ``mlp-bn`` — a fully connected network with train-mode BatchNorm, two hidden layers of 128
+  (118,538 parameters on 1×28×28 Fashion-MNIST): ~100× cheaper per sample than ``resnet20`` on
+  a CPU, so that real-data runs of 1,000 lines fit an hour on 2 cores (the
+  ``fashion-mnist-cpu`` preset).
 
 Construction draws all initial weights from PyTorch's default global generator, so it is
 deterministic given a ``torch.manual_seed`` set by the caller; nothing here seeds.
@@ -29,7 +33,7 @@ from steplines.errors import ConfigError
 
 __all__ = ["MODEL_NAMES", "make_model"]
 
-MODEL_NAMES: tuple[str, ...] = ("resnet20", "resnet18", "mobilenetv2", "digits-resnet")
+MODEL_NAMES: tuple[str, ...] = ("resnet20", "resnet18", "mobilenetv2", "digits-resnet", "mlp-bn")
 """The names :func:`make_model` accepts."""
 
 
@@ -345,6 +349,27 @@ class MobileNetV2Cifar(nn.Module):
         return self.classifier(x)
 
 
+class MlpBN(nn.Sequential):
+    """``Flatten → [Linear(bias=False) → BatchNorm1d → ReLU] × len(widths) → Linear``.
+
+    PyTorch's default initialisation; BatchNorm starts at 1/0. With train-mode BatchNorm its
+    loss couples the samples of a batch exactly as the paper's convolutional networks do.
+
+    Args:
+        in_features: Inputs per sample (C·H·W of the images).
+        widths: Hidden layer widths.
+        num_classes: Output logits.
+    """
+
+    def __init__(self, in_features: int, widths: tuple[int, ...], num_classes: int) -> None:
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in widths:
+            layers += [nn.Linear(in_features, width, bias=False), nn.BatchNorm1d(width), nn.ReLU()]
+            in_features = width
+        layers.append(nn.Linear(in_features, num_classes))
+        super().__init__(*layers)
+
+
 # --------------------------------------------------------------------------------------------
 # Factory
 # --------------------------------------------------------------------------------------------
@@ -387,5 +412,7 @@ def make_model(
         return ResNet18Cifar(in_channels, num_classes)
     if name == "mobilenetv2":
         return MobileNetV2Cifar(in_channels, num_classes)
+    if name == "mlp-bn":
+        return MlpBN(in_channels * image_size * image_size, (128, 128), num_classes)
     # digits-resnet: stem 1→8, one 8-channel block, one 8→16 stride-2 option-A block.
     return CifarResNetA((8, 16), (1, 1), in_channels, num_classes)
