@@ -24,17 +24,17 @@ demo: install
 	$(BIN)/steplines run --preset demo --out $(RUN)
 
 test: install
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples docs/results
+	$(BIN)/ruff format --check src tests bench examples docs/results
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples docs/results
+	$(BIN)/ruff format --check src tests bench examples docs/results
 
 format: install
-	$(BIN)/ruff format src tests bench examples
-	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples docs/results
+	$(BIN)/ruff check --fix src tests bench examples docs/results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
