@@ -71,6 +71,7 @@ def sampling_errors(
     seed: int = 0,
     unit: str = "batch",
     resamples: int = 200,
+    every: int = 1,
 ) -> dict[str, Any]:
     """Sub-sample every done line of ``run``'s store and compare with the complete full batch.
 
@@ -82,6 +83,7 @@ def sampling_errors(
         unit: ``batch`` — n/B whole BatchNorm batches of the stored rows (what
             ``sample:n`` measures); ``row`` — n single rows.
         resamples: bootstrap resamples of each subset's interval (0: no coverage columns).
+        every: use every ``every``-th done line (a long run's lines in a tenth of the time).
 
     Returns:
         ``{"run", "N", "B", "lines", "repeats", "unit", "grid_spacing", "improvement",
@@ -111,13 +113,15 @@ def sampling_errors(
     groups = n_rows // group  # whole groups of rows (a `fixed` store's short last batch: left out)
     if repeats < 1:
         raise BenchError(f"--repeats {repeats}: give at least 1")
+    if every < 1:
+        raise BenchError(f"--every {every}: give at least 1 (1 = every line)")
     bad = [n for n in ns if not 0 < n <= groups * group or n % group]
     if bad:
         raise BenchError(
             f"--n {bad[0]} does not fit: each n must be in 1..{groups * group} (this run's N)"
             + (f" and a multiple of B = {b} (or use --unit row)" if group > 1 else "")
         )
-    done = np.flatnonzero(store.done())
+    done = np.flatnonzero(store.done())[::every]
     if done.size == 0:
         raise BenchError(f"{path} has no finished line; measure it first")
     rng = np.random.default_rng(seed)
@@ -267,11 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--resamples", type=int, default=200, help="bootstrap resamples (0: no coverage)"
     )
+    ap.add_argument("--every", type=int, default=1, help="every k-th line (1: all)")
     ap.add_argument("--json", type=Path, default=None, help="also write the records here")
     args = ap.parse_args(argv)
     try:
         res = sampling_errors(
-            args.run, _parse_ns(args.n), args.repeats, args.seed, args.unit, args.resamples
+            args.run,
+            _parse_ns(args.n),
+            args.repeats,
+            args.seed,
+            args.unit,
+            args.resamples,
+            args.every,
         )
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -53,6 +53,8 @@ def test_all_rows_give_zero_error_and_few_rows_a_positive_one(run: Path) -> None
     # single rows instead of whole batches: any n
     rows = _bench().sampling_errors(run, [5, 48], repeats=4, unit="row", resamples=0)
     assert rows["rows"][0]["s_opt_err_p90"] > 0 and rows["rows"][1]["s_opt_err_p90"] == 0
+    # every third line: lines 0 and 3
+    assert _bench().sampling_errors(run, [48], repeats=1, resamples=0, every=3)["lines"] == 2
 
 
 def test_cli_table_json_and_bad_input(run: Path, tmp_path: Path) -> None:
@@ -67,6 +69,7 @@ def test_cli_table_json_and_bad_input(run: Path, tmp_path: Path) -> None:
         (["--n", "20"], "multiple of B = 16"),
         (["--n", "64"], "1..48"),
         (["--n", "x"], "give sizes like"),
+        (["--every", "0"], "give at least 1"),
     ):
         bad = subprocess.run([*cmd[:3], *args], capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
