@@ -37,7 +37,27 @@ from pathlib import Path
 from steplines.config import RunConfig, read_toml, validate_config
 from steplines.errors import RunDirError
 
-__all__ = ["ANALYSIS", "RunLayout", "eval_file"]
+__all__ = [
+    "ANALYSIS",
+    "COMPARE",
+    "CONFIG",
+    "DIRECTIONS",
+    "EVAL_GLOB",
+    "EXPORT",
+    "FIGURES",
+    "LINES",
+    "LIVE",
+    "LOCKS",
+    "PRECISION_CHECKS",
+    "PROVENANCE",
+    "PROVENANCE_LOG",
+    "REPORT",
+    "TENSORBOARD",
+    "TRAJECTORY",
+    "TRAJECTORY_META",
+    "RunLayout",
+    "eval_file",
+]
 
 CONFIG = "config.toml"
 PROVENANCE = "provenance.json"
