@@ -54,6 +54,11 @@ def _allows_bool(annotation: Any) -> bool:
     return any(_allows_bool(a) for a in get_args(annotation))
 
 
+def _torch_checks(info: ValidationInfo) -> bool:
+    """Whether this validation makes the checks that import torch (see validate_config)."""
+    return bool((info.context or {}).get("torch_checks", True))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -129,7 +134,9 @@ class TrainConfig(_Section):
 
     @field_validator("optimizer")
     @classmethod
-    def _known_optimizer(cls, v: str) -> str:
+    def _known_optimizer(cls, v: str, info: ValidationInfo) -> str:
+        if not _torch_checks(info):
+            return v
         import torch.optim
 
         name = OPTIMIZER_ALIASES.get(v.lower(), v)
@@ -141,9 +148,11 @@ class TrainConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _optimizer_builds(self) -> TrainConfig:
+    def _optimizer_builds(self, info: ValidationInfo) -> TrainConfig:
         # build it on a dummy parameter now, so that bad optimizer_kwargs are reported before
         # anything is created (not at the first step, after the run directory exists)
+        if not _torch_checks(info):
+            return self
         import torch
 
         from .trajectory.loop import make_optimizer
@@ -294,8 +303,10 @@ class RunConfig(_Section):
     probe: ProbeConfig | None = None
 
     @model_validator(mode="after")
-    def _one_gradient_per_step(self) -> RunConfig:
+    def _one_gradient_per_step(self, info: ValidationInfo) -> RunConfig:
         # steplines replays steps itself; LineProbe runs in the user's loop, which may do more
+        if not _torch_checks(info):
+            return self
         if self.probe is None and needs_closure(self.train.optimizer):
             raise ValueError(
                 f"train.optimizer {self.train.optimizer!r} needs a closure that re-evaluates "
@@ -412,10 +423,18 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return f"invalid configuration in {source}: " + "; ".join(parts) + " (fix these fields)"
 
 
-def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a nested dict; raise :class:`ConfigError` listing every bad field in one line."""
+def validate_config(
+    data: dict[str, Any], source: str = "config", *, torch_checks: bool = True
+) -> RunConfig:
+    """Validate a nested dict; raise :class:`ConfigError` listing every bad field in one line.
+
+    ``torch_checks=False`` leaves out the only checks that import torch (``train.optimizer``
+    names a ``torch.optim`` class that builds with ``optimizer_kwargs`` and needs no closure):
+    for reading a run's ``config.toml`` without torch
+    (:meth:`steplines.store.run.RunLayout.read_config`), which passed them when it was written.
+    """
     try:
-        cfg = RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data, context={"torch_checks": torch_checks})
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
     for name, value in (("train.lr", cfg.train.lr), ("measure.interval", cfg.measure.interval)):

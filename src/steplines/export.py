@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from steplines.errors import ConfigError, RunDirError
+from steplines.errors import ConfigError, RunDirError, SteplinesError
 from steplines.schedule import parse_steps
 from steplines.store import LineStore
+from steplines.store.run import RunLayout
 from steplines.store.schema import ARRAYS_BY_NAME, SCALARS
 
 __all__ = ["FORMATS", "WHAT", "export_lines", "open_lines", "parse_line_range"]
@@ -112,9 +112,11 @@ def _attrs(name: str, loss_units: str) -> dict[str, str]:
 
 def _open_store(run: str | Path) -> LineStore:
     path = Path(run)
-    store_path = path if (path / "zarr.json").is_file() else path / "lines.zarr"
+    store_path = path if (path / "zarr.json").is_file() else RunLayout(path).lines_path
     if not store_path.exists():
-        raise RunDirError(f"{path} is not a run directory (no lines.zarr); give a run's directory")
+        raise RunDirError(
+            f"{path} is not a run directory (no {store_path.name}); give a run's directory"
+        )
     return LineStore.open(store_path)
 
 
@@ -168,15 +170,10 @@ def _global_attrs(store: LineStore, what: str) -> dict[str, Any]:
 def _config_full_batch(store: LineStore) -> str:
     """``measure.full_batch`` from the run's ``config.toml`` (next to the store), if readable."""
     try:
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
-
-        cfg = tomllib.loads((store.path.parent / "config.toml").read_text(encoding="utf-8"))
-        return str(cfg.get("measure", {}).get("full_batch", "epoch"))
-    except (OSError, ValueError):
+        cfg = RunLayout(store.path.parent).config_or_none()
+    except SteplinesError:  # unreadable or invalid
         return "unknown"
+    return cfg.measure.full_batch if cfg is not None else "unknown"
 
 
 def _split_labels(store: LineStore) -> np.ndarray:
@@ -292,7 +289,7 @@ def _column_attrs(columns: list[str], units: str) -> dict[str, dict[str, str]]:
 
 def default_path(run: str | Path, to: str, what: str) -> Path:
     """``RUN/export/lines-<what>.<ext>``."""
-    return Path(run) / "export" / f"lines-{what}{SUFFIX[to]}"
+    return RunLayout(Path(run)).export_path / f"lines-{what}{SUFFIX[to]}"
 
 
 def export_lines(

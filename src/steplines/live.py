@@ -50,6 +50,7 @@ import numpy as np
 
 from steplines.analysis.shape import polynomial_fits, window_range
 from steplines.analysis.strategies import evaluate_line, first_argmin
+from steplines.store.run import LIVE, TENSORBOARD, RunLayout
 
 __all__ = [
     "LIVE_FILE",
@@ -61,11 +62,11 @@ __all__ = [
     "tensorboard_available",
 ]
 
-LIVE_FILE = "live.jsonl"
-"""Name of the live file inside a run directory."""
+LIVE_FILE = LIVE
+"""Name of the live file inside a run directory (``RunLayout.live_path``)."""
 
-TENSORBOARD_DIR = "tensorboard"
-"""Name of the TensorBoard log directory inside a run directory."""
+TENSORBOARD_DIR = TENSORBOARD
+"""Name of the TensorBoard log directory inside a run directory (``RunLayout.tensorboard_path``)."""
 
 ESTIMATE_FIELDS = ("est_slope_update", "est_curvature", "est_sample_grad_sq", "est_batch_grad_sq")
 
@@ -205,8 +206,9 @@ class LiveLog:
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool | None = None) -> None:
-        self.path = Path(run_dir) / LIVE_FILE
-        self._tb_dir = Path(run_dir) / TENSORBOARD_DIR
+        layout = RunLayout(Path(run_dir))
+        self.path = layout.live_path
+        self._tb_dir = layout.tensorboard_path
         self._tb_wanted = tensorboard_available() if tensorboard is None else tensorboard
         self._tb: Any = None
         self._repair_tail()
@@ -272,7 +274,7 @@ def read_live(path: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     if path.is_dir():
-        path = path / LIVE_FILE
+        path = RunLayout(path).live_path
     records: dict[int, dict[str, Any]] = {}
     try:
         data = path.read_bytes()

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import RunDirError
+from .store.run import RunLayout
 
 
 class Locks:
@@ -80,7 +81,7 @@ def held_locks(run_path: Path) -> list[str]:
     says whether a run is being trained or measured at this moment. Never blocks.
     """
     held = []
-    for path in sorted((Path(run_path) / "locks").glob("*.lock")):
+    for path in sorted(RunLayout(run_path).locks_path.glob("*.lock")):
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
@@ -101,7 +102,7 @@ def segment_locks(run_path: Path, starts: Iterable[int]) -> Iterator[Locks]:
     with Locks() as locks:
         for c in starts:
             locks.acquire(
-                Path(run_path) / "locks" / f"segment_{c:07d}.lock",
+                RunLayout(run_path).segment_lock_path(c),
                 f"segment starting at step {c} of {run_path}",
             )
         yield locks
@@ -111,5 +112,5 @@ def segment_locks(run_path: Path, starts: Iterable[int]) -> Iterator[Locks]:
 def train_lock(run_path: Path) -> Iterator[Locks]:
     """Hold the trajectory lock for the ``with`` block."""
     with Locks() as locks:
-        locks.acquire(Path(run_path) / "locks" / "train.lock", f"the trajectory of {run_path}")
+        locks.acquire(RunLayout(run_path).train_lock_path, f"the trajectory of {run_path}")
         yield locks

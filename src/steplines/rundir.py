@@ -1,15 +1,9 @@
-"""The run directory: resolved config, provenance, trajectory and line store in one place.
+"""The run directory, torch side: its device, CPU threads and provenance writing.
 
-::
-
-    RUN/
-      config.toml        the resolved configuration (what was run, not what was typed)
-      provenance.json    versions, git commit, device, seeds, precision flags, schema version,
-                         the user's problem file and its SHA-256 (written once, atomically)
-      provenance.log.jsonl   one compact line per invocation (append-only)
-      trajectory/        checkpoints every C steps + per-step records
-      lines.zarr/        the measurements (docs/store.md)
-      precision_checks.jsonl   with measure.precision tf32/bf16: its error against fp32
+Every path of a run directory and its configuration reader are
+:class:`steplines.store.run.RunLayout` (no torch; its docstring lists the layout);
+:class:`RunDir` holds one (``run.layout``) with the run's configuration and adds what needs
+torch: the device, the run's thread count, the provenance record and the user's problem.
 """
 
 from __future__ import annotations
@@ -24,17 +18,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from .atomic import append_line, read_json_lines, write_atomic
-from .config import RunConfig, read_toml, validate_config, write_config
+from .config import RunConfig, write_config
 from .engine.precision import check_precision
 from .errors import ConfigError, RunDirError
 from .provenance import collect_provenance
+from .store.run import PROVENANCE_LOG, RunLayout
 from .store.schema import SCHEMA_VERSION
 from .trajectory.storage import TrajectoryDir
 
 if TYPE_CHECKING:
     from .problems.problem import Problem
-
-PROVENANCE_LOG = "provenance.log.jsonl"
 
 # Fields that say where or how fast to compute, not what: a run may resume with other values.
 NON_SEMANTIC = (
@@ -99,17 +92,25 @@ def resolve_device(name: str, precision: str = "fp32") -> torch.device:
 
 
 class RunDir:
-    """A run directory bound to its configuration."""
+    """A run directory bound to its configuration.
+
+    Attributes:
+        path: the run directory.
+        config: its configuration.
+        layout: its paths (:class:`steplines.store.run.RunLayout`).
+        trajectory: its ``trajectory/`` (checkpoints and step records).
+    """
 
     def __init__(self, path: Path, config: RunConfig) -> None:
-        self.path = Path(path)
+        self.layout = RunLayout(Path(path))
+        self.path = self.layout.path
         self.config = config
-        self.trajectory = TrajectoryDir(self.path / "trajectory")
+        self.trajectory = TrajectoryDir(self.layout.trajectory_path)
 
     @property
     def lines_path(self) -> Path:
-        """The Zarr line store."""
-        return self.path / "lines.zarr"
+        """The Zarr line store (``RunLayout.lines_path``)."""
+        return self.layout.lines_path
 
     @classmethod
     def prepare(cls, path: Path, config: RunConfig) -> RunDir:
@@ -121,9 +122,9 @@ class RunDir:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise RunDirError(f"--out {path} is a file, not a directory; choose a directory")
-        cfg_file = path / "config.toml"
-        if cfg_file.exists():
-            stored = validate_config(read_toml(cfg_file), str(cfg_file))
+        layout = RunLayout(path)
+        if layout.config_path.exists():
+            stored = layout.read_config(torch_checks=True)
             if stored.problem.factory:  # older runs stored a relative path as typed
                 from .problems.problem import resolve_problem_spec
 
@@ -142,28 +143,27 @@ class RunDir:
         else:
             if path.exists() and any(path.iterdir()):
                 raise RunDirError(
-                    f"{path} exists, is not empty and has no config.toml; choose a "
-                    "new --out directory"
+                    f"{path} exists, is not empty and has no {layout.config_path.name}; choose "
+                    "a new --out directory"
                 )
             path.mkdir(parents=True, exist_ok=True)
-            write_config(config, cfg_file)
+            write_config(config, layout.config_path)
             run = cls(path, config)
         return run
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
-        """Open an existing run directory with its stored configuration."""
-        cfg_file = Path(path) / "config.toml"
-        if not cfg_file.is_file():
-            raise RunDirError(
-                f"{path} is not a steplines run directory (no config.toml); pass "
-                "the --out directory of a run"
-            )
-        return cls(Path(path), validate_config(read_toml(cfg_file), str(cfg_file)))
+        """Open an existing run directory with its stored configuration.
+
+        Raises:
+            RunDirError: no ``config.toml``: not a run directory.
+            ConfigError: an invalid configuration.
+        """
+        return cls(Path(path), RunLayout(Path(path)).read_config(torch_checks=True))
 
     def cpu_threads(self) -> int:
         """The run's CPU thread count: fixed at its first training (``trajectory/meta.json``)."""
-        meta = self.trajectory.path / "meta.json"
+        meta = self.layout.trajectory_meta_path
         if meta.exists():
             try:
                 n = int(json.loads(meta.read_text())["cpu_threads"])
@@ -190,12 +190,12 @@ class RunDir:
     @property
     def provenance_path(self) -> Path:
         """``provenance.json``: the first session's versions, device, seeds and flags."""
-        return self.path / "provenance.json"
+        return self.layout.provenance_path
 
     @property
     def provenance_log_path(self) -> Path:
         """``provenance.log.jsonl``: one compact JSON line per invocation (append-only)."""
-        return self.path / PROVENANCE_LOG
+        return self.layout.provenance_log_path
 
     def read_provenance(self) -> dict | None:
         """``provenance.json`` as a dict; None when missing or damaged (cut off, not JSON).
@@ -274,7 +274,7 @@ class RunDir:
         expected = (self.recorded_problem_source() or {}).get("sha256")
         if not expected:
             raise ConfigError(
-                f"{self.path}/provenance.json records no SHA-256 of the problem file, so "
+                f"{self.provenance_path} records no SHA-256 of the problem file, so "
                 f"{spec} cannot be checked and is not imported; measure again into a new run "
                 "directory with steplines run --problem …"
             )

@@ -168,7 +168,7 @@ def verify_run(run: RunDir, replay: bool = True, problem: Problem | None = None)
 
 def _check_directions(run: RunDir) -> dict[int, str]:
     """Lines whose noisy-direction position is damaged: ``{t: why}``."""
-    path = run.path / "directions.zarr"
+    path = run.layout.directions_path
     every = run.config.measure.noisy_every
     if not every or not path.exists():
         return {}

@@ -89,7 +89,7 @@ def make_run(
         store.write_line(t, make_record(t, n, m, b, lr, momentum, grid, interval, resolution))
     if write_config:
         (run_dir / "config.toml").write_text(
-            f'[problem]\nmodel = "toy"\n\n[train]\nlr = {lr}\nmomentum = {momentum}\n\n'
+            f"[problem]\nbatch_size = {b}\n\n[train]\nlr = {lr}\nmomentum = {momentum}\n\n"
             f'[measure]\ngrid = "{grid}"\ninterval = {interval}\nresolution = {resolution}\n'
         )
     return run_dir

@@ -9,13 +9,14 @@ import numpy as np
 
 from steplines.analysis import analyze_run
 from steplines.analysis.lines import lines_missing, scheduled_lines
+from steplines.config import RunConfig, validate_config
 from steplines.report import load_run
 
 from analysis_fixtures import make_run
 
 
-def _probe(schedule: str) -> dict:
-    return {"probe": {"model": "Net", "schedule": schedule}}
+def _probe(schedule: str) -> RunConfig:
+    return validate_config({"probe": {"model": "Net", "schedule": schedule}}, torch_checks=False)
 
 
 def test_scheduled_lines_read_the_recorded_schedule() -> None:
@@ -25,12 +26,14 @@ def test_scheduled_lines_read_the_recorded_schedule() -> None:
     # log:4 over 10 steps: round(geomspace(1, 10, 4)) - 1 = round(1, 2.154, 4.642, 10) - 1
     assert np.flatnonzero(scheduled_lines(_probe("log:4"), 10)).tolist() == [0, 1, 4, 9]
     assert scheduled_lines(_probe("all"), 4).all()
-    assert scheduled_lines({}, 4).all()  # steplines run, or no config.toml
-    assert scheduled_lines({"train": {"lr": 0.1}}, 4).all()
+    assert scheduled_lines(None, 4).all()  # no config.toml
+    assert scheduled_lines(
+        validate_config({"train": {"lr": 0.1}}, torch_checks=False), 4
+    ).all()  # steplines run
     assert scheduled_lines(_probe("weekly"), 4).all()  # unreadable: nothing is hidden
     done = np.array([True, False, False, True, False, False, True, False, False, False])
     assert lines_missing(done, _probe("every:3")) == 1  # line 9
-    assert lines_missing(done, {}) == 7
+    assert lines_missing(done, None) == 7
     assert lines_missing(done, _probe("steps:0,3,6")) == 0
 
 

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 from steplines.analysis import analyze_run
-from steplines.analysis.run import analysis_dir
 from steplines.analysis.settings import analysis_tag
 from steplines.errors import ConfigError
 from steplines.store import LineStore
+from steplines.store.run import RunLayout
 
 from analysis_fixtures import make_run
 
@@ -157,7 +157,10 @@ def test_non_default_analyses_never_replace_the_default(tmp_path: Path) -> None:
     s = json.loads(custom["settings"].read_text())
     assert (s["window"], s["mu"], s["overrides"]) == (0.3, 0.05, ["window", "mu"])
     # the tag of a request is known before analysing (the report finds the tables by it)
-    assert analysis_dir(run, analysis_tag("faithful", None, False)) == faithful["summary"].parent
+    assert (
+        RunLayout(run).analysis_dir(analysis_tag("faithful", None, False))
+        == faithful["summary"].parent
+    )
     assert analysis_tag("corrected", "run", False) == ""
     assert analysis_tag("corrected", None, True) == ""  # paper setting: paper is the default
 

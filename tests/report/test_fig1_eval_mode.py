@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steplines.config import validate_config
 from steplines.plotting import plot_training
 from steplines.report.figures import _eval_vs_lines, _line_bn
 from steplines.report.numbers import fmt as _f
@@ -58,5 +59,9 @@ def test_caption_sets_eval_mode_loss_beside_the_line(tmp_path: Path) -> None:
     )
     assert _eval_vs_lines(tmp_path / "none", d) == ""
     # the caption names how the lines normalise BatchNorm
-    assert "each evaluation batch's own statistics" in _line_bn({})
-    assert "running statistics" in _line_bn({"measure": {"batchnorm": "running"}})
+    assert "each evaluation batch's own statistics" in _line_bn(None)
+    assert "each evaluation batch's own statistics" in _line_bn(
+        validate_config({}, torch_checks=False)
+    )
+    running = validate_config({"measure": {"batchnorm": "running"}}, torch_checks=False)
+    assert "running statistics" in _line_bn(running)

@@ -289,7 +289,7 @@ def test_another_mode_never_replaces_the_default_report(built: Path, tmp_path: P
 def test_an_adamw_run_is_not_analysed_as_sgd_momentum(tmp_path: Path) -> None:
     run = _tiny(tmp_path / "adamw", n_lines=6, momentum=0.9, lr=0.00225796)
     (run / "config.toml").write_text(
-        '[problem]\ndataset = "custom"\nmodel = "custom"\n\n'
+        '[problem]\nfactory = "my_problem.py:make_problem"\n\n'
         '[train]\noptimizer = "AdamW"\nlr = 0.00225796\nmomentum = 0.9\n'
     )
     loaded = load_run(run)

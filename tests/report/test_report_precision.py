@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from steplines.config import validate_config
 from steplines.report import build_report
 from steplines.report.build import PRECISION_CHECKS, RunData, _precision_section
 
@@ -15,7 +16,8 @@ from analysis_fixtures import make_run
 
 def _run_data(path: Path, measure: dict) -> RunData:
     empty = pd.DataFrame()
-    return RunData(path, {"measure": measure}, {}, {}, empty, empty, empty, empty, {})
+    config = validate_config({"measure": measure}, torch_checks=False)
+    return RunData(path, config, {}, {}, empty, empty, empty, empty, {})
 
 
 def _check(t: int, per_sample: float, full: float, s_diff: float) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 
 from steplines.analysis.shape import pairwise_mae, shape_curves
 from steplines.store.directions import DirectionStore
+from steplines.store.run import RunLayout
 
 
 def direction_distances(
@@ -29,7 +30,7 @@ def direction_distances(
         the scale of its distances), ``s_opt [P, D]`` (position of each line's full-batch
         minimum), ``window``.
     """
-    path = Path(run_dir) / "directions.zarr"
+    path = RunLayout(run_dir).directions_path
     if not path.exists():
         return None
     d = DirectionStore.open(path).read()

@@ -19,15 +19,17 @@ This module never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from steplines.errors import ConfigError
 from steplines.schedule import schedule_mask
 from steplines.store import LineStore
+
+if TYPE_CHECKING:
+    from steplines.config import RunConfig
 
 __all__ = ["SummaryLines", "from_arrays", "lines_missing", "load_summary", "scheduled_lines"]
 
@@ -121,33 +123,32 @@ def load_summary(store: LineStore, mode: str) -> SummaryLines:
     return from_arrays(summary, mode, store.n_train, store.n_direction)
 
 
-def scheduled_lines(config: Mapping[str, Any], n_lines: int) -> np.ndarray:
+def scheduled_lines(config: RunConfig | None, n_lines: int) -> np.ndarray:
     """bool ``[n_lines]``: the lines the run set out to measure.
 
     A run with a ``[probe]`` table (written by ``LineProbe``) measures the steps of
     ``probe.schedule`` (:func:`steplines.schedule.schedule_mask` of the recorded text:
     ``all``, ``every:K``, ``log:N`` or ``steps:a,b,…``) over ``n_lines`` steps; every other run
-    (``steplines run``, or no ``config.toml``: ``config == {}``) measures all of them. A
+    (``steplines run``, or no ``config.toml``: ``config is None``) measures all of them. A
     schedule text that cannot be read counts every line as scheduled, so nothing is hidden.
 
     Args:
-        config: the run's ``config.toml`` as a dict (``analysis.run.read_run_config``).
+        config: the run's configuration (``RunLayout.config_or_none``).
         n_lines: T, the store's number of line slots (one per training step).
     """
-    probe = config.get("probe")
-    text = probe.get("schedule", "all") if isinstance(probe, Mapping) else "all"
+    text = config.probe.schedule if config is not None and config.probe is not None else "all"
     try:
         return schedule_mask(str(text), int(n_lines))[0]
     except ConfigError:
         return np.ones(int(n_lines), dtype=bool)
 
 
-def lines_missing(done: np.ndarray, config: Mapping[str, Any]) -> int:
+def lines_missing(done: np.ndarray, config: RunConfig | None) -> int:
     """Number of lines that are scheduled but not done: ``Σ scheduled ∧ ¬done``.
 
     Args:
         done: bool ``[T]`` done flags of the store (``LineStore.done()``).
-        config: the run's ``config.toml`` as a dict (see :func:`scheduled_lines`).
+        config: the run's configuration, None without one (see :func:`scheduled_lines`).
 
     Returns:
         0 for a complete run, whether it measured every step or a schedule's steps.

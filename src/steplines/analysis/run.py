@@ -14,12 +14,11 @@ import json
 import math
 import os
 import shutil
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -62,19 +61,16 @@ from steplines.analysis.strategies import (
 from steplines.analysis.views import BrowserTap, write_views
 from steplines.errors import RunDirError
 from steplines.store import LineStore
+from steplines.store.run import RunLayout
 from steplines.store.schema import ESTIMATES
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from steplines.config import RunConfig
 
 __all__ = [
     "FIT_DEGREES",
-    "analysis_dir",
     "analyze_run",
     "ratio_stats",
-    "read_run_config",
     "request_tag",
 ]
 
@@ -83,21 +79,6 @@ FIT_DEGREES: tuple[int, ...] = (1, 2, 3, 4)
 
 FIRST_LINES = 50
 """Size of the "first lines" distance-matrix view (docs/method.md §6.2: first 50 lines)."""
-
-
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """Read ``RUN/config.toml`` with ``tomllib`` (no pydantic/torch); {} if it is absent.
-
-    Raises:
-        RunDirError: The file exists but is not valid TOML.
-    """
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{path} is not valid TOML ({exc}); restore the run's config") from exc
 
 
 def _num(x: Any) -> Any:
@@ -142,14 +123,9 @@ def _upper_median(mat: np.ndarray) -> float:
     return float(np.median(vals)) if vals.size else float("nan")
 
 
-def analysis_dir(run_dir: Path, tag: str = "") -> Path:
-    """Where an analysis is written: ``RUN/analysis`` (default) or ``RUN/analysis-<tag>``."""
-    return Path(run_dir) / ("analysis" if not tag else f"analysis-{tag}")
-
-
-def run_model(config: dict[str, Any]) -> str:
-    """The model name of ``config.toml`` ("" when absent)."""
-    return str(config.get("problem", {}).get("model", ""))
+def run_model(config: RunConfig | None) -> str:
+    """The model name of the run's configuration ("" without one)."""
+    return config.problem.model if config is not None else ""
 
 
 def request_tag(
@@ -163,11 +139,12 @@ def request_tag(
     resamples: int | None = None,
     level: float | None = None,
 ) -> str:
-    """The tag of the analysis these options ask for, read from the run's config alone."""
+    """The tag of the analysis these options ask for, read from the run's config alone
+    (its directory: ``RunLayout.analysis_dir(tag)``)."""
     check_mode(mode)
     if scale is not None:
         check_scale(scale)
-    paper = match_preset(read_run_config(run_dir)) is not None
+    paper = match_preset(RunLayout(run_dir).config_or_none()) is not None
     return analysis_tag(
         mode, scale, paper, window=window, lambdas=lambdas, mu=mu, resamples=resamples, level=level
     )
@@ -219,14 +196,15 @@ def analyze_run(
     """
     check_mode(mode)
     run_dir = Path(run_dir)
-    store_path = run_dir / "lines.zarr"
+    layout = RunLayout(run_dir)
+    store_path = layout.lines_path
     if not store_path.is_dir():
-        raise RunDirError(f"{run_dir} has no lines.zarr; measure the run first")
+        raise RunDirError(f"{run_dir} has no {store_path.name}; measure the run first")
     store = LineStore.open(store_path)
     sl = load_summary(store, mode)
     if len(sl) == 0:
         raise RunDirError(f"{store_path} has no measured lines yet; measure the run first")
-    config = read_run_config(run_dir)
+    config = layout.config_or_none()
     q = line_quantities(sl, mode)
     settings = resolve_settings(
         config,
@@ -244,7 +222,7 @@ def analyze_run(
         resamples=resamples,
         level=level,
     )
-    final_dir = analysis_dir(run_dir, settings.tag)
+    final_dir = layout.analysis_dir(settings.tag)
     out_dir = _work_dir(final_dir)
     paths: dict[str, Path] = {}
     n = len(sl)

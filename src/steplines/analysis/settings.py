@@ -31,11 +31,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from steplines.errors import ConfigError
+
+if TYPE_CHECKING:
+    from steplines.config import RunConfig
 
 __all__ = [
     "MODES",
@@ -114,41 +117,40 @@ class Optimizer:
 
 
 def optimizer_of(
-    config: dict[str, Any], update_norm: np.ndarray, grad_norm: np.ndarray
+    config: RunConfig | None, update_norm: np.ndarray, grad_norm: np.ndarray
 ) -> Optimizer:
     """The run's optimizer from ``config.toml`` (``train.optimizer``, ``train.momentum``).
 
-    Without a config the run is taken as SGD and β is inferred from the store: 0 when
+    Without a config (None) the run is taken as SGD and β is inferred from the store: 0 when
     ``‖m_t‖ = ‖g_t‖`` on every line, else 0.9.
     """
-    train = config.get("train", {})
-    name = str(train.get("optimizer") or config.get("probe", {}).get("optimizer") or "").lower()
-    if name and name != "sgd":
-        return Optimizer(name=name, momentum=0.0, source="config")
-    if "momentum" in train or name == "sgd":
-        return Optimizer(name="sgd", momentum=float(train.get("momentum", 0.0)), source="config")
+    if config is not None:
+        probe = config.probe.optimizer if config.probe is not None else ""
+        name = (config.train.optimizer or probe).lower()
+        if name and name != "sgd":
+            return Optimizer(name=name, momentum=0.0, source="config")
+        return Optimizer(name="sgd", momentum=float(config.train.momentum), source="config")
     same = np.allclose(update_norm, grad_norm, rtol=1e-6, equal_nan=True)
     return Optimizer(name="unknown", momentum=0.0 if same else 0.9, source="inferred")
 
 
-def match_preset(config: dict[str, Any]) -> tuple[str, bool] | None:
+def match_preset(config: RunConfig | None) -> tuple[str, bool] | None:
     """``(model, momentum > 0)`` when the run is one of the paper's settings, else None.
 
     A paper setting is CIFAR-10's 8 % subset (4,000 training images, or no size given) with
-    ResNet-20, ResNet-18 or MobileNetV2 and β ∈ {0, 0.9}; full CIFAR-10 is not.
+    ResNet-20, ResNet-18 or MobileNetV2 and β ∈ {0, 0.9}; full CIFAR-10 is not. No config
+    (None) is no paper setting.
     """
-    problem = config.get("problem", {})
-    train = config.get("train", {})
-    dataset = str(problem.get("dataset", "")).lower().replace("-", "").replace("_", "")
-    model = str(problem.get("model", "")).lower().replace("-", "").replace("_", "")
+    if config is None:
+        return None
+    problem = config.problem
+    dataset = problem.dataset.lower().replace("-", "").replace("_", "")
+    model = problem.model.lower().replace("-", "").replace("_", "")
     if dataset != "cifar10" or model not in PAPER_MODELS:
         return None
-    if int(problem.get("train_size", 4000) or 4000) != 4000:
+    if (problem.train_size or 4000) != 4000:
         return None
-    try:
-        beta = float(train.get("momentum", 0.0))
-    except (TypeError, ValueError):
-        return None
+    beta = float(config.train.momentum)
     if beta not in (0.0, 0.9):
         return None
     return model, beta > 0
@@ -269,7 +271,7 @@ def _line0_spacing(positions: np.ndarray) -> float:
 
 
 def resolve_settings(
-    config: dict[str, Any],
+    config: RunConfig | None,
     *,
     mode: str,
     scale: str | None,
@@ -288,7 +290,7 @@ def resolve_settings(
     """Resolve mode, scale, window, rates and µ of one analysis (see the module docstring).
 
     Args:
-        config: ``config.toml`` as a dict ({} when absent).
+        config: the run's configuration (None without a ``config.toml``).
         mode: ``corrected`` or ``faithful``.
         scale: ``paper``, ``run``, or None for the default (:func:`default_scale`).
         paper_setting: The run is one of the paper's settings.

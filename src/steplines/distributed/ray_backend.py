@@ -11,11 +11,13 @@ for GPUs the cluster does not have fails at once instead of waiting forever.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, validate_config
 from ..errors import ConfigError, RunDirError, SteplinesError
 from ..rundir import RunDir
+from ..store.run import RunLayout
 
 MAX_RETRIES = 3
 
@@ -50,7 +52,8 @@ def measure_segment_task(
     from ..measure import measure_lines
     from ..rundir import resolve_device
 
-    cfg: RunConfig = validate_config(config, f"{run_path}/config.toml")
+    # the driver's configuration (with its overrides), named after the file it came from
+    cfg: RunConfig = validate_config(config, str(RunLayout(Path(run_path)).config_path))
     run = RunDir(run_path, cfg)
     problem = _problem(json.dumps(cfg.problem.model_dump(mode="json"), sort_keys=True))
     # one process per task: Ray reserved its CPUs for this process's threads

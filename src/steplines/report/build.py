@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import numpy as np
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
 from steplines.analysis.lines import lines_missing, scheduled_lines
-from steplines.analysis.run import analysis_dir, read_run_config, request_tag
+from steplines.analysis.run import request_tag
 from steplines.analysis.settings import check_mode, match_preset
 from steplines.analysis.views import LineView, read_views
 from steplines.errors import RunDirError, SteplinesError
@@ -44,6 +44,10 @@ from steplines.report.numbers import fmt, overshoot, pct, read_json, span
 from steplines.report.paper import paper_values
 from steplines.report.templates import COMPARE_TEMPLATE, RUN_TEMPLATE
 from steplines.store import LineStore
+from steplines.store.run import PRECISION_CHECKS, RunLayout
+
+if TYPE_CHECKING:
+    from steplines.config import RunConfig
 
 __all__ = [
     "RunData",
@@ -70,9 +74,6 @@ ANALYSIS_FILES = (
     "browser.json",
 )
 
-PRECISION_CHECKS = "precision_checks.jsonl"  # steplines.engine.precision.CHECKS_FILE (no torch)
-
-
 # ------------------------------------------------------------------------------ loading
 
 
@@ -82,7 +83,7 @@ class RunData:
 
     Attributes:
         path: The run directory.
-        config: ``config.toml`` as a dict ({} if absent).
+        config: The run's configuration (None without a ``config.toml``).
         provenance: ``provenance.json`` as a dict ({} if absent).
         summary: ``analysis/summary.json``.
         strategies, fits, derivatives, batch_size: The analysis tables.
@@ -97,7 +98,7 @@ class RunData:
     """
 
     path: Path
-    config: dict[str, Any]
+    config: RunConfig | None
     provenance: dict[str, Any]
     summary: dict[str, Any]
     strategies: pd.DataFrame
@@ -113,11 +114,19 @@ class RunData:
     views: list[LineView] = field(default_factory=list)
 
     @property
+    def layout(self) -> RunLayout:
+        """The run directory's paths."""
+        return RunLayout(self.path)
+
+    @property
+    def analysis(self) -> Path:
+        """The directory of the tables: :attr:`tables`, else ``RUN/analysis``."""
+        return self.tables or self.layout.analysis_dir()
+
+    @property
     def figures(self) -> Path:
         """Where this analysis' figures go: ``RUN/figures`` (default) or beside its tables."""
-        if self.tables is None or self.tables.name == "analysis":
-            return self.path / "figures"
-        return self.tables / "figures"
+        return self.layout.figures_dir(self.tables)
 
     @property
     def name(self) -> str:
@@ -157,7 +166,7 @@ def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
         return True
     if summary.get("mode") != mode or "settings" not in summary:
         return True
-    store = run_dir / "lines.zarr"
+    store = RunLayout(run_dir).lines_path
     if store.is_dir() and not (adir / "estimators.csv").is_file():
         return True  # made before the estimator analysis existed
     if store.is_dir():
@@ -214,8 +223,9 @@ def load_run(
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory; pass a run directory")
     banners: list[dict[str, str]] = []
-    store = run_dir / "lines.zarr"
-    adir = analysis_dir(run_dir, request_tag(run_dir, mode, **options))
+    layout = RunLayout(run_dir)
+    store = layout.lines_path
+    adir = layout.analysis_dir(request_tag(run_dir, mode, **options))
     if reanalyze is None:
         reanalyze = _needs_analysis(run_dir, adir, mode)
         may_rebuild = True
@@ -224,13 +234,13 @@ def load_run(
     if reanalyze:
         if not store.is_dir():
             raise RunDirError(
-                f"{run_dir} has no lines.zarr and no complete {adir.name}/ tables in mode "
+                f"{run_dir} has no {store.name} and no complete {adir.name}/ tables in mode "
                 f"{mode}; pass a run directory made by 'steplines run'"
             )
         analyze_run(run_dir, mode, **options)
     elif not store.is_dir():
         banners.append(
-            _banner("lines.zarr is missing: figures that need the raw lines are left out.")
+            _banner(f"{store.name} is missing: figures that need the raw lines are left out.")
         )
     try:
         t = _read_tables(adir)
@@ -244,15 +254,15 @@ def load_run(
         t = _read_tables(adir)
     summary, tables, distances = t["summary"], t["tables"], t["distances"]
     estimators, claims, training, views = t["estimators"], t["claims"], t["training"], t["views"]
-    config = read_run_config(run_dir)
-    if not config:
+    config = layout.config_or_none()
+    if config is None:
         banners.append(
             _banner(
-                "config.toml is missing: what was run is unknown; β was "
+                f"{layout.config_path.name} is missing: what was run is unknown; β was "
                 f"{summary.get('momentum_source', 'inferred')} as {summary.get('momentum')}."
             )
         )
-    prov_path = run_dir / "provenance.json"
+    prov_path = layout.provenance_path
     provenance: dict[str, Any] = {}
     if prov_path.is_file():
         try:
@@ -260,7 +270,7 @@ def load_run(
         except RunDirError as exc:
             banners.append(_banner(str(exc)))
     else:
-        banners.append(_banner("provenance.json is missing: versions and device are unknown."))
+        banners.append(_banner(f"{prov_path.name} is missing: versions and device are unknown."))
     if busy := held_locks(run_dir):
         banners.append(
             _banner(
@@ -268,7 +278,7 @@ def load_run(
                 "the lines finished so far; build the report again when the run has ended."
             )
         )
-    missing, total = _missing_lines(run_dir, config, summary)
+    missing, total = _missing_lines(layout, config, summary)
     used = int(summary.get("lines_used") or 0)
     if missing:
         banners.append(
@@ -278,7 +288,7 @@ def load_run(
                 + (
                     "your training loop and the same LineProbe settings (it measures only "
                     "the missing lines)"
-                    if config.get("probe")
+                    if config is not None and config.probe is not None
                     else "'steplines measure RUN'"
                 )
                 + " and rebuild the report.",
@@ -499,7 +509,7 @@ def claims_text(run: RunData) -> str:
 
 def _browser_json(run: RunData) -> str:
     """``browser.json`` for embedding in a ``<script>`` element (``""`` when absent)."""
-    path = (run.tables or run.path / "analysis") / "browser.json"
+    path = run.analysis / "browser.json"
     if not path.is_file():
         return ""
     text = path.read_text()
@@ -512,7 +522,7 @@ def _interval_note(run: RunData) -> dict[str, str]:
     b = run.summary.get("bootstrap") or {}
     level = f"{100 * float(b.get('level') or 0.95):g} %"
     rows = b.get("row_resamples")
-    full = str((run.config.get("measure") or {}).get("full_batch", "epoch"))
+    full = run.config.measure.full_batch if run.config is not None else "epoch"
     if full.startswith("sample:"):
         level += f"; the full batch of every line is a fresh sample of {full[7:]} training rows"
     if rows is None:
@@ -614,12 +624,12 @@ class _Fig:
 
 
 def _missing_lines(
-    run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
+    layout: RunLayout, config: RunConfig | None, summary: dict[str, Any]
 ) -> tuple[int, int]:
     """``(scheduled but not done, scheduled)`` lines (:func:`analysis.lines.lines_missing`):
     from the store when it is there, else ``summary.json``'s ``lines_missing``/``lines_total``.
     """
-    store = run_dir / "lines.zarr"
+    store = layout.lines_path
     if store.is_dir():
         done = LineStore.open(store).done()
         return lines_missing(done, config), int(scheduled_lines(config, done.size).sum())
@@ -757,7 +767,7 @@ def _worst(records: list[dict[str, Any]], key: str) -> str:
 def read_precision_checks(run_dir: Path) -> tuple[list[dict[str, Any]], int]:
     """The records of ``RUN/precision_checks.jsonl`` and the number of unreadable lines."""
     try:
-        text = (Path(run_dir) / PRECISION_CHECKS).read_text(encoding="utf-8")
+        text = RunLayout(run_dir).precision_checks_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return [], 0
     records, bad = [], 0
@@ -780,11 +790,12 @@ def _precision_section(run: RunData) -> dict[str, Any] | None:
     fp32) and the worst of each error over them: per-sample max |Δℓ|, full-batch max |ΔL| and
     the shift of the full-batch minimum |Δs_min|.
     """
-    precision = str((run.config.get("measure") or {}).get("precision", "fp32"))
+    measure = run.config.measure if run.config is not None else None
+    precision = measure.precision if measure is not None else "fp32"
     records, bad = read_precision_checks(run.path)
     if not records and not bad and precision == "fp32":
         return None
-    every = (run.config.get("measure") or {}).get("precision_check_every", "?")
+    every = measure.precision_check_every if measure is not None else "?"
     intro = (
         f"The lines were measured in {precision} (measure.precision; fp32 is the default and "
         f"the oracle). The first line of each measuring process, then one in every {every} "
@@ -865,15 +876,16 @@ def _draw_all(
     return out
 
 
-def _problem_label(config: dict[str, Any]) -> str:
+def _problem_label(config: RunConfig | None) -> str:
     """``data / model`` of a run; a LineProbe run names the user's model and optimizer."""
-    if probe := config.get("probe"):
-        opt = f" ({probe['optimizer']})" if probe.get("optimizer") else ""
-        return f"{probe.get('data', '?')} / {probe.get('model', '?')}{opt}"
-    prob = config.get("problem", {})
-    if prob.get("factory"):
-        return f"{prob['factory']}"
-    return f"{prob.get('dataset', '?')} / {prob.get('model', '?')}"
+    if config is None:
+        return "? / ?"
+    if probe := config.probe:
+        opt = f" ({probe.optimizer})" if probe.optimizer else ""
+        return f"{probe.data} / {probe.model}{opt}"
+    if config.problem.factory:
+        return config.problem.factory
+    return f"{config.problem.dataset} / {config.problem.model}"
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -884,7 +896,9 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _meta(run: RunData) -> list[tuple[str, list[tuple[str, str]]]]:
-    c, p = run.config, run.provenance
+    p = run.provenance
+    # the resolved configuration as config.toml holds it (None values are not written)
+    c = run.config.model_dump(mode="json", exclude_none=True) if run.config is not None else {}
     prob, train, meas = c.get("problem", {}), c.get("train", {}), c.get("measure", {})
 
     def rows(table: dict[str, Any], keys: Sequence[str]) -> list[tuple[str, str]]:
@@ -1204,9 +1218,7 @@ def _compare_page(
 
 def _page(run: RunData) -> Path:
     """``RUN/report.html`` for the default analysis, else beside its tables."""
-    if run.tables is None or run.tables.name == "analysis":
-        return run.path / "report.html"
-    return run.tables / "report.html"
+    return run.layout.report_path(run.tables)
 
 
 def build_report(
@@ -1250,5 +1262,5 @@ def build_report(
         target = Path(out) if out is not None else _page(runs[0])
         return build_run_report(runs[0], target, mode, formats)
     pages = [build_run_report(run, _page(run), mode, formats) for run in runs]
-    target = Path(out) if out is not None else dirs[0] / "compare.html"
+    target = Path(out) if out is not None else RunLayout(dirs[0]).compare_path
     return _compare_page(runs, pages, target, mode, formats)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,10 @@ from steplines.plotting import (
 )
 from steplines.plotting.directions import plot_direction_matrices
 from steplines.report.numbers import fmt, overshoot, pct, read_json
+from steplines.store.run import RunLayout
 
 if TYPE_CHECKING:
+    from steplines.config import RunConfig
     from steplines.report.build import RunData
 
 __all__ = ["FIGURES", "FigureSpec", "eval_metrics"]
@@ -62,7 +64,7 @@ class FigureSpec:
 
 
 def _tables(run: RunData) -> Path:
-    return run.tables or run.path / "analysis"
+    return run.analysis
 
 
 def _strategy_share(run: RunData, name: str) -> str:
@@ -77,7 +79,7 @@ def _comparison_rate(run: RunData) -> float:
 
 def eval_metrics(run_dir: Path) -> pd.DataFrame | None:
     """Eval-mode metrics at the checkpoints (``trajectory/eval_*.json``), or None."""
-    rows = [read_json(p) for p in sorted((run_dir / "trajectory").glob("eval_*.json"))]
+    rows = [read_json(p) for p in RunLayout(run_dir).eval_paths()]
     rows = [r for r in rows if "val_accuracy" in r]
     return pd.DataFrame(rows).sort_values("step") if rows else None
 
@@ -96,9 +98,9 @@ def _bands(run: RunData) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
 # ------------------------------------------------------------------------------ Fig. 1
 
 
-def _line_bn(config: dict[str, Any]) -> str:
+def _line_bn(config: RunConfig | None) -> str:
     """How the lines normalise BatchNorm (``measure.batchnorm``, default ``batch``)."""
-    if (config.get("measure") or {}).get("batchnorm", "batch") == "running":
+    if config is not None and config.measure.batchnorm == "running":
         return "BatchNorm with θ_t's running statistics"
     return "BatchNorm with each evaluation batch's own statistics"
 

@@ -6,6 +6,8 @@ Layout of ``RUN/trajectory/``::
     steps_0000000.npz        records of steps [0, C)
     checkpoint_0000100.pt    state at step C, written after the records of [0, C)
     eval_0000100.json        eval-mode loss/accuracy (train and validation) at step C
+                             (read without torch: ``RunLayout.eval_paths``)
+    meta.json                the run's CPU thread count (``RunLayout.trajectory_meta_path``)
     ...
     diverged.json            present when training stopped on a non-finite loss
 
@@ -25,6 +27,7 @@ import torch
 
 from ..atomic import write_atomic
 from ..errors import RunDirError
+from ..store.run import eval_file
 from .loop import StepRecord
 
 _SCALARS = (
@@ -129,7 +132,7 @@ class TrajectoryDir:
         """Write eval-mode metrics of the state at step t (``eval_<t>.json``; no torch to read)."""
         self.path.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"step": t, **metrics}).encode()
-        write_atomic(self.path / f"eval_{t:07d}.json", payload)
+        write_atomic(self.path / eval_file(t), payload)
 
     def save_divergence(self, step: int, message: str) -> None:
         """Record that training stopped at ``step``."""
