@@ -1,6 +1,6 @@
 """Write a run's claims, key numbers and small figures as a Markdown page (``docs/results/``).
 
-    python docs/results/make_page.py RUN OUT_DIR [--title TEXT] [--command TEXT]
+    python docs/results/make_page.py RUN OUT_DIR [--title TEXT] [--command TEXT] [--notes FILE]
 
 Reads what ``steplines analyze``/``report`` wrote into ``RUN`` (``analysis/claims.json``,
 ``analysis/summary.json``, ``figures/*.png``, ``config.toml``, ``provenance.json``,
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from steplines.config import read_toml
 from steplines.report.numbers import fmt, pct, read_json, span
+from steplines.store.run import RunLayout
 
 FIGURES = (
     ("training", "Training: loss and accuracy of the run (eval mode at the checkpoints)."),
@@ -82,17 +82,20 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--title", default="Results")
     ap.add_argument("--command", action="append", default=[], help="command that made the run")
+    ap.add_argument("--notes", type=Path, default=None, help="Markdown to put after the claims")
     args = ap.parse_args()
     run, out = args.run, args.out
-    claims = json.loads((run / "analysis" / "claims.json").read_text())
-    summary = read_json(run / "analysis" / "summary.json")
-    config = (run / "config.toml").read_text()
-    prov = read_json(run / "provenance.json")
-    live = [json.loads(x) for x in (run / "live.jsonl").read_text().splitlines() if x.strip()]
+    layout = RunLayout(run)
+    tables = layout.analysis_dir()
+    claims = json.loads((tables / "claims.json").read_text())
+    summary = read_json(tables / "summary.json")
+    config = layout.config_path.read_text()
+    prov = read_json(layout.provenance_path)
+    live = [json.loads(x) for x in layout.live_path.read_text().splitlines() if x.strip()]
     seconds = sum(r.get("seconds", 0.0) for r in {r["t"]: r for r in live}.values())
     out.mkdir(parents=True, exist_ok=True)
 
-    cfg = read_toml(run / "config.toml")
+    cfg = layout.read_config()
     rates, settings = summary.get("rates", {}), summary.get("settings", {})
     lines = [
         f"# {args.title}",
@@ -105,11 +108,11 @@ def main() -> None:
         "```",
         "",
         f"- **Run:** {summary['lines_used']} lines analysed of {summary['lines_total']}; "
-        f"data set {cfg['problem']['dataset']}, model {cfg['problem']['model']}, "
-        f"{cfg['problem'].get('train_size')} training / {cfg['problem'].get('val_size')} "
-        f"validation images, batch {cfg['problem']['batch_size']}, "
-        f"{cfg['train']['optimizer']} λ = {cfg['train']['lr']}, full batch "
-        f"`{cfg['measure']['full_batch']}` ({summary['full_batch_rows_metrics']} rows per line).",
+        f"data set {cfg.problem.dataset}, model {cfg.problem.model}, "
+        f"{cfg.problem.train_size} training / {cfg.problem.val_size} "
+        f"validation images, batch {cfg.problem.batch_size}, "
+        f"{cfg.train.optimizer} λ = {cfg.train.lr}, full batch "
+        f"`{cfg.measure.full_batch}` ({summary['full_batch_rows_metrics']} rows per line).",
         f"- **Measuring time:** {seconds / 60:.0f} min for the lines "
         f"({seconds / max(len(live), 1):.1f} s per line) on "
         f"{prov.get('device', {}).get('type', '?')}, "
@@ -131,6 +134,7 @@ def main() -> None:
         "",
         *claims_table(claims),
         "",
+        *([args.notes.read_text().strip(), ""] if args.notes else []),
         "## Step-size strategies (Fig. 6)",
         "",
         *strategy_rows(summary),
@@ -139,7 +143,7 @@ def main() -> None:
         "",
     ]
     for name, caption in FIGURES:
-        src = run / "figures" / f"{name}.png"
+        src = layout.figures_dir() / f"{name}.png"
         if src.exists():
             small_png(src, out / f"{name}.png")
             lines += [f"**{caption}**", "", f"![{name}]({name}.png)", ""]
