@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import MeasureConfig, RunConfig, validate_config
-from .engine.evaluators import EvalBatch, trainable_parameters
+from .engine.common import EvalBatch, trainable_parameters
 from .engine.precision import CHECKS_FILE, check_precision
 from .errors import ConfigError
 from .live import LineProgress, LiveLog, record_summary

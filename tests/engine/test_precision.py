@@ -11,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steplines.config import MeasureConfig, load_config
-from steplines.engine.evaluators import FastEvaluator, LinePolicy, make_fast_evaluator
+from steplines.config import EngineConfig, MeasureConfig, load_config
+from steplines.engine.common import LinePolicy
+from steplines.engine.factory import make_engine
+from steplines.engine.fast import FastEvaluator
 from steplines.engine.precision import (
     CHECKS_FILE,
     check_precision,
@@ -50,7 +52,9 @@ def test_fp32_is_bitwise_the_default(digits) -> None:
     assert torch.equal(fp32(theta, d, bufs, POSITIONS, batches), default)
     m = MeasureConfig()
     assert m.precision == "fp32"
-    run_engine = make_fast_evaluator(m, model, LinePolicy(), loss_fn, CPU, 16)
+    run_engine = make_engine(
+        EngineConfig.from_measure(m), model, loss_fn, CPU, precision=m.precision
+    )
     assert run_engine.precision == "fp32"
     assert torch.equal(run_engine(theta, d, bufs, POSITIONS, batches), default)
 
