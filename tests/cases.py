@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from steplines.engine.evaluators import EvalBatch
+from steplines.engine.common import EvalBatch
 
 
 class ConvBN(nn.Module):

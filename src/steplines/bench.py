@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .engine.evaluators import EvalBatch, FastEvaluator, LinePolicy, reference_losses
+from .engine.common import EvalBatch, LinePolicy
+from .engine.fast import FastEvaluator
+from .engine.reference import reference_losses
 from .engine.workers import WorkerPool
 from .problems.models import make_model
 

@@ -7,12 +7,13 @@ Every invalid or unknown field is reported at once, in one line, by :func:`load_
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import tomli_w
 from pydantic import (
@@ -174,6 +175,11 @@ class TrainConfig(_Section):
 class MeasureConfig(_Section):
     """How every line is measured (docs/method.md §3.3–§3.6, with the bugs of §9 fixed).
 
+    ``engine``, ``device``, ``max_eval_batch``, ``compile``, ``memory_budget_mb``, ``workers``
+    and ``precision_check_every`` say how fast a line is computed, not what it is: they are
+    the :class:`EngineConfig` (:meth:`EngineConfig.from_measure`), and a run may resume with
+    other values.
+
     Attributes:
         grid: ``paper`` — both halves of ``arange`` with ``resolution`` on
             [−interval, interval) plus 0 and s_update (docs/method.md §3.3); ``symmetric`` —
@@ -193,7 +199,7 @@ class MeasureConfig(_Section):
         noisy_every: at every ``noisy_every``-th step also measure ``noisy_directions`` lines
             from θ_t along the gradients of other mini-batches (docs/method.md §5, Fig. 8); 0 = off.
         max_eval_batch: samples per forward call of the fast engine; None = chosen per
-            device (``engine.evaluators.make_fast_evaluator``, BENCHMARKS.md).
+            device (``engine.fast.default_per_call``, BENCHMARKS.md).
         compile: ``torch.compile`` the fast engine's forward: ``auto`` (on CPU when a line's
             pass costs ≥ 10¹² FLOP, e.g. ResNet-20 on CIFAR; never with active dropout),
             ``on`` or ``off``.
@@ -343,6 +349,71 @@ class RunConfig(_Section):
             for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)
         ]
+
+    def resume_diff(self, other: RunConfig) -> list[str]:
+        """The differences of :meth:`diff` that forbid resuming a run made with this
+        configuration under ``other``: all but where the data lives (:class:`DataLocation`)
+        and how lines are measured (:class:`EngineConfig`)."""
+        free = {
+            f"{c.SECTION}.{f.name}"
+            for c in (DataLocation, EngineConfig)
+            for f in dataclasses.fields(c)
+        }
+        return [d for d in self.diff(other) if d.split(":")[0] not in free]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataLocation:
+    """Where a run's data set is read from (``[problem]`` ``data_dir``, ``download``).
+
+    Not what is trained — the same images wherever they lie — so a run may resume with other
+    values (:meth:`RunConfig.resume_diff`).
+    """
+
+    data_dir: str | None
+    download: bool
+
+    SECTION: ClassVar[str] = "problem"
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> DataLocation:
+        """The data location of a run configuration."""
+        return cls(**{f.name: getattr(cfg.problem, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """How lines are measured, not what: the engine and its resources (``[measure]`` fields).
+
+    The engine (``auto``/``fast``/``reference``), the device, the samples per forward call,
+    ``torch.compile``, the memory budget per call, worker processes and how often a reduced
+    precision is checked against fp32 change how fast a line is computed, never which line is
+    stored (the engines agree to float32 rounding, tested), so a run may resume with other
+    values (:meth:`RunConfig.resume_diff`). Each field has the meaning and default of the
+    :class:`MeasureConfig` field of the same name; the configuration file keeps them there.
+    What is measured — grid, policies, ``dtype``, ``precision`` — stays in
+    :class:`MeasureConfig`.
+    """
+
+    engine: Literal["auto", "fast", "reference"]
+    device: str
+    max_eval_batch: int | None
+    compile: Literal["auto", "on", "off"]
+    memory_budget_mb: float
+    workers: Literal["auto"] | int
+    precision_check_every: int
+
+    SECTION: ClassVar[str] = "measure"
+
+    @classmethod
+    def from_measure(cls, m: MeasureConfig) -> EngineConfig:
+        """The how-fields of a ``[measure]`` table."""
+        return cls(**{f.name: getattr(m, f.name) for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> EngineConfig:
+        """The how-fields of a run configuration."""
+        return cls.from_measure(cfg.measure)
 
 
 def sample_size(full_batch: str) -> int | None:

@@ -43,8 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import MeasureConfig, RunConfig, validate_config
-from .engine.evaluators import EvalBatch, trainable_parameters
-from .engine.precision import CHECKS_FILE, check_precision
+from .engine.common import EvalBatch, trainable_parameters
+from .engine.precision import check_precision
 from .errors import ConfigError
 from .live import LineProgress, LiveLog, record_summary
 from .locks import train_lock
@@ -175,7 +175,7 @@ class LineProbe:
             self.problem.loss_fn,
             self.device,
             self.problem.batch_size,
-            record_path=self.run.path / CHECKS_FILE,
+            record_path=self.run.layout.precision_checks_path,
         )
         self._current: ProbeStep | None = None
         self.live = LiveLog(self.run.path)

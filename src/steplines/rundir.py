@@ -29,19 +29,6 @@ from .trajectory.storage import TrajectoryDir
 if TYPE_CHECKING:
     from .problems.problem import Problem
 
-# Fields that say where or how fast to compute, not what: a run may resume with other values.
-NON_SEMANTIC = (
-    "problem.data_dir",
-    "problem.download",
-    "measure.engine",
-    "measure.device",
-    "measure.max_eval_batch",
-    "measure.compile",
-    "measure.memory_budget_mb",
-    "measure.precision_check_every",
-    "measure.workers",
-)
-
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -132,7 +119,7 @@ class RunDir:
                     update={"factory": resolve_problem_spec(stored.problem.factory)}
                 )
                 stored = stored.model_copy(update={"problem": pc})
-            diff = [d for d in stored.diff(config) if d.split(":")[0] not in NON_SEMANTIC]
+            diff = stored.resume_diff(config)  # the data location and EngineConfig may differ
             if diff:
                 raise RunDirError(
                     f"{path} was made with a different configuration ({'; '.join(diff[:4])}"

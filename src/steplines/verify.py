@@ -183,7 +183,7 @@ def _check_directions(run: RunDir) -> dict[int, str]:
 def _replay_trajectory(run: RunDir, recorded: int, problem: Problem | None) -> str | None:
     """Replay every complete segment (training only); the first mismatch, or None."""
     from .errors import SteplinesError
-    from .measure import _check_replay, _dtype
+    from .measure import check_replay, run_dtype
     from .rundir import resolve_device
     from .trajectory.loop import Trainer
 
@@ -191,7 +191,7 @@ def _replay_trajectory(run: RunDir, recorded: int, problem: Problem | None) -> s
     device = resolve_device(cfg.measure.device)
     run.use_cpu_threads(device)
     problem = problem if problem is not None else run.load_problem()
-    trainer = Trainer(problem, cfg.train, device, _dtype(cfg))
+    trainer = Trainer(problem, cfg.train, device, run_dtype(cfg))
     try:
         for c, end in traj.segments(cfg.train.steps, cfg.train.checkpoint_every):
             if end > recorded or not traj.checkpoint_path(end).exists():
@@ -199,7 +199,7 @@ def _replay_trajectory(run: RunDir, recorded: int, problem: Problem | None) -> s
             trainer.load_state_dict(traj.load_checkpoint(c, device))
             for t, rec in zip(range(c, end), traj.load_records(c)):
                 trainer.step(t, rec.rows, rec.aug_seed, rec.dropout_seed)
-            _check_replay(trainer, traj.load_checkpoint(end, device), end)
+            check_replay(trainer, traj.load_checkpoint(end, device), end)
     except SteplinesError as err:
         return str(err)
     return None

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steplines.engine.background import BackgroundWriter, Prefetcher
+from steplines.measure.background import BackgroundWriter, Prefetcher
 
 
 def test_writer_writes_in_order_and_returns_before_the_write() -> None:

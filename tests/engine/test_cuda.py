@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
+from steplines.engine.common import LinePolicy
+from steplines.engine.fast import FastEvaluator
+from steplines.engine.reference import reference_losses
 
 from cases import CASES, make_case, random_anchor
 
@@ -64,15 +66,15 @@ def test_run_on_cuda_replays_exactly(tiny_config: Path, tmp_path: Path) -> None:
 def test_run_engine_on_cuda_equals_reference(batchnorm: str, compile_: str) -> None:
     """The engine a run builds on CUDA (channels-last, all samples of a position per call,
     optionally compiled) equals the reference (float32, TF32 off)."""
-    from steplines.config import MeasureConfig
-    from steplines.engine.evaluators import make_fast_evaluator
+    from steplines.config import EngineConfig, MeasureConfig
+    from steplines.engine.factory import make_engine
     from steplines.problems.models import make_model
 
     dev = torch.device("cuda")
     torch.manual_seed(0)
     model = make_model("resnet20", image_size=16).to(dev)
     theta, d, bufs = random_anchor(model)
-    from steplines.engine.evaluators import EvalBatch
+    from steplines.engine.common import EvalBatch
 
     batches = [
         EvalBatch(torch.randn(n, 3, 16, 16, device=dev), torch.randint(0, 10, (n,), device=dev), i)
@@ -81,7 +83,7 @@ def test_run_engine_on_cuda_equals_reference(batchnorm: str, compile_: str) -> N
     policy = LinePolicy(batchnorm=batchnorm)
     ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, policy, loss_fn)
     m = MeasureConfig(batchnorm=batchnorm, compile=compile_)
-    ev = make_fast_evaluator(m, model, policy, loss_fn, dev, 32)
+    ev = make_engine(EngineConfig.from_measure(m), model, loss_fn, dev, policy=policy)
     fast = ev(theta, d, bufs, POSITIONS, batches)
     assert ev.channels_last and ev.per_call(batches) >= 96
     assert (fast - ref).abs().max().item() <= 1e-5
@@ -91,7 +93,7 @@ def test_run_engine_on_cuda_equals_reference(batchnorm: str, compile_: str) -> N
 def test_reduced_precision_on_cuda_changes_the_numbers_within_a_bound(
     precision: str, bound: float
 ) -> None:
-    from steplines.engine.evaluators import EvalBatch
+    from steplines.engine.common import EvalBatch
     from steplines.problems.models import make_model
 
     dev = torch.device("cuda")

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from steplines.engine.common import EvalBatch, LinePolicy
 from steplines.engine.estimates import LineEstimator
-from steplines.engine.evaluators import EvalBatch, LinePolicy
 
 from cases import make_case
 

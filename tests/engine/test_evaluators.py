@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
+from steplines.engine.common import LinePolicy
+from steplines.engine.fast import FastEvaluator
+from steplines.engine.reference import reference_losses
 
 from cases import CASES, make_case
 

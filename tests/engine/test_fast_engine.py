@@ -7,15 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steplines.config import MeasureConfig
-from steplines.engine.evaluators import (
-    EvalBatch,
-    FastEvaluator,
-    LinePolicy,
-    default_per_call,
-    make_fast_evaluator,
-    reference_losses,
-)
+from steplines.config import EngineConfig, MeasureConfig
+from steplines.engine.common import EvalBatch, LinePolicy
+from steplines.engine.factory import make_engine
+from steplines.engine.fast import FastEvaluator, default_per_call
+from steplines.engine.reference import reference_losses
 from steplines.problems.models import make_model
 
 from cases import make_case, random_anchor
@@ -65,7 +61,9 @@ def test_run_engine_equals_reference(
     policy = LinePolicy(batchnorm, dropout)
     m = MeasureConfig(batchnorm=batchnorm, dropout=dropout)
     ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, policy, loss_fn)
-    ev = make_fast_evaluator(m, model, policy, loss_fn, torch.device("cpu"), 8)
+    ev = make_engine(
+        EngineConfig.from_measure(m), model, loss_fn, torch.device("cpu"), policy=policy
+    )
     fast = ev(theta, d, bufs, POSITIONS, batches)
     assert ev._compiled is None  # tiny lines never wait for the compiler
     assert torch.isfinite(ref).all()
@@ -85,7 +83,9 @@ def test_big_models_equal_reference(name: str, batchnorm: str, dropout: str) -> 
     policy = LinePolicy(batchnorm, dropout)
     ref = reference_losses(model, theta, d, bufs, POSITIONS[:3], batches, policy, loss_fn)
     m = MeasureConfig(batchnorm=batchnorm, dropout=dropout)
-    ev = make_fast_evaluator(m, model, policy, loss_fn, torch.device("cpu"), 4)
+    ev = make_engine(
+        EngineConfig.from_measure(m), model, loss_fn, torch.device("cpu"), policy=policy
+    )
     fast = ev(theta, d, bufs, POSITIONS[:3], batches)
     assert (fast - ref).abs().max().item() <= TOL[torch.float64]
 
@@ -123,9 +123,9 @@ def test_channels_last_grouped_batchnorm_equals_separate_batches() -> None:
         bn.weight.uniform_(0.5, 1.5)
         bn.bias.uniform_(-0.5, 0.5)
     x = torch.randn(12, 5, 3, 4, dtype=torch.float64)
-    from steplines.engine.evaluators import _GroupedBatchNorm
+    from steplines.engine.batchnorm import GroupedBatchNorm
 
-    g = _GroupedBatchNorm(bn)
+    g = GroupedBatchNorm(bn)
     g.group = 4
     with torch.no_grad():
         want = torch.cat(
@@ -152,7 +152,7 @@ def test_interleaved_calls_equal_reference(name: str, dtype: torch.dtype) -> Non
 
 def test_interleaved_batchnorm_equals_separate_batches() -> None:
     """BatchNorm1d and BatchNorm2d on interleaved rows = separate train-mode calls per group."""
-    from steplines.engine.evaluators import _GroupedBatchNorm
+    from steplines.engine.batchnorm import GroupedBatchNorm
 
     torch.manual_seed(0)
     for bn, shape in ((torch.nn.BatchNorm2d(5), (4, 5, 3, 2)), (torch.nn.BatchNorm1d(5), (4, 5))):
@@ -161,7 +161,7 @@ def test_interleaved_batchnorm_equals_separate_batches() -> None:
             bn.weight.uniform_(0.5, 1.5)
             bn.bias.uniform_(-0.5, 0.5)
         groups = [torch.randn(*shape, dtype=torch.float64) for _ in range(3)]
-        g = _GroupedBatchNorm(bn)
+        g = GroupedBatchNorm(bn)
         g.group, g.interleaved = 4, True
         with torch.no_grad():
             want = torch.stack(
@@ -224,13 +224,15 @@ def test_channels_last_auto_follows_the_network_size() -> None:
 @pytest.mark.slow
 def test_auto_compiles_large_lines_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """``compile="auto"`` compiles once a pass is large enough, with the same losses."""
-    import steplines.engine.evaluators as ev_mod
+    import steplines.engine.fast as ev_mod
 
     model, theta, d, bufs, batches = model_case("resnet20", torch.float32)
     policy = LinePolicy()
     ref = reference_losses(model, theta, d, bufs, POSITIONS, batches, policy, loss_fn)
     m = MeasureConfig()
     monkeypatch.setattr(ev_mod, "COMPILE_MIN_FLOP", 1.0)
-    ev = make_fast_evaluator(m, model, policy, loss_fn, torch.device("cpu"), 8)
+    ev = make_engine(
+        EngineConfig.from_measure(m), model, loss_fn, torch.device("cpu"), policy=policy
+    )
     assert (ev(theta, d, bufs, POSITIONS, batches) - ref).abs().max().item() <= 1e-5
     assert ev._compiled is not None

@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from steplines.engine.evaluators import EvalBatch, FastEvaluator, LinePolicy, reference_losses
+from steplines.engine.common import EvalBatch, LinePolicy
+from steplines.engine.fast import FastEvaluator
 from steplines.engine.line import GridSpec, measure_line
+from steplines.engine.reference import reference_losses
 
 
 def squared_error(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

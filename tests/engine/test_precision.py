@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steplines.config import MeasureConfig, load_config
-from steplines.engine.evaluators import FastEvaluator, LinePolicy, make_fast_evaluator
+from steplines.config import EngineConfig, MeasureConfig, load_config
+from steplines.engine.common import LinePolicy
+from steplines.engine.factory import make_engine
+from steplines.engine.fast import FastEvaluator
 from steplines.engine.precision import (
-    CHECKS_FILE,
     check_precision,
     compare_lines,
     engine_flags,
@@ -23,8 +24,8 @@ from steplines.engine.precision import (
 from steplines.errors import ConfigError
 from steplines.measure import LineMeasurer
 from steplines.provenance import collect_provenance
-from steplines.report.build import PRECISION_CHECKS
 from steplines.rundir import resolve_device
+from steplines.store.run import PRECISION_CHECKS
 from steplines.trajectory.loop import LineAnchor, StepRecord
 
 from cases import digits_line
@@ -50,7 +51,9 @@ def test_fp32_is_bitwise_the_default(digits) -> None:
     assert torch.equal(fp32(theta, d, bufs, POSITIONS, batches), default)
     m = MeasureConfig()
     assert m.precision == "fp32"
-    run_engine = make_fast_evaluator(m, model, LinePolicy(), loss_fn, CPU, 16)
+    run_engine = make_engine(
+        EngineConfig.from_measure(m), model, loss_fn, CPU, precision=m.precision
+    )
     assert run_engine.precision == "fp32"
     assert torch.equal(run_engine(theta, d, bufs, POSITIONS, batches), default)
 
@@ -179,7 +182,7 @@ def test_line_measurer_records_the_error_on_its_own_lines(digits, tmp_path: Path
         resolution=0.25,
         max_passes=1,
     )
-    path = tmp_path / CHECKS_FILE
+    path = tmp_path / PRECISION_CHECKS
     measurer = LineMeasurer(m, model, loss_fn, CPU, 16, record_path=path)
     records = [
         measurer(_anchor(t, theta, d, bufs), batches[:2], batches[2:], batches[0], np.arange(32))
@@ -196,4 +199,3 @@ def test_line_measurer_records_the_error_on_its_own_lines(digits, tmp_path: Path
     # fp32 measures no check; the report reads the file the engine writes
     plain = LineMeasurer(MeasureConfig(estimators=False), model, loss_fn, CPU, 16, record_path=path)
     assert plain.fp32 is None
-    assert PRECISION_CHECKS == CHECKS_FILE

@@ -9,13 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steplines.config import MeasureConfig
-from steplines.engine.evaluators import (
-    FastEvaluator,
-    LinePolicy,
-    make_fast_evaluator,
-    reference_losses,
-)
+from steplines.config import EngineConfig, MeasureConfig
+from steplines.engine.common import LinePolicy
+from steplines.engine.factory import make_engine
+from steplines.engine.fast import FastEvaluator
+from steplines.engine.reference import reference_losses
 from steplines.engine.workers import WorkerError, WorkerPool
 
 from cases import digits_line
@@ -103,13 +101,12 @@ def test_worker_choice(line, workers, workers_ok: bool, threads: int, pool: bool
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        ev = make_fast_evaluator(
-            MeasureConfig(workers=workers),
+        ev = make_engine(
+            EngineConfig.from_measure(MeasureConfig(workers=workers)),
             model,
-            LinePolicy(),
             loss_fn,
             torch.device("cpu"),
-            16,
+            policy=LinePolicy(),
             workers_ok=workers_ok,
         )
     finally:

@@ -239,3 +239,18 @@ def test_unusable_inputs_get_one_line(tmp_path: Path, tiny_config: Path) -> None
     bool_steps.write_text("[train]\nsteps = true\n")
     _cli_error(["run", "--config", str(bool_steps), "--out", out], "train.steps", "boolean")
     assert not Path(out).exists()
+
+
+def test_measure_backend_and_its_old_spelling(tmp_path: Path) -> None:
+    """``measure --backend local|ray``; ``--engine local|ray`` (the old spelling) is still
+    accepted but hidden, and contradicting both is one line."""
+    from click.testing import CliRunner
+
+    from steplines.cli.main import main
+
+    help_text = CliRunner().invoke(main, ["measure", "--help"]).output
+    assert "--backend" in help_text and "--engine" not in help_text
+    missing = str(tmp_path / "nothing")
+    for option in ("--backend", "--engine"):
+        _cli_error(["measure", missing, option, "local"], "not a steplines run directory")
+    _cli_error(["measure", missing, "--backend", "ray", "--engine", "local"], "disagree")

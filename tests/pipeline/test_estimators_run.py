@@ -12,8 +12,8 @@ import torch
 
 from steplines.analysis import analyze_run
 from steplines.config import load_config
+from steplines.engine.common import LinePolicy
 from steplines.engine.estimates import LineEstimator
-from steplines.engine.evaluators import LinePolicy
 from steplines.errors import RunDirError
 from steplines.measure import LineBatches, run_all
 from steplines.problems.problem import make_problem

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from steplines.config import load_config
-from steplines.engine.evaluators import FastEvaluator, LinePolicy, reference_losses
+from steplines.engine.common import LinePolicy
+from steplines.engine.fast import FastEvaluator
+from steplines.engine.reference import reference_losses
 from steplines.measure import run_all
 from steplines.problems.problem import make_problem
 from steplines.rundir import RunDir
@@ -65,7 +67,7 @@ def test_measurement_does_not_change_the_trajectory(tiny_config: Path) -> None:
     probed = Trainer(problem, cfg.train, torch.device("cpu"))
     fast = FastEvaluator(probed.model, LinePolicy(), problem.loss_fn)
     x, y = problem.val_batch(np.arange(64))
-    from steplines.engine.evaluators import EvalBatch
+    from steplines.engine.common import EvalBatch
 
     batches = [EvalBatch(x, y, 0)]
     for t in range(6):

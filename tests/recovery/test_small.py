@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from steplines.cli.parsing import parse_lines
 from steplines.errors import ConfigError
 from steplines.locks import segment_locks, train_lock
-from steplines.measure import parse_lines
 from steplines.problems.problem import load_problem_factory
 
 

@@ -175,11 +175,17 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 @click.option("--shard", type=str, default=None, help="i/n: measure every n-th segment from i")
 @click.option("--redo", type=str, default=None, help="lines to measure again, e.g. 3,17-20")
 @click.option(
-    "--engine",
-    "backend",
+    "--backend",
     type=click.Choice(["local", "ray"]),
-    default="local",
-    help="local: this process; ray: one Ray task per segment (needs steplines[ray])",
+    default=None,
+    help="local (default): this process; ray: one Ray task per segment (needs steplines[ray])",
+)
+@click.option(
+    "--engine",
+    "old_backend",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    hidden=True,  # the spelling before --backend (it names fast|reference under `run`)
 )
 @click.option("--address", type=str, default=None, help="Ray cluster address (default: local)")
 @click.option("--data-dir", type=str, default=None, help="where the data set lives")
@@ -191,7 +197,8 @@ def measure(
     run_dir: Path,
     shard: str | None,
     redo: str | None,
-    backend: str,
+    backend: str | None,
+    old_backend: str | None,
     address: str | None,
     data_dir: str | None,
     device: str | None,
@@ -203,8 +210,11 @@ def measure(
 
     A run made with your own problem imports it only with --problem or --trust-problem.
     """
-    from ..measure import parse_lines, parse_shard, shard_segments
+    from ..measure import shard_segments
     from ..rundir import RunDir
+    from .parsing import parse_backend, parse_lines, parse_shard
+
+    backend = parse_backend(backend, old_backend)
 
     rd = RunDir.open(run_dir)
     # nothing the run directory names is imported unless the user says so (SHA-256 checked)

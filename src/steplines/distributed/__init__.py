@@ -1,1 +1,1 @@
-"""Scale-out backends. Nothing here is imported unless asked for (`--engine ray`)."""
+"""Scale-out backends. Nothing here is imported unless asked for (`measure --backend ray`)."""

@@ -27,7 +27,7 @@ def _import_ray() -> Any:
         import ray
     except ImportError:
         raise ConfigError(
-            "--engine ray needs the optional extra: pip install 'steplines[ray]'"
+            "--backend ray needs the optional extra: pip install 'steplines[ray]'"
         ) from None
     return ray
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .evaluators import (
+from .common import (
     EvalBatch,
     LinePolicy,
     LossFn,

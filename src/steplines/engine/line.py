@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
-from .evaluators import EvalBatch
+from .common import EvalBatch
 from .positions import first_pass, ring
 
 # (theta, direction, buffers, positions, batches) -> per-sample losses [rows, K]
@@ -75,8 +75,8 @@ def measure_line(
     """Measure the line θ_t + s·d_t for the training, validation and direction batches.
 
     Args:
-        evaluate: an engine (:func:`~steplines.engine.evaluators.reference_losses` bound to its
-            model and policy, or a :class:`~steplines.engine.evaluators.FastEvaluator`).
+        evaluate: an engine (:func:`~steplines.engine.reference.reference_losses` bound to its
+            model and policy, or a :class:`~steplines.engine.fast.FastEvaluator`).
         theta, direction, buffers: θ_t, the unit direction d_t and θ_t's buffers.
         s_update: ‖u_t‖, the position of θ_{t+1}; always one of the positions.
         train, val: the fixed evaluation batches of the full batch and the validation set.

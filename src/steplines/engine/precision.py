@@ -35,8 +35,6 @@ import torch
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "tf32", "bf16")
-CHECKS_FILE = "precision_checks.jsonl"
-"""The run directory's file of fp32 checks: one JSON object per checked line."""
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 A line's positions are independent — ``ℓ_i(s_k)`` depends only on ``θ_t + s_k·d_t`` and the
 fixed batches — so ``W`` processes that each evaluate a contiguous share of the positions with
-the same :class:`~steplines.engine.evaluators.FastEvaluator` produce exactly the columns one
+the same :class:`~steplines.engine.fast.FastEvaluator` produce exactly the columns one
 process would, and :class:`WorkerPool` concatenates them. One thread per process, not ``W``
 OpenMP threads in one process: on the 2-core CPU two single-threaded processes evaluated
 ResNet-20 lines 1.10× faster than two threads (1,902 vs 1,736 evals/s, quiet machine) and kept
@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from ..errors import SteplinesError
-from .evaluators import EvalBatch, FastEvaluator
+from .common import EvalBatch
+from .fast import FastEvaluator
 
 log = logging.getLogger("steplines")
 
@@ -174,23 +175,14 @@ class WorkerPool:
     def _start(self, batches: Sequence[EvalBatch], n_positions: int) -> bool:
         """Start the workers with a copy of the engine whose decisions are fixed; False when
         the engine cannot be sent to another process (then it runs in-process)."""
-        ev = self.engine
-        ev._decide_layout(batches)
-        rows = sum(b.y.shape[0] for b in batches)
-        if ev.compile == "auto":
-            ev.compile = ev._want_compile(self._layout_x(batches), rows, n_positions)
-        ev._channels_last = ev.channels_last
-        budget = ev.memory_budget_mb
-        if budget is not None:  # the budget bounds all workers' calls together
-            ev.memory_budget_mb = budget / self.workers
+        # the budget bounds all workers' calls together
+        twin = self.engine.frozen(batches, n_positions, processes=self.workers)
         try:
-            payload = pickle.dumps(ev)
+            payload = pickle.dumps(twin)
         except Exception as err:  # a user's lambda loss or unpicklable module
             log.warning("evaluating in one process: the engine cannot be pickled (%s)", err)
             self.min_flop = float("inf")
             return False
-        finally:
-            ev.memory_budget_mb = budget
         for _ in range(self.workers):
             proc, link = _start_worker()
             self._procs.append(proc)
@@ -202,9 +194,6 @@ class WorkerPool:
             self.close()
             raise WorkerError(f"an engine worker process did not start ({err})") from err
         return True
-
-    def _layout_x(self, batches: Sequence[EvalBatch]) -> Tensor:
-        return self.engine._layout(batches[0].x)
 
     def _worth_it(self, batches: Sequence[EvalBatch], n_positions: int) -> bool:
         if self.started:
@@ -223,7 +212,7 @@ class WorkerPool:
         positions: np.ndarray,
         batches: Sequence[EvalBatch],
     ) -> Tensor:
-        """Per-sample losses ``[rows, K]`` (as :func:`~.evaluators.reference_losses`)."""
+        """Per-sample losses ``[rows, K]`` (as :func:`~.reference.reference_losses`)."""
         if len(positions) < self.workers or not self._worth_it(batches, len(positions)):
             return self.engine(theta, direction, buffers, positions, batches)
         anchor = (_arrays(theta), _arrays(direction), _arrays(buffers))

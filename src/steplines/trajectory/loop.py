@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import OPTIMIZER_ALIASES, TrainConfig
-from ..engine.evaluators import trainable_parameters
+from ..engine.common import trainable_parameters
 from ..errors import ConfigError, DivergenceError
 from ..problems.problem import Problem, to_device
 from ..seeding import derive_seed

@@ -1,208 +1,36 @@
-"""Evaluate per-sample losses at many positions along one line.
+"""The fast engine: the reference engine's numbers at a fraction of its cost.
 
-Both engines compute, for every position ``s_k`` and every evaluation batch ``b``,
-
-    ℓ_i(s_k) = loss(f(x_i; θ_t + s_k·d_t), y_i)      for all samples i of batch b,
-
-with BatchNorm normalising each batch with its own statistics (policy ``batch``, the paper's
-train-mode measurement, docs/method.md §3.5) or with θ_t's running statistics (``running``), and
-with one dropout mask per batch per line (seeded by the batch's ``dropout_seed``). Positions are
-always formed from the saved anchor θ_t (never by walking the parameters in place, docs/method.md
-§3.7), and no engine changes the caller's model, buffers or RNG streams.
-
-* :func:`reference_losses` — slow and obvious: a fresh ``functional_call`` per position and
-  batch. The oracle for tests and benchmarks.
-* :class:`FastEvaluator` — the same numbers (float32 |Δ| ≤ 1e-5): parameters written in place
-  into a private model copy once per position, several equal-sized batches concatenated into
-  one call with per-group BatchNorm statistics, ``inference_mode``.
+:class:`FastEvaluator` computes the per-sample losses ℓ_i(s_k) of
+:func:`~steplines.engine.reference.reference_losses` (float32 |Δ| ≤ 1e-5): parameters written
+in place into a private model copy once per position (the same ``θ_t + s·d_t`` as
+:func:`~steplines.engine.common.point_on_line`), several equal-sized batches concatenated into
+one call with per-group BatchNorm statistics (:mod:`~steplines.engine.batchnorm`),
+``inference_mode``. Its sizing constants (when to compile, when channels-last pays off, the
+activation memory per sample) are measured on the 2-core CPU (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from .batchnorm import GroupedBatchNorm
+from .common import (
+    EvalBatch,
+    LinePolicy,
+    LossFn,
+    forked_rng,
+    has_active_dropout,
+    set_policy_modes,
+    trainable_parameters,
+)
 from .precision import precision_context
-
-if TYPE_CHECKING:
-    from ..config import MeasureConfig
-    from .workers import WorkerPool
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class EvalBatch:
-    """A fixed evaluation batch: inputs ``x [b, ...]``, targets ``y [b]``, its dropout seed."""
-
-    x: Tensor
-    y: Tensor
-    dropout_seed: int
-
-
-@dataclass(frozen=True)
-class LinePolicy:
-    """``batchnorm``: ``batch`` | ``running``; ``dropout``: ``fixed`` | ``off``."""
-
-    batchnorm: str = "batch"
-    dropout: str = "fixed"
-
-
-def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Parameters that lie on the line: those with ``requires_grad`` (never judged by ``.grad``)."""
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-
-def point_on_line(anchor: Tensor, direction: Tensor, s: float, out: Tensor | None = None) -> Tensor:
-    """θ_t + s·d_t for one tensor, formed the same way by every engine."""
-    return torch.add(anchor, direction, alpha=float(s), out=out)
-
-
-def set_policy_modes(model: nn.Module, policy: LinePolicy) -> None:
-    """Train mode, then BatchNorm → eval for ``running`` and dropout → eval for ``off``."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and policy.batchnorm == "running":
-            m.eval()
-        if isinstance(m, nn.modules.dropout._DropoutNd) and policy.dropout == "off":
-            m.eval()
-
-
-def has_active_dropout(model: nn.Module, policy: LinePolicy) -> bool:
-    """Whether a forward pass draws dropout masks under ``policy``."""
-    return policy.dropout == "fixed" and any(
-        isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()
-    )
-
-
-@contextlib.contextmanager
-def _forked_rng(device: torch.device) -> Iterator[None]:
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-
-
-def reference_losses(
-    model: nn.Module,
-    theta: Sequence[Tensor],
-    direction: Sequence[Tensor],
-    buffers: Sequence[Tensor],
-    positions: np.ndarray,
-    batches: Sequence[EvalBatch],
-    policy: LinePolicy,
-    loss_fn: LossFn,
-) -> Tensor:
-    """Per-sample losses ``[rows, K]`` by the obvious loop (the oracle).
-
-    Args:
-        model: the network (not modified).
-        theta: θ_t, one tensor per trainable parameter (order of :func:`trainable_parameters`).
-        direction: d_t, same structure (unit norm overall).
-        buffers: θ_t's buffers (``model.named_buffers()`` order); copied for every call.
-        positions: ``[K]`` positions s.
-        batches: evaluation batches; output rows follow their order.
-        policy: BatchNorm and dropout policy.
-        loss_fn: per-sample loss.
-    """
-    model = copy.deepcopy(model)
-    set_policy_modes(model, policy)
-    names = [n for n, _ in trainable_parameters(model)]
-    buf_names = [n for n, _ in model.named_buffers()]
-    device = theta[0].device
-    rows = sum(b.y.shape[0] for b in batches)
-    out = torch.empty(rows, len(positions), dtype=theta[0].dtype, device=device)
-    with torch.no_grad(), _forked_rng(device):
-        for k, s in enumerate(positions):
-            params = {n: point_on_line(a, d, s) for n, a, d in zip(names, theta, direction)}
-            start = 0
-            for b in batches:
-                bufs = {n: t.clone() for n, t in zip(buf_names, buffers)}
-                torch.manual_seed(b.dropout_seed)
-                logits = functional_call(model, {**params, **bufs}, (b.x,))
-                n = b.y.shape[0]
-                out[start : start + n, k] = loss_fn(logits, b.y)
-                start += n
-    return out
-
-
-class _GroupedBatchNorm:
-    """Replacement forward for a BatchNorm module: statistics per group of ``group`` rows.
-
-    With ``[G·b, C, …]`` input, normalises each of the G consecutive blocks of b rows with that
-    block's own mean and (biased) variance — exactly what G separate train-mode calls would do
-    — and never touches the running statistics. Channels-last 4-D input stays channels-last.
-    """
-
-    def __init__(self, module: nn.modules.batchnorm._BatchNorm) -> None:
-        self.m = module
-        self.group: int | None = None
-        self.interleaved = False
-
-    def __call__(self, x: Tensor) -> Tensor:
-        m = self.m
-        if not m.training:
-            return F.batch_norm(
-                x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps
-            )
-        n, c = x.shape[0], x.shape[1]
-        if self.interleaved and self.group is not None and self.group < n:
-            return self._interleaved(x, n // self.group)
-        g = min(self.group or n, n)
-        last = (
-            x.dim() == 4
-            and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
-        )
-        compiling = torch.compiler.is_compiling()
-        if g == n and (compiling or not last):
-            return F.batch_norm(x, None, None, m.weight, m.bias, True, 0.0, m.eps)
-        # Eager channels-last input always takes the path below: ATen's channels-last CPU
-        # batch_norm was measured up to 6e-5 away from the NCHW result in float32 (ResNet-20).
-        # [G, rows of a group, C] (channels-last, a view) or [G, g, C, rest] (contiguous).
-        xv = x.permute(0, 2, 3, 1).reshape(n // g, -1, c) if last else x.reshape(n // g, g, c, -1)
-        dims = (1,) if last else (1, 3)
-        shape = (1, 1, c) if last else (1, 1, c, 1)
-        # Per-group mean and biased variance (two-pass, as F.batch_norm), then one fused
-        # scale-and-shift: several times faster on CPU than var_mean over non-contiguous dims.
-        # Compiled, var_mean becomes one Welford reduction (the two-pass form drifted to 1e-5).
-        if compiling:
-            var, mean = torch.var_mean(xv, dim=dims, correction=0, keepdim=True)
-            xc = xv - mean
-        else:
-            mean = xv.mean(dim=dims, keepdim=True)
-            xc = xv - mean
-            var = (xc * xc).mean(dim=dims, keepdim=True)
-        scale = torch.rsqrt(var + m.eps)
-        if m.affine:
-            y = torch.addcmul(m.bias.view(shape), xc, scale * m.weight.view(shape))
-        else:
-            y = xc * scale
-        if last:
-            h, w = x.shape[2], x.shape[3]
-            return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
-        return y.view_as(x)
-
-    def _interleaved(self, x: Tensor, groups: int) -> Tensor:
-        """Rows ``i·G + j`` hold sample i of group j: ``[b·G, C, …]`` is, as a view,
-        ``[b, G·C, …]``, whose G·C "channels" are exactly the (group, channel) pairs — so
-        ATen's own fused train-mode ``batch_norm`` computes every group's statistics in one
-        call, over the same elements as G separate calls."""
-        m, b = self.m, x.shape[0] // groups
-        xv = x.reshape(b, groups * x.shape[1], *x.shape[2:])
-        w = m.weight.repeat(groups) if m.affine else None
-        bias = m.bias.repeat(groups) if m.affine else None
-        return F.batch_norm(xv, None, None, w, bias, True, 0.0, m.eps).reshape(x.shape)
-
 
 COMPILE_MIN_FLOP = 1e12
 """``compile="auto"`` compiles when one call of the engine (a line's pass) costs at least this
@@ -308,10 +136,10 @@ class FastEvaluator:
         self.precision = precision
         self.compile = False if self.per_call_seed or precision != "fp32" else compile
         self.memory_budget_mb = memory_budget_mb
-        self.bns: list[_GroupedBatchNorm] = []
+        self.bns: list[GroupedBatchNorm] = []
         for m in self.model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                bn = _GroupedBatchNorm(m)
+                bn = GroupedBatchNorm(m)
                 m.forward = bn  # instance attribute shadows the class method
                 self.bns.append(bn)
         self._compiled: Callable[[Tensor], Tensor] | None = None
@@ -344,7 +172,7 @@ class FastEvaluator:
                 # forked RNG: a dropout layer must not move the caller's random stream
                 with (
                     torch.inference_mode(),
-                    _forked_rng(x.device),
+                    forked_rng(x.device),
                     FlopCounterMode(display=False) as fc,
                 ):
                     for bn in self.bns:
@@ -373,6 +201,27 @@ class FastEvaluator:
             limit = min(limit, int(self.memory_budget_mb * 2**20 // act))
         return max(limit, 1)
 
+    def frozen(
+        self, batches: Sequence[EvalBatch], n_positions: int, processes: int = 1
+    ) -> FastEvaluator:
+        """This engine with every decision that depends on the line taken, for another process.
+
+        The layout (channels-last for ``"auto"``) and ``compile="auto"`` are decided now, for
+        lines of ``n_positions`` positions on ``batches``, in this engine too — so that the
+        copy runs exactly the engine this process runs. The copy shares the model (pickle it
+        to send it) and the memory budget divided by ``processes`` (the calls of that many
+        worker processes together stay within one budget).
+        """
+        self._decide_layout(batches)
+        if self.compile == "auto" and batches:
+            rows = sum(b.y.shape[0] for b in batches)
+            self.compile = self._want_compile(self._layout(batches[0].x), rows, n_positions)
+        self._channels_last = self.channels_last
+        twin = copy.copy(self)
+        if self.memory_budget_mb is not None:
+            twin.memory_budget_mb = self.memory_budget_mb / processes
+        return twin
+
     # -- evaluation -----------------------------------------------------------------------------
 
     def _use_channels_last(self) -> None:
@@ -395,7 +244,7 @@ class FastEvaluator:
 
         NCHW (and 2-D) calls are *interleaved* — row ``i·G + j`` is sample i of batch j — so
         that BatchNorm takes every batch's statistics in one fused ATen call
-        (:meth:`_GroupedBatchNorm._interleaved`); channels-last calls stack the batches.
+        (:meth:`GroupedBatchNorm._interleaved`); channels-last calls stack the batches.
         """
         calls, i, start = [], 0, 0
         while i < len(batches):
@@ -470,7 +319,7 @@ class FastEvaluator:
         self._prepare_compiled(calls, rows, len(positions))
         out = torch.empty(rows, len(positions), dtype=theta[0].dtype, device=device)
         theta, direction = list(theta), list(direction)
-        with torch.inference_mode(), _forked_rng(device):
+        with torch.inference_mode(), forked_rng(device):
             for dst, src in zip(self.buffers, buffers):
                 dst.copy_(src)
             for k, s in enumerate(positions):
@@ -482,48 +331,3 @@ class FastEvaluator:
                     with precision_context(self.precision, device):  # bf16 → out's float32
                         out[c.start : c.start + c.y.shape[0], k] = self._forward(c)
         return out
-
-
-def make_fast_evaluator(
-    m: MeasureConfig,
-    model: nn.Module,
-    policy: LinePolicy,
-    loss_fn: LossFn,
-    device: torch.device,
-    batch_size: int,
-    *,
-    workers_ok: bool = False,
-) -> FastEvaluator | WorkerPool:
-    """The fast engine as a run's measurement configuration ``m`` asks for, per device.
-
-    Samples per call: ``m.max_eval_batch`` or :func:`default_per_call`, bounded by
-    ``m.memory_budget_mb``; channels-last for convolutional networks of ≥
-    :data:`CHANNELS_LAST_MIN_FLOP` per sample (CPU and CUDA);
-    ``m.compile`` (``auto``: CPU only, for lines of ≥ :data:`COMPILE_MIN_FLOP`);
-    ``m.precision`` (:mod:`~steplines.engine.precision`). On CPU with ``m.workers`` =
-    ``auto`` (and ``workers_ok``: the CLI's measuring loop, not a user's training loop)
-    and ≥ 2 threads, or an explicit ``m.workers`` ≥ 2: a
-    :class:`~steplines.engine.workers.WorkerPool` of single-threaded processes (``auto``: for
-    passes of ≥ :data:`~steplines.engine.workers.WORKERS_MIN_FLOP`).
-    """
-    from .workers import WORKERS_MIN_FLOP, WorkerPool
-
-    del batch_size  # the batches say it
-    engine = FastEvaluator(
-        model,
-        policy,
-        loss_fn,
-        m.max_eval_batch,
-        channels_last="auto",
-        compile={"on": True, "off": False}.get(m.compile, "auto"),
-        memory_budget_mb=m.memory_budget_mb,
-        precision=m.precision,
-    )
-    if device.type != "cpu":
-        return engine
-    if m.workers == "auto":
-        n = torch.get_num_threads()
-        if workers_ok and n >= 2:
-            return WorkerPool(engine, n, min_flop=WORKERS_MIN_FLOP)
-        return engine
-    return WorkerPool(engine, m.workers) if m.workers >= 2 else engine
