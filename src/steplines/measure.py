@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .config import MeasureConfig, RunConfig, check_sample_size, sample_size
 from .engine.background import BackgroundWriter, Prefetcher
-from .engine.estimates import LineEstimates, LineEstimator
+from .engine.estimators import EstimatorInputs, LineEstimator
 from .engine.evaluators import (
     EvalBatch,
     LinePolicy,
@@ -50,8 +50,8 @@ from .rundir import RunDir, resolve_device
 from .schedule import parse_steps
 from .seeding import derive_seed
 from .store import LineRecord, LineStore, StoreDamagedError
-from .store.directions import DirectionStore
 from .store.lines import format_lines
+from .store.noisy import NoisyDirectionStore
 from .trajectory.loop import LineAnchor, StepRecord, Trainer, gradients
 from .trajectory.storage import TrajectoryDir
 
@@ -241,10 +241,10 @@ def _line_record(
     samples: LineSamples,
     anchor: LineAnchor,
     train_rows: np.ndarray,
-    estimates: LineEstimates | None = None,
+    estimates: EstimatorInputs | None = None,
 ) -> LineRecord:
     r = anchor.record
-    e = estimates or LineEstimates()
+    e = estimates or EstimatorInputs()
     return LineRecord(
         positions=samples.positions.astype(np.float64),
         train_losses=samples.train.astype(np.float32),
@@ -253,7 +253,7 @@ def _line_record(
         train_indices=train_rows.astype(np.int64),
         direction_indices=r.rows.astype(np.int64),
         s_update=r.s_update,
-        update_norm=r.update_norm,
+        direction_norm=r.direction_norm,
         grad_norm=r.grad_norm,
         directional_derivative=r.directional_derivative,
         lr=r.lr,
@@ -301,10 +301,10 @@ def open_or_create_store(run: RunDir, problem: Problem) -> LineStore:
     return LineStore.open(run.lines_path, mode="r+")
 
 
-def open_or_create_direction_store(run: RunDir) -> DirectionStore:
+def open_or_create_direction_store(run: RunDir) -> NoisyDirectionStore:
     """The run's noisy-direction store (created by training, under the trajectory lock)."""
     m = run.config.measure
-    return DirectionStore.open_or_create(
+    return NoisyDirectionStore.open_or_create(
         run.path / "directions.zarr",
         n_positions=-(-run.config.train.steps // m.noisy_every),
         n_directions=m.noisy_directions,
@@ -337,7 +337,7 @@ class LineMeasurer:
     identical lines.
 
     With ``m.estimators`` it also computes the line's estimator inputs
-    (:class:`~steplines.engine.estimates.LineEstimator`, on its own model copy, after the
+    (:class:`~steplines.engine.estimators.LineEstimator`, on its own model copy, after the
     engine's measurement, which it does not change): per-sample gradients on every
     ``m.noise_scale_every``-th line (``t ≡ 0``).
 
@@ -556,7 +556,7 @@ def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
     path = run.path / "directions.zarr"
     if not every or not path.exists():
         return
-    store = DirectionStore(zarr.open_group(str(path), mode="r+" if redo else "r"))
+    store = NoisyDirectionStore(zarr.open_group(str(path), mode="r+" if redo else "r"))
     bad = store.check(every)
     wanted = set(redo or ())
     undecodable = [p * every for p, why in bad.items() if "decoded" in why]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from steplines.engine.estimates import LineEstimator
+from steplines.engine.estimators import LineEstimator
 from steplines.engine.evaluators import EvalBatch, LinePolicy
 
 from cases import make_case

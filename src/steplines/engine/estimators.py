@@ -1,6 +1,6 @@
 """What a practitioner could estimate cheaply during training, computed at each measured line.
 
-The analysis (``steplines.analysis.estimators``) compares these cheap estimates with the
+The analysis (``steplines.analysis.estimators``) compares the estimators built on them with the
 measured full-batch line. This module only computes the few scalars the estimators need beyond
 what the line measurement stores; all of them concern the **direction batch** ``B`` (the
 mini-batch whose gradient made the update) with mean loss ``l_B(θ) = (1/|B|) Σ_i ℓ_i(θ)``:
@@ -53,7 +53,7 @@ from .evaluators import (
     trainable_parameters,
 )
 
-__all__ = ["LineEstimates", "LineEstimator"]
+__all__ = ["EstimatorInputs", "LineEstimator"]
 
 _NAN = float("nan")
 
@@ -61,7 +61,7 @@ log = logging.getLogger("steplines")
 
 
 @dataclass(frozen=True)
-class LineEstimates:
+class EstimatorInputs:
     """The estimator inputs of one line (float64; NaN = not computed).
 
     Attributes:
@@ -185,7 +185,7 @@ class LineEstimator:
                 self._warned = True
             return _NAN
 
-    # -- the estimates ---------------------------------------------------------------------
+    # -- the estimator inputs --------------------------------------------------------------
     def __call__(
         self,
         theta: Sequence[Tensor],
@@ -194,7 +194,7 @@ class LineEstimator:
         s_update: float,
         batch: EvalBatch,
         per_sample: bool = False,
-    ) -> LineEstimates:
+    ) -> EstimatorInputs:
         """Estimator inputs of one line.
 
         Args:
@@ -207,7 +207,7 @@ class LineEstimator:
                 backward passes).
 
         Returns:
-            :class:`LineEstimates`; ``slope_update`` is NaN when ``s_update`` is not finite.
+            :class:`EstimatorInputs`; ``slope_update`` is NaN when ``s_update`` is not finite.
         """
         dev = theta[0].device
         rng_devices = [dev] if dev.type == "cuda" else []
@@ -230,7 +230,7 @@ class LineEstimator:
             if math.isfinite(s_update):
                 self._load(theta, direction, buffers, s_update)
                 slope_update = _dot(self._grad(self._losses(batch).mean()), direction)
-        return LineEstimates(
+        return EstimatorInputs(
             slope_zero=slope_zero,
             slope_update=slope_update,
             curvature=curvature,

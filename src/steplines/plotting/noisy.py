@@ -8,11 +8,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def plot_direction_matrices(res: Mapping[str, np.ndarray], max_panels: int = 3) -> Figure:
+def plot_noisy_matrices(res: Mapping[str, np.ndarray], max_panels: int = 3) -> Figure:
     """D×D distance matrices at up to ``max_panels`` positions, and their medians over training.
 
     Args:
-        res: output of :func:`steplines.analysis.directions.direction_distances`.
+        res: output of :func:`steplines.analysis.noisy.noisy_distances`.
         max_panels: matrices shown (the first position, and others spread over training).
     """
     steps, mats, med = np.asarray(res["steps"]), np.asarray(res["matrices"]), res["median"]

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from steplines.analysis.shape import pairwise_mae, shape_curves
-from steplines.store.directions import DirectionStore
+from steplines.store.noisy import NoisyDirectionStore
 
 
-def direction_distances(
+def noisy_distances(
     run_dir: Path, window: float = 0.2, mode: str = "corrected"
 ) -> dict[str, Any] | None:
     """Distance matrices of the noisy-direction lines of a run (None when none were measured).
@@ -32,7 +32,7 @@ def direction_distances(
     path = Path(run_dir) / "directions.zarr"
     if not path.exists():
         return None
-    d = DirectionStore.open(path).read()
+    d = NoisyDirectionStore.open(path).read()
     if d["steps"].size == 0:
         return None
     mats, medians, heights, s_opt = [], [], [], []
@@ -74,11 +74,11 @@ def relative_spread(res: dict[str, Any]) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def write_direction_distances(
+def write_noisy_distances(
     run_dir: Path, out_dir: Path, window: float, mode: str
 ) -> dict[str, Any] | None:
-    """Compute :func:`direction_distances` and save ``out_dir/directions.npz``."""
-    res = direction_distances(run_dir, window, mode)
+    """Compute :func:`noisy_distances` and save ``out_dir/directions.npz``."""
+    res = noisy_distances(run_dir, window, mode)
     if res is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         np.savez(out_dir / "directions.npz", mode=mode, **res)

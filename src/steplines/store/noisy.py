@@ -33,7 +33,7 @@ from zarr.codecs import BloscCodec
 FIELDS_3D = ("positions", "train_mean", "val_mean", "direction_mean")
 
 
-class DirectionStore:
+class NoisyDirectionStore:
     """The noisy-direction lines of one run (numpy + zarr only)."""
 
     def __init__(self, group: zarr.Group) -> None:
@@ -42,7 +42,7 @@ class DirectionStore:
     @classmethod
     def open_or_create(
         cls, path: Path, *, n_positions: int, n_directions: int, n_grid: int
-    ) -> DirectionStore:
+    ) -> NoisyDirectionStore:
         """Open ``path`` or create it preallocated for P positions, D directions, K points."""
         path = Path(path)
         if path.exists():
@@ -72,7 +72,7 @@ class DirectionStore:
         return cls(zarr.open_group(str(path), mode="r+"))
 
     @classmethod
-    def open(cls, path: Path) -> DirectionStore:
+    def open(cls, path: Path) -> NoisyDirectionStore:
         """Open read-only."""
         return cls(zarr.open_group(str(path), mode="r"))
 
