@@ -137,7 +137,7 @@ def synthetic_record(t: int, n_lines: int, n: int, m: int, b: int) -> LineRecord
         train_indices=rng.permutation(50_000)[:n],
         direction_indices=rng.permutation(50_000)[:b],
         s_update=s_update,
-        update_norm=grad_norm,
+        direction_norm=grad_norm,
         grad_norm=grad_norm,
         directional_derivative=-grad_norm,
         lr=LR,

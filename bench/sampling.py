@@ -136,7 +136,7 @@ def sampling_errors(
         losses = line.train_losses.astype(np.float64)
         mean = losses.mean(axis=0)
         full["s_opt"][i], full["l_min"][i], full["l0"][i] = _line_values(pos, mean)
-        full["norm"][i] = line.update_norm
+        full["norm"][i] = line.direction_norm
         steps = np.diff(pos[np.isfinite(pos)])
         full["h"][i] = np.median(steps[steps > 0]) if (steps > 0).any() else np.nan
         for j, n in enumerate(ns):

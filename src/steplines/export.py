@@ -15,7 +15,7 @@ coordinates; :func:`export_lines` writes the same data to a file (``steplines ex
 
 and the variables ``loss`` (``step, row, position``, float32, exactly the stored values), the
 mean lines ``train_mean``, ``val_mean``, ``direction_mean`` (``step, position``) and the
-per-line scalars of the store (``s_update``, ``update_norm``, ``grad_norm``, ``lr``, ...;
+per-line scalars of the store (``s_update``, ``direction_norm``, ``grad_norm``, ``lr``, ...;
 ``step``). ``what="summary"`` has the same without ``loss`` and the ``row`` dimension. Each
 variable's attributes give ``units`` and ``description``.
 
@@ -86,7 +86,10 @@ ATTRS: dict[str, dict[str, str]] = {
         "units": "parameter-space units",
         "description": "position of theta_{t+1} on the line, |u_t|",
     },
-    "update_norm": {"units": "parameter-space units per lr", "description": "|u_t| / lr_t"},
+    "direction_norm": {
+        "units": "parameter-space units per lr",
+        "description": "n_t = |u_t| / lr_t, the norm in d_t = -m_t / n_t (|m_t| for SGD)",
+    },
     "grad_norm": {"units": "nats per parameter-space unit", "description": "|g_t|"},
     "directional_derivative": {
         "units": "nats per parameter-space unit",

@@ -17,9 +17,9 @@ A record (:func:`line_summary`) holds, for line t, computed from the full-batch 
   ``|s| ≤ 2·|s_opt|`` (:func:`steplines.analysis.shape.polynomial_fits`), and ``fit2_rel``:
   that MAE over the line's range on the same window. **A live indication only**: the analysis
   fits on its own window (``--scale``) and recomputes everything from the store;
-* ``lambda_opt = s_opt / update_norm`` (the analysis' λ*_t = s_opt/‖m_t‖; s_opt/‖g_t‖ for SGD
+* ``lambda_opt = s_opt / direction_norm`` (the analysis' λ*_t = s_opt/‖m_t‖; s_opt/‖g_t‖ for SGD
   without momentum) and ``lambda_g = s_opt / ‖g_t‖``;
-* ``update_norm``, ``grad_norm``, ``directional_derivative``, ``lr``, ``batch_loss``,
+* ``direction_norm``, ``grad_norm``, ``directional_derivative``, ``lr``, ``batch_loss``,
   ``n_positions``, the cheap estimator inputs ``est_*`` the line has (null where not
   measured), ``seconds`` (time spent measuring the line; null for a record filled in
   afterwards from the store) and ``time`` (Unix time of the record).
@@ -51,6 +51,7 @@ import numpy as np
 from steplines.analysis.shape import polynomial_fits, window_range
 from steplines.analysis.strategies import evaluate_line, first_argmin
 from steplines.store.run import LIVE, TENSORBOARD, RunLayout
+from steplines.store.schema import ESTIMATOR_ARRAYS
 
 __all__ = [
     "LIVE_FILE",
@@ -68,7 +69,12 @@ LIVE_FILE = LIVE
 TENSORBOARD_DIR = TENSORBOARD
 """Name of the TensorBoard log directory inside a run directory (``RunLayout.tensorboard_path``)."""
 
-ESTIMATE_FIELDS = ("est_slope_update", "est_curvature", "est_sample_grad_sq", "est_batch_grad_sq")
+ESTIMATOR_FIELDS = ESTIMATOR_ARRAYS
+"""The estimator inputs a record carries, under the store's names."""
+
+RENAMED_FIELDS = {"update_norm": "direction_norm"}
+"""Fields of records written before the line store's schema 3, and their current names:
+:func:`read_live` returns them under the current name."""
 
 SCALAR_FIELDS = (
     "s_opt",
@@ -111,7 +117,7 @@ def line_summary(
         t: the step.
         positions: float ``[k]`` positions s of the line (NaN padding is ignored).
         train_mean: float ``[k]`` the full-batch mean line at ``positions``.
-        scalars: the line's scalars by store name (``s_update``, ``update_norm``,
+        scalars: the line's scalars by store name (``s_update``, ``direction_norm``,
             ``grad_norm``, ``directional_derivative``, ``lr``, ``batch_loss``, ``est_*``);
             missing ones are null.
         seconds: time spent measuring the line, if known.
@@ -133,7 +139,7 @@ def line_summary(
         mae, _ = polynomial_fits(pos[None], mean[None], w, degrees=(2,))
         fit = float(mae[0, 0])
         fit_rel = _ratio(fit, float(window_range(pos[None], mean[None], w)[0]))
-    update_norm = float(scalars.get("update_norm", math.nan))
+    direction_norm = float(scalars.get("direction_norm", math.nan))
     grad_norm = float(scalars.get("grad_norm", math.nan))
     record: dict[str, Any] = {
         "t": int(t),
@@ -145,15 +151,15 @@ def line_summary(
         "ratio": _ratio(s_upd, s_opt),
         "fit2_mae": fit,
         "fit2_rel": fit_rel,
-        "lambda_opt": _ratio(s_opt, update_norm),
+        "lambda_opt": _ratio(s_opt, direction_norm),
         "lambda_g": _ratio(s_opt, grad_norm),
-        "update_norm": update_norm,
+        "direction_norm": direction_norm,
         "grad_norm": grad_norm,
         "directional_derivative": scalars.get("directional_derivative"),
         "lr": scalars.get("lr"),
         "batch_loss": scalars.get("batch_loss"),
         "n_positions": int(pos.size),
-        **{name: scalars.get(name) for name in ESTIMATE_FIELDS},
+        **{name: scalars.get(name) for name in ESTIMATOR_FIELDS},
         "seconds": seconds,
         "time": time.time(),
     }
@@ -168,8 +174,8 @@ def record_summary(t: int, record: Any, seconds: float | None = None) -> dict[st
     float64 over its training rows, as the store computes ``train_mean``)."""
     with np.errstate(over="ignore", invalid="ignore"):
         mean = np.asarray(record.train_losses, dtype=np.float64).mean(axis=0)
-    names = ("s_update", "update_norm", "grad_norm", "directional_derivative", "lr")
-    scalars = {n: getattr(record, n) for n in (*names, "batch_loss", *ESTIMATE_FIELDS)}
+    names = ("s_update", "direction_norm", "grad_norm", "directional_derivative", "lr")
+    scalars = {n: getattr(record, n) for n in (*names, "batch_loss", *ESTIMATOR_FIELDS)}
     return line_summary(t, record.positions, mean, scalars, seconds)
 
 
@@ -270,7 +276,9 @@ def read_live(path: str | Path) -> list[dict[str, Any]]:
 
     A line that is not a whole JSON object with an integer ``t`` (a torn record left by a
     crash) is skipped; of several records of one t (a line measured again) the last one in
-    the file is kept. A missing file reads as no records. Needs neither torch nor numpy.
+    the file is kept. A missing file reads as no records. Fields of records written by older
+    steplines are returned under their current names (:data:`RENAMED_FIELDS`). Needs neither
+    torch nor numpy.
     """
     path = Path(path)
     if path.is_dir():
@@ -288,7 +296,7 @@ def read_live(path: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("t"), int):
-            records[rec["t"]] = rec
+            records[rec["t"]] = {RENAMED_FIELDS.get(k, k): v for k, v in rec.items()}
     return [records[t] for t in sorted(records)]
 
 

@@ -327,7 +327,7 @@ class LineProbe:
             batch_loss=math.nan if loss is None else float(loss),
             lr=cur._lr,
             s_update=norm,
-            update_norm=norm / cur._lr if cur._lr > 0 else math.nan,
+            direction_norm=norm / cur._lr if cur._lr > 0 else math.nan,
             grad_norm=grad_norm,
             directional_derivative=slope,
         )

@@ -57,7 +57,14 @@ class VerifyReport:
         return not self.corrupt and not self.missing and self.replay_error is None
 
 
-_RECORDED = ("s_update", "update_norm", "grad_norm", "directional_derivative", "lr", "batch_loss")
+_RECORDED = (
+    "s_update",
+    "direction_norm",
+    "grad_norm",
+    "directional_derivative",
+    "lr",
+    "batch_loss",
+)
 
 
 def _same(a: float, b: float) -> bool:
@@ -101,7 +108,7 @@ def _check_line(
         for name in _RECORDED:
             if not _same(float(summary[name][t]), float(getattr(record, name))):
                 return f"{name} differs from the trajectory record"
-    if estimators and store.has_estimates and pos[u] != 0.0:
+    if estimators and store.has_estimator_inputs and pos[u] != 0.0:
         for name in ("est_slope_update", "est_curvature"):
             if np.isnan(summary[name][t]):
                 return f"{name} missing"
@@ -172,11 +179,11 @@ def _check_directions(run: RunDir) -> dict[int, str]:
     every = run.config.measure.noisy_every
     if not every or not path.exists():
         return {}
-    from .store.directions import DirectionStore
+    from .store.noisy import NoisyDirectionStore
 
     return {
         p * every: f"noisy directions: {why}"
-        for p, why in DirectionStore.open(path).check(every).items()
+        for p, why in NoisyDirectionStore.open(path).check(every).items()
     }
 
 

@@ -17,7 +17,7 @@ import zarr
 
 from steplines.engine.positions import first_pass
 from steplines.store import LineRecord, LineStore
-from steplines.store.schema import ESTIMATES
+from steplines.store.schema import ARRAYS, ESTIMATOR_ARRAYS
 
 
 @dataclass
@@ -68,7 +68,7 @@ def make_run(
 
     The direction of line ``t`` is taken as the negative direction-batch gradient scaled so
     that ``s_update = lr·‖m_t‖``; for β = 0 ``‖m_t‖ = ‖g_t‖ = −mean(b_B)``. For β > 0 the
-    update norm is a made-up ``1.5·‖g_t‖`` (enough to exercise the momentum code paths).
+    direction norm is a made-up ``1.5·‖g_t‖`` (enough to exercise the momentum code paths).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     k_max = first_pass(grid, interval, resolution, 0.3).size + 1
@@ -110,8 +110,8 @@ def make_record(
     coef = coefficients(t, n, m, b)
     delta = float(coef.direction[:, 1].mean()) if b else -0.5
     grad_norm = -delta
-    update_norm = grad_norm if momentum == 0 else 1.5 * grad_norm
-    s_update = lr * update_norm
+    direction_norm = grad_norm if momentum == 0 else 1.5 * grad_norm
+    s_update = lr * direction_norm
     pos = first_pass(grid, interval, resolution, s_update)
     rng = np.random.default_rng(7 + t)
     return LineRecord(
@@ -122,7 +122,7 @@ def make_record(
         train_indices=rng.permutation(10 * n)[:n],
         direction_indices=rng.permutation(10 * n)[:b],
         s_update=s_update,
-        update_norm=update_norm,
+        direction_norm=direction_norm,
         grad_norm=grad_norm,
         directional_derivative=delta,
         lr=lr,
@@ -150,7 +150,11 @@ def with_exact_inputs(run: Path, n: int = 48, m: int = 4, b: int = 16) -> None:
 
 
 def make_version_1(store_path: Path) -> None:
-    """Turn a store into what steplines wrote before schema version 2 (no ``est_*`` arrays)."""
-    for name in ESTIMATES:
+    """Turn a store into what steplines wrote before schema version 2 (no ``est_*`` arrays,
+    ``direction_norm`` under its old name ``update_norm``)."""
+    for name in ESTIMATOR_ARRAYS:
         shutil.rmtree(store_path / name)
+    for spec in ARRAYS:
+        if spec.name_in(1) != spec.name:
+            (store_path / spec.name).rename(store_path / spec.name_in(1))
     zarr.open_group(store_path, mode="r+").attrs["schema_version"] = 1

@@ -92,9 +92,9 @@ EXPECTED = {
         "l0",
         "l_min",
         "grad_norm",
-        "update_norm",
+        "direction_norm",
         "s_update",
-        "delta_exact",
+        "directional_derivative",
         "delta_fd_batch",
         "delta_fd_full",
         "curvature_fd_full",
@@ -145,7 +145,7 @@ def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
 
     deriv = pd.read_csv(paths["derivatives"])
     # exact parabolas: FD slope of l_B = exact g·d (float32 storage), curvature > 0
-    np.testing.assert_allclose(deriv.delta_fd_batch, deriv.delta_exact, atol=1e-3)
+    np.testing.assert_allclose(deriv.delta_fd_batch, deriv.directional_derivative, atol=1e-3)
     assert (deriv.curvature_fd_full > 0).all()
     if mode == "corrected":
         # PAL (on l_B) and FBPAL (on l) land on the analytic minimisers −b/(2a) up to the
@@ -169,7 +169,7 @@ def test_analyze_run_momentum(tmp_path: Path) -> None:
     assert summary["window"] == 0.5 and summary["momentum"] == 0.9
     assert "s_opt_over_minus_accumulated_delta" in summary["ratios"]
     assert summary["momentum_ratio_flatter"] in {
-        "s_opt_over_update_norm",
+        "s_opt_over_direction_norm",
         "s_opt_over_minus_accumulated_delta",
     }
     assert "sgd_lambda_0.05_accum" in set(pd.read_csv(paths["strategies"]).strategy)

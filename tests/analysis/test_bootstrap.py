@@ -76,7 +76,7 @@ def _population_record(rng: np.random.Generator, n: int, grid: np.ndarray) -> Li
         train_indices=np.arange(n),
         direction_indices=np.zeros(0, np.int64),
         s_update=0.1,
-        update_norm=1.0,
+        direction_norm=1.0,
         grad_norm=1.0,
         directional_derivative=-1.0,
         lr=0.1,

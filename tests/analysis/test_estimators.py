@@ -124,9 +124,9 @@ def _lines(rows: list[np.ndarray], grad_norm: float, delta: float) -> SummaryLin
         metric_full=vals,
         batch=vals,
         s_update=f * 0.2,
-        update_norm=f * grad_norm,
+        direction_norm=f * grad_norm,
         grad_norm=f * grad_norm,
-        delta_exact=f * delta,
+        directional_derivative=f * delta,
         lr=f * 0.1,
         zero_index=np.full(n, 1000),
         update_index=np.full(n, -1),
@@ -207,7 +207,7 @@ def test_version_1_store_opens_verifies_and_analyses(tmp_path: Path) -> None:
     old = make_run(tmp_path / "old", n_lines=4)
     make_version_1(old / "lines.zarr")
     store = LineStore.open(old / "lines.zarr")
-    assert store.schema_version == 1 and not store.has_estimates
+    assert store.schema_version == 1 and not store.has_estimator_inputs
     assert all(store.verify_line(t) for t in range(4))
     assert np.isnan(store.read_summary()["est_curvature"]).all()
     assert np.isnan(store.read_line(0).est_curvature)

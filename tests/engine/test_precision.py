@@ -164,7 +164,7 @@ def _anchor(t: int, theta, d, bufs) -> LineAnchor:
         dropout_seed=2,
         batch_loss=2.5,
         grad_norm=1.0,
-        update_norm=0.1,
+        direction_norm=0.1,
         s_update=0.1,
         directional_derivative=-1.0,
         lr=0.1,

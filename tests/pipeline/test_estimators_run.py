@@ -13,13 +13,13 @@ import torch
 from steplines.analysis import analyze_run
 from steplines.config import load_config
 from steplines.engine.common import LinePolicy
-from steplines.engine.estimates import LineEstimator
+from steplines.engine.estimators import LineEstimator
 from steplines.errors import RunDirError
 from steplines.measure import LineBatches, run_all
 from steplines.problems.problem import make_problem
 from steplines.rundir import RunDir
 from steplines.store import LineStore, differing_arrays
-from steplines.store.schema import ESTIMATES
+from steplines.store.schema import ESTIMATOR_ARRAYS
 from steplines.trajectory.loop import Trainer
 
 from support import TINY
@@ -37,7 +37,7 @@ def _run(tmp_path: Path, name: str, **measure) -> RunDir:
 def test_tiny_run_fills_the_estimator_arrays_and_table(tmp_path: Path) -> None:
     run = _run(tmp_path, "on")
     store = LineStore.open(run.lines_path)
-    assert store.has_estimates and store.done().all()
+    assert store.has_estimator_inputs and store.done().all()
     s = store.read_summary()
     assert np.isfinite(s["est_slope_update"]).all() and np.isfinite(s["est_curvature"]).all()
     per_sample = np.isfinite(s["est_sample_grad_sq"])
@@ -71,7 +71,7 @@ def test_tiny_run_fills_the_estimator_arrays_and_table(tmp_path: Path) -> None:
     # the estimators change nothing else: a run without them writes the same store
     off = _run(tmp_path, "off", estimators=False)
     assert np.isnan(LineStore.open(off.lines_path).read_summary()["est_curvature"]).all()
-    assert set(differing_arrays(run.lines_path, off.lines_path)) == set(ESTIMATES)
+    assert set(differing_arrays(run.lines_path, off.lines_path)) == set(ESTIMATOR_ARRAYS)
 
 
 def test_config_without_the_estimator_fields_reopens(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_run_writes_one_live_record_per_line_matching_the_analysis(
         assert r["l0"] == q["l0"][i]
         assert r["s_update"] == summary["s_update"][i]
         assert r["ratio"] == pytest.approx(r["s_update"] / r["s_opt"], rel=1e-12)
-        assert r["lambda_opt"] == pytest.approx(r["s_opt"] / summary["update_norm"][i])
+        assert r["lambda_opt"] == pytest.approx(r["s_opt"] / summary["direction_norm"][i])
         assert r["fit2_mae"] >= 0 and 0 <= r["fit2_rel"] < 1
         assert r["seconds"] > 0
         assert r["est_curvature"] == summary["est_curvature"][i]
@@ -58,7 +58,7 @@ def test_run_writes_one_live_record_per_line_matching_the_analysis(
 def test_live_line_summary_of_a_parabola() -> None:
     s = np.linspace(-1, 1, 41)
     line = 2.0 * (s - 0.5) ** 2 + 1.0
-    r = line_summary(3, s, line, {"s_update": 1.0, "update_norm": 2.0, "grad_norm": 4.0})
+    r = line_summary(3, s, line, {"s_update": 1.0, "direction_norm": 2.0, "grad_norm": 4.0})
     assert r["t"] == 3 and r["s_opt"] == pytest.approx(0.5) and r["l_opt"] == pytest.approx(1.0)
     assert r["l0"] == pytest.approx(1.5) and r["l_update"] == pytest.approx(1.5)
     assert r["ratio"] == pytest.approx(2.0)

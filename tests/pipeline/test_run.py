@@ -43,10 +43,10 @@ def test_run_measures_every_line_consistently(tiny_run: tuple[Path, Path]) -> No
         # the update lies on the line at s_update; the full batch is a permutation of the set
         assert line.positions[summary["update_index"][t]] == line.s_update
         assert sorted(line.train_indices) == list(range(256))
-        # plain SGD: update_norm = ‖g‖, the exact slope of l_B at 0 is −‖g‖ (docs/method.md §6.3)
-        assert np.isclose(line.update_norm, line.grad_norm, rtol=1e-5)
+        # plain SGD: direction_norm = ‖g‖, the exact slope of l_B at 0 is −‖g‖ (docs/method.md §6.3)
+        assert np.isclose(line.direction_norm, line.grad_norm, rtol=1e-5)
         assert np.isclose(line.directional_derivative, -line.grad_norm, rtol=1e-5)
-        assert np.isclose(line.s_update, line.lr * line.update_norm, rtol=1e-6)
+        assert np.isclose(line.s_update, line.lr * line.direction_norm, rtol=1e-6)
         assert k >= 12 and np.isfinite(line.train_losses).all()
         # finite-difference slope of the measured direction-batch line agrees with g·d
         p, lb = line.positions, line.direction_losses.astype(np.float64).mean(0)
@@ -114,7 +114,7 @@ def test_line_passes_through_next_parameters(tiny_config: Path, train: dict) -> 
         lrs.append(rec.lr)
         for p, th, d in zip(tr.params, a.theta, a.direction):
             torch.testing.assert_close(th + rec.s_update * d, p.detach(), rtol=0, atol=1e-12)
-        assert np.isclose(rec.update_norm * rec.lr, rec.s_update)
+        assert np.isclose(rec.direction_norm * rec.lr, rec.s_update)
     if "train.milestones" in train:
         assert lrs == [1.0, 1.0, pytest.approx(0.1), pytest.approx(0.1)]
 
@@ -211,10 +211,10 @@ def test_worker_processes_give_the_same_store(
         run_all(RunDir.prepare(tmp_path / name, load_config(path=cfg_path)))
     assert ran and ran[0]  # the workers did run (no silent in-process fallback)
     assert_same_store(tmp_path / "one", tmp_path / "two")
-    from steplines.store.directions import DirectionStore
+    from steplines.store.noisy import NoisyDirectionStore
 
     one, two = (
-        DirectionStore.open(tmp_path / n / "directions.zarr").read() for n in ("one", "two")
+        NoisyDirectionStore.open(tmp_path / n / "directions.zarr").read() for n in ("one", "two")
     )
     assert one.keys() == two.keys()
     assert all(np.array_equal(one[k], two[k], equal_nan=True) for k in one)
@@ -295,14 +295,14 @@ def test_noisy_directions_and_eval_metrics(tiny_config: Path, tmp_path: Path) ->
     """Fig. 8 lines from θ_t along other batches' gradients; eval metrics at checkpoints."""
     import json
 
-    from steplines.store.directions import DirectionStore
+    from steplines.store.noisy import NoisyDirectionStore
 
     cfg = load_config(
         path=tiny_config, overrides={"measure.noisy_every": 4, "measure.noisy_directions": 3}
     )
     run = RunDir.prepare(tmp_path / "run", cfg)
     run_all(run)
-    d = DirectionStore.open(run.path / "directions.zarr").read()
+    d = NoisyDirectionStore.open(run.path / "directions.zarr").read()
     assert d["steps"].tolist() == [0, 4, 8]
     assert d["train_mean"].shape[:2] == (3, 3)
     main = LineStore.open(run.lines_path).read_summary()

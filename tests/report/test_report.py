@@ -90,7 +90,7 @@ def test_every_figure_function_returns_a_figure_and_writes_png_and_pdf(
         ),
         "fits": plot_fits(pd.read_csv(a / "fits.csv")),
         "approximations": plot_approximations(
-            views[0], update_norm=row.update_norm, delta_batch=row.delta_batch
+            views[0], direction_norm=row.direction_norm, delta_batch=row.delta_batch
         ),
         "strategies": plot_strategies(pd.read_csv(a / "strategies.csv"), deriv),
         "strategies_faithful": plot_strategies(

@@ -30,7 +30,7 @@ def _section(html: str) -> str:
     return html[start : html.index("<h2>Figures</h2>", start)]
 
 
-def test_report_section_with_estimates(tmp_path: Path) -> None:
+def test_report_section_with_estimator_inputs(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=6)
     with_exact_inputs(run)
     page = build_report([run], formats=("png",))

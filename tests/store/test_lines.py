@@ -46,7 +46,7 @@ def make_record(t: int, k: int, n: int = N, m: int = M, b: int = B) -> LineRecor
         train_indices=rng.integers(0, 10_000, n),
         direction_indices=rng.integers(0, 10_000, b),
         s_update=s_update,
-        update_norm=2.5 + t,
+        direction_norm=2.5 + t,
         grad_norm=1.5 + t,
         directional_derivative=-1.0 - t,
         lr=0.1,
@@ -84,7 +84,7 @@ def assert_same(got: LineRecord, want: LineRecord) -> None:
         np.testing.assert_array_equal(g, w, err_msg=field)
     for field in (
         "s_update",
-        "update_norm",
+        "direction_norm",
         "grad_norm",
         "directional_derivative",
         "lr",
@@ -341,7 +341,7 @@ _KILL_SCRIPT = textwrap.dedent(
             val_losses=rng.normal(1, 0.1, (m, k)).astype(np.float32),
             direction_losses=rng.normal(1, 0.1, (b, k)).astype(np.float32),
             train_indices=np.arange(n), direction_indices=np.arange(b),
-            s_update=0.0, update_norm=1.0, grad_norm=1.0, directional_derivative=-1.0,
+            s_update=0.0, direction_norm=1.0, grad_norm=1.0, directional_derivative=-1.0,
             lr=0.1, batch_loss=1.0, n_passes=k))
     print("finished", flush=True)
     """

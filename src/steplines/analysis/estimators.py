@@ -248,7 +248,7 @@ def sls_steps(
         steps[i], backs[i] = armijo_step(
             sl.positions[i],
             sl.batch[i],
-            float(sl.delta_exact[i]),
+            float(sl.directional_derivative[i]),
             eta * gnorm,
             mode,
             c=p["c"],
@@ -299,7 +299,7 @@ def _column(col: int, sl: SummaryLines) -> np.ndarray:
 
 def estimator_columns(
     sl: SummaryLines,
-    estimates: dict[str, np.ndarray],
+    inputs: dict[str, np.ndarray],
     s_opt: np.ndarray,
     fit_full: np.ndarray,
     fit_batch: np.ndarray,
@@ -313,7 +313,8 @@ def estimator_columns(
 
     Args:
         sl: the analysed lines.
-        estimates: the store's ``est_*`` ``[T]`` arrays, rows of ``sl`` (NaN: not measured).
+        inputs: the store's ``est_*`` ``[T]`` estimator-input arrays, rows of ``sl`` (NaN: not
+            measured).
         s_opt: float ``[T]`` the analysis's ``s_opt``.
         fit_full, fit_batch: float ``[T, 3]`` degree-2 fit coefficients ``(c0, c1, c2)`` of the
             full-batch and the direction-batch line on the analysis window.
@@ -326,18 +327,18 @@ def estimator_columns(
     s_u = sl.s_update
     f0 = _column(sl.zero_index, sl)
     f1 = _column(sl.update_index, sl)
-    slope1 = estimates["est_slope_update"]
+    slope1 = inputs["est_slope_update"]
     ca, cb, alpha = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     for i in range(n):
-        ca[i], cb[i], _ = cockpit_fit(s_u[i], f0[i], f1[i], sl.delta_exact[i], slope1[i])
+        ca[i], cb[i], _ = cockpit_fit(s_u[i], f0[i], f1[i], sl.directional_derivative[i], slope1[i])
         alpha[i] = cockpit_alpha(s_u[i], ca[i], cb[i])
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha_true = np.where(s_opt > 0, s_u / s_opt - 1.0, np.nan)
     lab = np.array([labpal.get(int(t), (np.nan,) * 3 + (0,)) for t in sl.lines], np.float64)
     lab = lab.reshape(n, 4)
     armijo, backs, eta0 = sls_steps(sl, mode, n_train, batch_size)
-    curv = estimates["est_curvature"]
-    ns = noise_scale(estimates["est_sample_grad_sq"], estimates["est_batch_grad_sq"], batch_size)
+    curv = inputs["est_curvature"]
+    ns = noise_scale(inputs["est_sample_grad_sq"], inputs["est_batch_grad_sq"], batch_size)
     fit_a, fit_b = fit_full[:, 2], fit_full[:, 1]
     return {
         "line": sl.lines,

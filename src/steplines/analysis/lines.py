@@ -44,7 +44,8 @@ class SummaryLines:
         shape_full: float ``[T, K]`` mean training loss (N rows).
         metric_full: float ``[T, K]`` full-batch line of the strategy metrics (see module doc).
         batch: float ``[T, K]`` direction-batch mean ``l_B``.
-        s_update, update_norm, grad_norm, delta_exact, lr: float ``[T]`` scalars of the store.
+        s_update, direction_norm, grad_norm, directional_derivative, lr: float ``[T]``
+            scalars of the store.
         zero_index, update_index: int ``[T]`` columns of 0 and of ``s_update`` (−1: absent).
         n_lines_total: T of the store (done or not).
     """
@@ -55,9 +56,9 @@ class SummaryLines:
     metric_full: np.ndarray
     batch: np.ndarray
     s_update: np.ndarray
-    update_norm: np.ndarray
+    direction_norm: np.ndarray
     grad_norm: np.ndarray
-    delta_exact: np.ndarray
+    directional_derivative: np.ndarray
     lr: np.ndarray
     zero_index: np.ndarray
     update_index: np.ndarray
@@ -79,7 +80,7 @@ def from_arrays(
 
     Args:
         summary: Dict with at least ``positions, train_mean, direction_mean, s_update,
-            update_norm, grad_norm, directional_derivative, lr, zero_index, update_index``.
+            direction_norm, grad_norm, directional_derivative, lr, zero_index, update_index``.
         mode: ``corrected`` or ``faithful`` (decides ``metric_full``).
         n_train: N (rows of ``train_mean``).
         n_direction: B (rows of ``direction_mean``).
@@ -107,9 +108,9 @@ def from_arrays(
         metric_full=metric,
         batch=direction,
         s_update=take("s_update"),
-        update_norm=take("update_norm"),
+        direction_norm=take("direction_norm"),
         grad_norm=take("grad_norm"),
-        delta_exact=take("directional_derivative"),
+        directional_derivative=take("directional_derivative"),
         lr=take("lr"),
         zero_index=take("zero_index", np.int64),
         update_index=take("update_index", np.int64),

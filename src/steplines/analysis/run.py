@@ -26,7 +26,6 @@ import pandas as pd
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
 from steplines.analysis.bootstrap import SEED, ReplicateTap, percentile_interval
 from steplines.analysis.claims import RESAMPLES, ClaimInputs, evaluate_claims
-from steplines.analysis.directions import relative_spread, write_direction_distances
 from steplines.analysis.estimators import (
     LABPAL_BATCHES,
     LabpalTap,
@@ -34,6 +33,7 @@ from steplines.analysis.estimators import (
     estimator_summary,
 )
 from steplines.analysis.lines import SummaryLines, lines_missing, load_summary
+from steplines.analysis.noisy import relative_spread, write_noisy_distances
 from steplines.analysis.settings import (
     AnalysisSettings,
     analysis_tag,
@@ -62,7 +62,7 @@ from steplines.analysis.views import BrowserTap, write_views
 from steplines.errors import RunDirError
 from steplines.store import LineStore
 from steplines.store.run import RunLayout
-from steplines.store.schema import ESTIMATES
+from steplines.store.schema import ESTIMATOR_ARRAYS
 
 if TYPE_CHECKING:
     from steplines.config import RunConfig
@@ -169,7 +169,7 @@ def analyze_run(
 
     Args:
         run_dir: A run directory with ``lines.zarr`` (and ``config.toml``; without it the run
-            is taken as SGD and β is inferred from ``update_norm == grad_norm``).
+            is taken as SGD and β is inferred from ``direction_norm == grad_norm``).
         mode: ``corrected`` (default) or ``faithful`` (the original's quirks;
         docs/method.md §9–§10).
         scale: ``paper`` or ``run`` (None: ``paper`` for the paper's settings and faithful,
@@ -214,7 +214,7 @@ def analyze_run(
         model=run_model(config),
         s_opt=q["s_opt"],
         positions=sl.positions,
-        update_norm=sl.update_norm,
+        direction_norm=sl.direction_norm,
         grad_norm=sl.grad_norm,
         window=window,
         lambdas=lambdas,
@@ -292,7 +292,7 @@ def analyze_run(
     if reps:
         paths["bootstrap"] = out_dir / "bootstrap.npz"
         np.savez_compressed(paths["bootstrap"], lines=sl.lines, **reps)
-        _add_intervals(strat, reps, sl.update_norm, settings.level)
+        _add_intervals(strat, reps, sl.direction_norm, settings.level)
     # written once the row bootstrap has added its per-line interval columns
     paths["derivatives"] = out_dir / "derivatives.csv"
     strat.derivatives.to_csv(paths["derivatives"], index=False)
@@ -311,7 +311,7 @@ def analyze_run(
     _, batch_coefs = polynomial_fits(sl.positions, sl.batch, settings.window, (2,))
     est_cols = estimator_columns(
         sl,
-        {name: store.read_array(name)[sl.lines] for name in ESTIMATES},
+        {name: store.read_array(name)[sl.lines] for name in ESTIMATOR_ARRAYS},
         q["s_opt"],
         shape.coefs[:, FIT_DEGREES.index(2), :3],
         batch_coefs[:, 0, :3],
@@ -323,9 +323,9 @@ def analyze_run(
     paths["estimators"] = out_dir / "estimators.csv"
     pd.DataFrame(est_cols).to_csv(paths["estimators"], index=False)
     summary["estimators"] = estimator_summary(est_cols, store.n_direction)
-    summary["estimators"]["store_has_inputs"] = store.has_estimates
+    summary["estimators"]["store_has_inputs"] = store.has_estimator_inputs
 
-    noisy = write_direction_distances(run_dir, out_dir, settings.window, mode)
+    noisy = write_noisy_distances(run_dir, out_dir, settings.window, mode)
     if noisy is not None:
         med = noisy["median"][np.isfinite(noisy["median"])]
         summary["noisy_directions"] = {
@@ -348,11 +348,11 @@ def analyze_run(
             s_opt=q["s_opt"],
             s_update=sl.s_update,
             impr={k: m["improvement"] for k, m in strat.metrics.items()},
-            rate=rate_ratios(q["s_opt"], sl.update_norm),
+            rate=rate_ratios(q["s_opt"], sl.direction_norm),
             delta_ratio=_delta_ratios(bs_table, sl.lines, store.n_direction),
             noisy_ratio=relative_spread(noisy) if noisy is not None else np.empty(0),
             batch_size=store.n_direction,
-            replicates=_claim_replicates(reps, sl.update_norm),
+            replicates=_claim_replicates(reps, sl.direction_norm),
         ),
         resamples=line_resamples if settings.resamples else 0,
         level=settings.level,
@@ -532,9 +532,9 @@ def _strategies(
             "l0": q["l0"],
             "l_min": q["l_min"],
             "grad_norm": sl.grad_norm,
-            "update_norm": sl.update_norm,
+            "direction_norm": sl.direction_norm,
             "s_update": sl.s_update,
-            "delta_exact": sl.delta_exact,
+            "directional_derivative": sl.directional_derivative,
             "delta_fd_batch": q["delta_fd_batch"],
             "delta_fd_full": q["delta_fd_full"],
             "curvature_fd_full": q["curvature_fd_full"],
@@ -565,14 +565,14 @@ def _strategies(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = {
             "s_opt_over_grad_norm": q["s_opt"] / sl.grad_norm,
-            "s_opt_over_update_norm": q["s_opt"] / sl.update_norm,
+            "s_opt_over_direction_norm": q["s_opt"] / sl.direction_norm,
         }
         if momentum > 0:
             ratios["s_opt_over_minus_accumulated_delta"] = q["s_opt"] / (-delta_accum)
     ratio_summary = {k: ratio_stats(sl.lines, v) for k, v in ratios.items()}
     summary["lambda_star"] = ratio_summary["s_opt_over_grad_norm"]
     summary["ratios"] = ratio_summary
-    rate = rate_ratios(q["s_opt"], sl.update_norm)
+    rate = rate_ratios(q["s_opt"], sl.direction_norm)
     lr = sl.lr[np.isfinite(sl.lr)]
     summary["rates"] = {
         "lambda_star_in": _num(np.nanmedian(rate)) if np.isfinite(rate).any() else None,
@@ -584,7 +584,7 @@ def _strategies(
     if momentum > 0:
         cvs = {
             k: ratio_summary[k]["cv"]
-            for k in ("s_opt_over_update_norm", "s_opt_over_minus_accumulated_delta")
+            for k in ("s_opt_over_direction_norm", "s_opt_over_minus_accumulated_delta")
         }
         finite = {k: v for k, v in cvs.items() if v is not None}
         summary["momentum_ratio_flatter"] = min(finite, key=finite.get) if finite else None
@@ -600,18 +600,18 @@ def _strategies(
     return _Strategies(table=table, derivatives=deriv, metrics=metrics, summary=summary)
 
 
-def _claim_replicates(reps: dict[str, np.ndarray], update_norm: np.ndarray) -> dict[str, Any]:
+def _claim_replicates(reps: dict[str, np.ndarray], direction_norm: np.ndarray) -> dict[str, Any]:
     """The row-bootstrap replicates under the names of :class:`ClaimInputs` fields."""
     if not reps:
         return {}
     out = {k: v for k, v in reps.items() if k.startswith("impr:")}
     out["fit_mae2"], out["fit_range"], out["s_opt"] = reps["mae2"], reps["range"], reps["s_opt"]
-    out["rate"] = rate_ratios(reps["s_opt"].astype(np.float64), update_norm[:, None])
+    out["rate"] = rate_ratios(reps["s_opt"].astype(np.float64), direction_norm[:, None])
     return out
 
 
 def _add_intervals(
-    strat: _Strategies, reps: dict[str, np.ndarray], update_norm: np.ndarray, level: float
+    strat: _Strategies, reps: dict[str, np.ndarray], direction_norm: np.ndarray, level: float
 ) -> None:
     """Per-line and summary intervals from the row-bootstrap replicates ``[T, R]``.
 
@@ -637,7 +637,7 @@ def _add_intervals(
         st["accumulated_improvement_low"], st["accumulated_improvement_high"] = _num(lo), _num(hi)
         lo, hi = percentile_interval(share, level, axis=0)
         st["share_of_optimum_low"], st["share_of_optimum_high"] = _num(lo), _num(hi)
-    rate = rate_ratios(reps["s_opt"].astype(np.float64), update_norm[:, None])
+    rate = rate_ratios(reps["s_opt"].astype(np.float64), direction_norm[:, None])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lam = np.nanmedian(rate, axis=0)

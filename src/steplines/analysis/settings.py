@@ -117,7 +117,7 @@ class Optimizer:
 
 
 def optimizer_of(
-    config: RunConfig | None, update_norm: np.ndarray, grad_norm: np.ndarray
+    config: RunConfig | None, direction_norm: np.ndarray, grad_norm: np.ndarray
 ) -> Optimizer:
     """The run's optimizer from ``config.toml`` (``train.optimizer``, ``train.momentum``).
 
@@ -130,7 +130,7 @@ def optimizer_of(
         if name and name != "sgd":
             return Optimizer(name=name, momentum=0.0, source="config")
         return Optimizer(name="sgd", momentum=float(config.train.momentum), source="config")
-    same = np.allclose(update_norm, grad_norm, rtol=1e-6, equal_nan=True)
+    same = np.allclose(direction_norm, grad_norm, rtol=1e-6, equal_nan=True)
     return Optimizer(name="unknown", momentum=0.0 if same else 0.9, source="inferred")
 
 
@@ -279,7 +279,7 @@ def resolve_settings(
     model: str,
     s_opt: np.ndarray,
     positions: np.ndarray,
-    update_norm: np.ndarray,
+    direction_norm: np.ndarray,
     grad_norm: np.ndarray,
     window: float | None = None,
     lambdas: Sequence[float] | None = None,
@@ -297,7 +297,7 @@ def resolve_settings(
         model: The model's name (MobileNetV2 with momentum uses λ = 0.07 in ``paper`` scale).
         s_opt: float ``[T]`` full-batch minima of the analysed lines.
         positions: float ``[T, K]`` positions (line 0's grid spacing bounds ``w`` from below).
-        update_norm, grad_norm: float ``[T]`` (β inference when the config is silent).
+        direction_norm, grad_norm: float ``[T]`` (β inference when the config is silent).
         window, lambdas, mu: User overrides (None: from the scale).
         resamples, level: User overrides of the bootstrap (None: 200 and 0.95).
 
@@ -316,7 +316,7 @@ def resolve_settings(
         raise ConfigError(f"--resamples must be a whole number ≥ 0, got {resamples}")
     if level is not None and not 0 < level < 1:
         raise ConfigError(f"--level must lie between 0 and 1 (e.g. 0.95), got {level}")
-    opt = optimizer_of(config, update_norm, grad_norm)
+    opt = optimizer_of(config, direction_norm, grad_norm)
     s_typ = typical_step(s_opt)
     if scale == "paper":
         w = PAPER_WINDOW_MOMENTUM if opt.momentum > 0 else PAPER_WINDOW

@@ -387,7 +387,7 @@ def batch_delta(
     for plain SGD (the original's exact substitution), the finite difference otherwise.
     """
     if mode == "corrected":
-        return sl.delta_exact.copy()
+        return sl.directional_derivative.copy()
     return -sl.grad_norm if plain_sgd else q["delta_fd_batch"].copy()
 
 
@@ -407,21 +407,21 @@ def running_median(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def rate_ratios(s_opt: np.ndarray, update_norm: np.ndarray) -> np.ndarray:
+def rate_ratios(s_opt: np.ndarray, direction_norm: np.ndarray) -> np.ndarray:
     """λ*_t = ``s_opt/‖m_t‖``: the learning rate that would have landed on ``s_opt``.
 
-    ``‖m_t‖ = ‖u_t‖/λ_t`` is the update as applied per unit learning rate (``update_norm``):
+    ``‖m_t‖ = ‖u_t‖/λ_t`` is the update as applied per unit learning rate (``direction_norm``):
     ``‖g_t‖`` for plain SGD (the paper's ``s_opt/‖g‖``), the momentum buffer's norm with
     momentum, the preconditioned step for Adam. NaN where ``‖m_t‖`` is not positive.
     """
     s_opt = np.asarray(s_opt, dtype=np.float64)
-    norm = np.asarray(update_norm, dtype=np.float64)
+    norm = np.asarray(direction_norm, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(norm > 0, s_opt / norm, np.nan)
 
 
 def constant_rate_steps(
-    s_opt: np.ndarray, update_norm: np.ndarray
+    s_opt: np.ndarray, direction_norm: np.ndarray
 ) -> tuple[dict[str, np.ndarray], float]:
     """The optimizer's own update at one constant learning rate λ*, without and with hindsight.
 
@@ -436,10 +436,10 @@ def constant_rate_steps(
     Returns:
         ``(steps, λ*_in)``: dict name → float ``[T]``, and the in-sample λ*.
     """
-    ratio = rate_ratios(s_opt, update_norm)
+    ratio = rate_ratios(s_opt, direction_norm)
     ok = np.isfinite(ratio)
     lam_in = float(np.median(ratio[ok])) if ok.any() else float("nan")
-    norm = np.asarray(update_norm, dtype=np.float64)
+    norm = np.asarray(direction_norm, dtype=np.float64)
     return {
         "lambda_star_in": lam_in * norm,
         "lambda_star_out": running_median(ratio) * norm,
@@ -492,7 +492,7 @@ def strategy_steps(
     steps["pal"] = pal
     steps["fbpal"] = fbpal
     steps["fbpal_sgd"] = fbpal_sgd_steps(sl.lines, fbpal, mode)
-    steps.update(constant_rate_steps(q["s_opt"], sl.update_norm)[0])
+    steps.update(constant_rate_steps(q["s_opt"], sl.direction_norm)[0])
     return steps, delta, accum
 
 

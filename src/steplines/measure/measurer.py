@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import EngineConfig, MeasureConfig
 from ..engine.common import EvalBatch, LinePolicy, LossFn
-from ..engine.estimates import LineEstimates, LineEstimator
+from ..engine.estimators import EstimatorInputs, LineEstimator
 from ..engine.factory import make_engine
 from ..engine.line import Evaluate, GridSpec, LineSamples, measure_line
 from ..engine.precision import check_precision, compare_lines
@@ -30,7 +30,7 @@ def line_record(
     samples: LineSamples,
     anchor: LineAnchor,
     train_rows: np.ndarray,
-    estimates: LineEstimates | None = None,
+    estimates: EstimatorInputs | None = None,
 ) -> LineRecord:
     """Pack a measured line as its store record (losses float32, positions float64).
 
@@ -41,7 +41,7 @@ def line_record(
         estimates: the cheap estimators' inputs (NaN when None).
     """
     r = anchor.record
-    e = estimates or LineEstimates()
+    e = estimates or EstimatorInputs()
     return LineRecord(
         positions=samples.positions.astype(np.float64),
         train_losses=samples.train.astype(np.float32),
@@ -50,7 +50,7 @@ def line_record(
         train_indices=train_rows.astype(np.int64),
         direction_indices=r.rows.astype(np.int64),
         s_update=r.s_update,
-        update_norm=r.update_norm,
+        direction_norm=r.direction_norm,
         grad_norm=r.grad_norm,
         directional_derivative=r.directional_derivative,
         lr=r.lr,
@@ -71,7 +71,7 @@ class LineMeasurer:
     :class:`steplines.probe.LineProbe`, so that both write identical lines.
 
     With ``m.estimators`` it also computes the line's estimator inputs
-    (:class:`~steplines.engine.estimates.LineEstimator`, on its own model copy, after the
+    (:class:`~steplines.engine.estimators.LineEstimator`, on its own model copy, after the
     engine's measurement, which it does not change): per-sample gradients on every
     ``m.noise_scale_every``-th line (``t ≡ 0``).
 

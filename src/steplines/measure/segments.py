@@ -26,8 +26,8 @@ from ..locks import segment_locks, train_lock
 from ..problems.problem import Problem
 from ..rundir import RunDir
 from ..store import LineRecord, LineStore, StoreDamagedError
-from ..store.directions import DirectionStore
 from ..store.lines import format_lines
+from ..store.noisy import NoisyDirectionStore
 from ..trajectory.loop import Trainer
 from ..trajectory.storage import TrajectoryDir
 from .background import BackgroundWriter, Prefetcher
@@ -132,7 +132,7 @@ def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
     path = run.layout.directions_path
     if not every or not path.exists():
         return
-    store = DirectionStore(zarr.open_group(str(path), mode="r+" if redo else "r"))
+    store = NoisyDirectionStore(zarr.open_group(str(path), mode="r+" if redo else "r"))
     bad = store.check(every)
     wanted = set(redo or ())
     undecodable = [p * every for p, why in bad.items() if "decoded" in why]

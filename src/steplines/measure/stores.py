@@ -16,7 +16,7 @@ from ..engine.positions import max_positions
 from ..problems.problem import Problem
 from ..rundir import RunDir
 from ..store import LineStore
-from ..store.directions import DirectionStore
+from ..store.noisy import NoisyDirectionStore
 from .batches import full_batch_rows
 
 
@@ -56,10 +56,10 @@ def open_or_create_store(run: RunDir, problem: Problem) -> LineStore:
     return LineStore.open(run.lines_path, mode="r+")
 
 
-def open_or_create_direction_store(run: RunDir) -> DirectionStore:
+def open_or_create_direction_store(run: RunDir) -> NoisyDirectionStore:
     """The run's noisy-direction store (created by training, under the trajectory lock)."""
     m = run.config.measure
-    return DirectionStore.open_or_create(
+    return NoisyDirectionStore.open_or_create(
         run.layout.directions_path,
         n_positions=-(-run.config.train.steps // m.noisy_every),
         n_directions=m.noisy_directions,

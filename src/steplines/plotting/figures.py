@@ -383,7 +383,7 @@ def _parabola(s: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
 def plot_approximations(
     view: LineView,
     *,
-    update_norm: float,
+    direction_norm: float,
     delta_batch: float,
     lam: float = 0.05,
     mu: float = 0.1,
@@ -397,7 +397,7 @@ def plot_approximations(
 
     Args:
         view: The line.
-        update_norm: ``‖m_t‖`` (the paper's n_t).
+        direction_norm: ``‖m_t‖`` (the paper's n_t).
         delta_batch: δ_B, the direction-batch slope at 0 the strategies used.
         lam: SGD λ.
         mu: PAL µ.
@@ -424,8 +424,8 @@ def plot_approximations(
             (
                 "SGD (original)",
                 "black",
-                update_norm / (2 * view.s_update),
-                -update_norm,
+                direction_norm / (2 * view.s_update),
+                -direction_norm,
                 view.s_update,
             )
         )
@@ -636,7 +636,7 @@ def plot_strategies(
         if momentum > 0 and "delta_accum" in d and np.isfinite(d.delta_accum).any():
             ratio = d.s_opt.to_numpy(float) / -d.delta_accum.to_numpy(float)
             rlabel = "s_opt / (−D_t)"
-            alt = d.s_opt.to_numpy(float) / d.update_norm.to_numpy(float)
+            alt = d.s_opt.to_numpy(float) / d.direction_norm.to_numpy(float)
             x, y = _smooth(alt, dl, smoothing, mode)
             axes[5].plot(x[::step], y[::step], color="0.5", lw=1.0, ls="--", label="s_opt / ‖m_t‖")
         else:

@@ -157,6 +157,15 @@ def _store_mtime(store: Path) -> float:
     return max(times)
 
 
+def _columns(csv: Path) -> list[str]:
+    """The header of a CSV table (empty if it cannot be read)."""
+    try:
+        with csv.open(encoding="utf-8") as f:
+            return f.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
 def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
     if not all((adir / f).is_file() for f in ANALYSIS_FILES):
         return True
@@ -169,6 +178,8 @@ def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
     store = RunLayout(run_dir).lines_path
     if store.is_dir() and not (adir / "estimators.csv").is_file():
         return True  # made before the estimator analysis existed
+    if store.is_dir() and "direction_norm" not in _columns(adir / "derivatives.csv"):
+        return True  # made before the renames of line-store schema 3 (update_norm)
     if store.is_dir():
         oldest = min((adir / f).stat().st_mtime for f in ANALYSIS_FILES)
         return oldest < _store_mtime(store)
@@ -400,7 +411,7 @@ def core_results(run: RunData) -> list[dict[str, str]]:
     ratios = s.get("ratios", {})
     if "s_opt_over_minus_accumulated_delta" in ratios:
         acc = ratios["s_opt_over_minus_accumulated_delta"]
-        upd = ratios.get("s_opt_over_update_norm", {})
+        upd = ratios.get("s_opt_over_direction_norm", {})
         add(
             "lambda_star_momentum",
             "β > 0: median s_opt/(−D_t) [IQR]; median s_opt/‖m_t‖; flatter reading",

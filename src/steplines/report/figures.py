@@ -30,7 +30,7 @@ from steplines.plotting import (
     plot_strategies,
     plot_training,
 )
-from steplines.plotting.directions import plot_direction_matrices
+from steplines.plotting.noisy import plot_noisy_matrices
 from steplines.report.numbers import fmt, overshoot, pct, read_json
 from steplines.store.run import RunLayout
 
@@ -192,7 +192,7 @@ def _draw_approx(run: RunData, mode: str) -> Figure:
     row = run.derivatives.set_index("line").loc[view.t]
     return plot_approximations(
         view,
-        update_norm=float(row.update_norm),
+        direction_norm=float(row.direction_norm),
         delta_batch=float(row.delta_batch),
         lam=_comparison_rate(run),
         mu=float(run.summary.get("mu", 0.1)),
@@ -223,7 +223,7 @@ def _draw_distances(run: RunData, mode: str) -> Figure:
     )
 
 
-def _directions_caption(run: RunData) -> str:
+def _noisy_caption(run: RunData) -> str:
     noisy = run.summary["noisy_directions"]
     later = run.summary.get("distances", {}).get("later_median")
     return (
@@ -236,9 +236,9 @@ def _directions_caption(run: RunData) -> str:
     )
 
 
-def _draw_directions(run: RunData, mode: str) -> Figure:
+def _draw_noisy(run: RunData, mode: str) -> Figure:
     with np.load(_tables(run) / "directions.npz") as z:
-        return plot_direction_matrices({k: z[k] for k in z.files})
+        return plot_noisy_matrices({k: z[k] for k in z.files})
 
 
 def _fits_caption(run: RunData) -> str:
@@ -346,8 +346,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec(
         "directions",
         "Fig. 8 — lines along noisy directions",
-        _directions_caption,
-        _draw_directions,
+        _noisy_caption,
+        _draw_noisy,
         lambda run: (
             bool(run.summary.get("noisy_directions"))
             and (_tables(run) / "directions.npz").is_file()

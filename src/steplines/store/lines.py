@@ -36,7 +36,7 @@ from steplines.errors import RunDirError
 from steplines.store.schema import (
     ARRAYS,
     ARRAYS_BY_NAME,
-    ESTIMATES,
+    ESTIMATOR_ARRAYS,
     MEANS,
     PER_SAMPLE_LOSSES,
     READABLE_VERSIONS,
@@ -94,14 +94,15 @@ class LineRecord:
         direction_indices: int64 ``[B]`` training-set ids of the ``direction_losses`` rows.
         s_update: Position of ``theta_{t+1}`` on the line (``||u_t||``); should be one of
             ``positions``.
-        update_norm: ``||u_t|| / lr_t`` (the paper's ``n_t``).
+        direction_norm: ``n_t = ||u_t|| / lr_t``, the norm of ``m_t`` in ``d_t = -m_t / n_t``
+            (the paper's ``n_t``; stored as ``update_norm`` in stores of schema version < 3).
         grad_norm: ``||g_t||`` of the direction batch.
         directional_derivative: Exact ``g_t . d_t``.
         lr: Learning rate of step ``t``.
         batch_loss: Loss of the direction batch at ``theta_t``.
         n_passes: Forward passes spent measuring this line.
         est_slope_update, est_curvature, est_sample_grad_sq, est_batch_grad_sq: Estimator
-            inputs (:data:`steplines.store.schema.ESTIMATES`); NaN = not computed. Stores of
+            inputs (:data:`steplines.store.schema.ESTIMATOR_ARRAYS`); NaN = not computed. Stores of
             schema version 1 have no such arrays: they are not written there and read as NaN.
     """
 
@@ -112,7 +113,7 @@ class LineRecord:
     train_indices: np.ndarray
     direction_indices: np.ndarray
     s_update: float
-    update_norm: float
+    direction_norm: float
     grad_norm: float
     directional_derivative: float
     lr: float
@@ -171,17 +172,22 @@ class LineStore:
         }
         self._lines_per_chunk = int(sizes["lines_per_chunk"])
         version = int(self._attrs.get("schema_version", SCHEMA_VERSION))
+        # Every array by its current name, whatever it is called in this store's version: the
+        # one place where an older layout is mapped (absent arrays read as fill).
         self._arrays: dict[str, Any] = {}
+        self._disk_names: dict[str, str] = {}
         for spec in ARRAYS:
             if spec.since > version:
                 continue  # introduced after this store was made: absent, reads as fill
-            arr = group.get(spec.name)
+            disk_name = spec.name_in(version)
+            arr = group.get(disk_name)
             if not isinstance(arr, zarr.Array):
                 raise RunDirError(
-                    f"{self._path} is an incomplete line store (array {spec.name!r} is missing); "
+                    f"{self._path} is an incomplete line store (array {disk_name!r} is missing); "
                     "delete it and measure again"
                 )
             self._arrays[spec.name] = arr
+            self._disk_names[spec.name] = disk_name
 
     # ------------------------------------------------------------------ creation / opening
 
@@ -370,9 +376,9 @@ class LineStore:
         return name in self._arrays
 
     @property
-    def has_estimates(self) -> bool:
-        """Whether the store has the estimator arrays (schema version ≥ 2)."""
-        return all(name in self._arrays for name in ESTIMATES)
+    def has_estimator_inputs(self) -> bool:
+        """Whether the store has the estimator-input arrays (schema version ≥ 2)."""
+        return all(name in self._arrays for name in ESTIMATOR_ARRAYS)
 
     @property
     def val_indices(self) -> np.ndarray:
@@ -467,7 +473,7 @@ class LineStore:
         s_update = float(record.s_update)
         scalars: dict[str, float | int] = {
             "s_update": s_update,
-            "update_norm": float(record.update_norm),
+            "direction_norm": float(record.direction_norm),
             "grad_norm": float(record.grad_norm),
             "directional_derivative": float(record.directional_derivative),
             "lr": float(record.lr),
@@ -478,7 +484,7 @@ class LineStore:
             "zero_index": _first_match(pos, 0.0),
             "checksum": _checksum(record.train_losses, record.val_losses, record.direction_losses),
         }
-        for name in ESTIMATES:
+        for name in ESTIMATOR_ARRAYS:
             if name in a:  # a version-1 store has no estimator arrays: left out
                 scalars[name] = float(getattr(record, name))
         for name, value in scalars.items():
@@ -557,13 +563,13 @@ class LineStore:
             train_indices=np.asarray(a["train_indices"][t], np.int64),
             direction_indices=np.asarray(a["direction_indices"][t], np.int64),
             s_update=float(a["s_update"][t]),
-            update_norm=float(a["update_norm"][t]),
+            direction_norm=float(a["direction_norm"][t]),
             grad_norm=float(a["grad_norm"][t]),
             directional_derivative=float(a["directional_derivative"][t]),
             lr=float(a["lr"][t]),
             batch_loss=float(a["batch_loss"][t]),
             n_passes=int(a["n_passes"][t]),
-            **{name: float(a[name][t]) for name in ESTIMATES if name in a},
+            **{name: float(a[name][t]) for name in ESTIMATOR_ARRAYS if name in a},
         )
 
     def read_summary(self, *, tolerant: bool = False) -> dict[str, np.ndarray]:
@@ -692,7 +698,7 @@ class LineStore:
                 coords = (start // int(arr.chunks[0]),) + (0,) * (arr.ndim - 1)
                 key = arr.metadata.encode_chunk_key(coords)
                 with contextlib.suppress(FileNotFoundError):
-                    (self._path / name / key).unlink()
+                    (self._path / self._disk_names[name] / key).unlink()
                 reset.update(range(start, end))
         return sorted(reset)
 

@@ -24,17 +24,21 @@ from typing import Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the layout below. Bump it on any change that an old reader would misread.
 
 History: 1 — the per-sample line store; 2 — adds the ``[T]`` estimator arrays
-(:data:`ESTIMATES`). A store of version 1 is still read (``READABLE_VERSIONS``): its missing
-arrays read as their fill value (NaN, "not measured"), and writers leave them out.
+(:data:`ESTIMATOR_ARRAYS`); 3 — renames ``update_norm`` to ``direction_norm``. Stores of
+versions 1 and 2 are still read and resumed (``READABLE_VERSIONS``), in their own layout: their
+missing arrays read as their fill value (NaN, "not measured") and writers leave them out; a
+renamed array is read and written under the name it has in that store
+(:meth:`ArraySpec.name_in`).
 """
 
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 """Store versions this code opens. Every array lists the version that introduced it
-(:attr:`ArraySpec.since`); arrays newer than a store are absent from it."""
+(:attr:`ArraySpec.since`; arrays newer than a store are absent from it) and the names it had
+in older versions (:attr:`ArraySpec.renamed`)."""
 
 STORE_FORMAT = "steplines.lines"
 """Value of the group attribute ``format`` that marks a Zarr group as a line store."""
@@ -47,13 +51,16 @@ class ArraySpec:
     """One array of the line store.
 
     Attributes:
-        name: Array name inside the group (public, never renamed within a schema version).
+        name: Array name inside the group of a store of the current version (public, never
+            renamed within a schema version).
         dtype: NumPy dtype string.
         dims: Dimension letters, e.g. ``("T", "N", "K")``.
         fill: Fill value of unwritten elements.
         chunking: How the array is chunked (see the module docstring).
         meaning: Unit and meaning, for documentation.
         since: The schema version that introduced the array (absent from older stores).
+        renamed: Earlier names, ``((version, old_name), ...)`` ascending: in stores of a
+            schema version below ``version`` the array is called ``old_name``.
     """
 
     name: str
@@ -63,6 +70,15 @@ class ArraySpec:
     chunking: Chunking
     meaning: str
     since: int = 1
+    renamed: tuple[tuple[int, str], ...] = ()
+
+    def name_in(self, version: int) -> str:
+        """The array's name inside a store of schema ``version`` (its own name since the
+        last rename; the old name in older stores)."""
+        for until, old in self.renamed:
+            if version < until:
+                return old
+        return self.name
 
     def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
         """Return the array shape for the given dimension sizes (keys ``T, K, N, M, B``)."""
@@ -179,12 +195,15 @@ ARRAYS: tuple[ArraySpec, ...] = (
         "Position of theta_{t+1} on the line, = ||u_t|| (with d_t of unit norm).",
     ),
     ArraySpec(
-        "update_norm",
+        "direction_norm",
         "float64",
         ("T",),
         _NAN,
         "segment",
-        "||u_t|| / lr_t, i.e. ||m_t|| for SGD with momentum (the paper's n_t).",
+        "n_t = ||u_t|| / lr_t, the update's norm per unit learning rate, which normalises the "
+        "line's direction d_t = -m_t / n_t: ||m_t|| for SGD with momentum, ||g_t|| without "
+        "(the paper's n_t).",
+        renamed=((3, "update_norm"),),
     ),
     ArraySpec(
         "grad_norm",
@@ -316,17 +335,17 @@ MEANS: dict[str, str] = {
 }
 """Per-sample array -> its per-line mean array."""
 
-ESTIMATES: tuple[str, ...] = (
+ESTIMATOR_ARRAYS: tuple[str, ...] = (
     "est_slope_update",
     "est_curvature",
     "est_sample_grad_sq",
     "est_batch_grad_sq",
 )
-"""The ``[T]`` estimator arrays (schema version 2; :mod:`steplines.engine.estimates`)."""
+"""The ``[T]`` estimator-input arrays (schema version 2; :mod:`steplines.engine.estimators`)."""
 
 SCALARS: tuple[str, ...] = (
     "s_update",
-    "update_norm",
+    "direction_norm",
     "grad_norm",
     "directional_derivative",
     "lr",
@@ -335,7 +354,7 @@ SCALARS: tuple[str, ...] = (
     "n_passes",
     "update_index",
     "zero_index",
-    *ESTIMATES,
+    *ESTIMATOR_ARRAYS,
     "checksum",
     "done",
 )

@@ -40,7 +40,7 @@ class StepRecord:
         batch_loss: mean loss of the batch at θ_t (l_B(0)).
         lr: learning rate of parameter group 0 at step t.
         s_update: ‖u_t‖, where θ_{t+1} lies on the line.
-        update_norm: ‖u_t‖/lr (‖m_t‖ for SGD: the paper's n_t).
+        direction_norm: ‖u_t‖/lr (‖m_t‖ for SGD: the paper's n_t).
         grad_norm: ‖g_t‖ of the batch loss (without weight decay).
         directional_derivative: g_t·d_t, the exact slope of l_B at s = 0.
     """
@@ -51,7 +51,7 @@ class StepRecord:
     batch_loss: float
     lr: float
     s_update: float
-    update_norm: float
+    direction_norm: float
     grad_norm: float
     directional_derivative: float
 
@@ -200,7 +200,7 @@ class Trainer:
             batch_loss=batch_loss,
             lr=lr,
             s_update=norm,
-            update_norm=norm / lr if lr > 0 else float("nan"),
+            direction_norm=norm / lr if lr > 0 else float("nan"),
             grad_norm=grad_norm,
             directional_derivative=slope,
         )

@@ -36,10 +36,14 @@ _SCALARS = (
     "batch_loss",
     "lr",
     "s_update",
-    "update_norm",
+    "direction_norm",
     "grad_norm",
     "directional_derivative",
 )
+
+_RENAMED = {"update_norm": "direction_norm"}
+"""Columns written under an older name (records files of steplines before the line store's
+schema 3): read under the current one."""
 
 
 class TrajectoryDir:
@@ -101,7 +105,7 @@ class TrajectoryDir:
         path = self.records_path(c)
         try:
             with np.load(path) as z:
-                cols = {k: z[k] for k in z.files}
+                cols = {_RENAMED.get(k, k): z[k] for k in z.files}
             n = len(cols["rows"])
             if any(len(cols[k]) != n for k in _SCALARS):
                 raise ValueError("columns of different lengths")

@@ -1,0 +1,86 @@
+"""Shapes of lines along noisy directions at fixed positions (Fig. 8; docs/method.md §5).
+
+For every position p (a step t) the store holds D lines from the same θ_t along the gradients of
+D different mini-batches. Their full-batch lines are compared exactly like consecutive SGD lines
+(:func:`steplines.analysis.shape.distance_matrix`, min-shifted MAE on a window around 0), giving
+one D×D matrix per position. The paper's claim: these distances are low, i.e. the line shape does
+not depend much on which mini-batch defined the direction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steplines.analysis.shape import pairwise_mae, shape_curves
+from steplines.store.noisy import NoisyDirectionStore
+from steplines.store.run import RunLayout
+
+
+def noisy_distances(
+    run_dir: Path, window: float = 0.2, mode: str = "corrected"
+) -> dict[str, Any] | None:
+    """Distance matrices of the noisy-direction lines of a run (None when none were measured).
+
+    Returns:
+        ``steps [P]``, ``matrices [P, D, D]``, ``median [P]`` (median off-diagonal MAE per
+        position), ``height [P, D]`` (mean of each min-shifted curve on the compared columns,
+        the scale of its distances), ``s_opt [P, D]`` (position of each line's full-batch
+        minimum), ``window``.
+    """
+    path = RunLayout(run_dir).directions_path
+    if not path.exists():
+        return None
+    d = NoisyDirectionStore.open(path).read()
+    if d["steps"].size == 0:
+        return None
+    mats, medians, heights, s_opt = [], [], [], []
+    for pos, means, s_upd in zip(d["positions"], d["train_mean"], d["s_update"]):
+        upd = np.array([int(np.argmax(p == s)) for p, s in zip(pos, s_upd)])
+        _, curves = shape_curves(pos, means, window, mode, update_index=upd)
+        m = pairwise_mae(curves)
+        mats.append(m)
+        off = m[~np.eye(m.shape[0], dtype=bool)]
+        medians.append(float(np.nanmedian(off)) if np.isfinite(off).any() else np.nan)
+        with np.errstate(invalid="ignore"):
+            heights.append(np.nanmean(np.where(np.isfinite(curves), curves, np.nan), axis=1))
+        filled = np.where(np.isfinite(means), means, np.inf)
+        s_opt.append(pos[np.arange(pos.shape[0]), np.argmin(filled, axis=1)])
+    return {
+        "steps": d["steps"],
+        "matrices": np.stack(mats),
+        "median": np.array(medians),
+        "height": np.stack(heights),
+        "s_opt": np.stack(s_opt),
+        "window": window,
+    }
+
+
+def relative_spread(res: dict[str, Any]) -> np.ndarray:
+    """Per noisy-direction line: median distance to the other lines of its position / its height.
+
+    The dimensionless metric of the claim that lines along different mini-batches' directions
+    look alike (``steplines.analysis.claims``). Float ``[P·D]`` (NaN where undefined).
+    """
+    out = []
+    for mat, height in zip(res["matrices"], res["height"]):
+        d = mat.shape[0]
+        for i in range(d):
+            others = np.delete(mat[i], i)
+            others = others[np.isfinite(others)]
+            ok = others.size and height[i] > 0
+            out.append(float(np.median(others) / height[i]) if ok else np.nan)
+    return np.asarray(out, dtype=np.float64)
+
+
+def write_noisy_distances(
+    run_dir: Path, out_dir: Path, window: float, mode: str
+) -> dict[str, Any] | None:
+    """Compute :func:`noisy_distances` and save ``out_dir/directions.npz``."""
+    res = noisy_distances(run_dir, window, mode)
+    if res is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / "directions.npz", mode=mode, **res)
+    return res
