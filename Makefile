@@ -4,6 +4,8 @@ VENV ?= .venv
 EXTRAS ?= test
 BIN := $(VENV)/bin
 RUN ?= runs/demo
+# Test processes (pytest-xdist): the 2-core CI machine runs the suite on both cores.
+JOBS ?= 2
 
 .PHONY: help install demo test lint format clean
 
@@ -26,7 +28,7 @@ demo: install
 test: install
 	$(BIN)/ruff check src tests bench examples docs/results
 	$(BIN)/ruff format --check src tests bench examples docs/results
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS)
 
 lint: install
 	$(BIN)/ruff check src tests bench examples docs/results
