@@ -13,7 +13,7 @@ is wrong (``steplines measure RUN --redo …`` repairs every damaged array).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +23,7 @@ from .rundir import RunDir
 from .store import LineStore
 from .store.lines import _row_mean as row_mean
 from .store.lines import format_lines
-from .store.schema import MEANS
+from .store.schema import MEANS, SCALARS
 from .trajectory.loop import StepRecord
 
 if TYPE_CHECKING:
@@ -57,14 +57,8 @@ class VerifyReport:
         return not self.corrupt and not self.missing and self.replay_error is None
 
 
-_RECORDED = (
-    "s_update",
-    "direction_norm",
-    "grad_norm",
-    "directional_derivative",
-    "lr",
-    "batch_loss",
-)
+# The store's scalars that the trajectory records too: they must be the replayed step's.
+_RECORDED = tuple(name for name in SCALARS if name in {f.name for f in fields(StepRecord)})
 
 
 def _same(a: float, b: float) -> bool:
