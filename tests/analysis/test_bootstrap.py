@@ -1,19 +1,26 @@
-"""Row bootstrap of a line: exact with unit counts, calibrated on a known population line."""
+"""Row bootstrap of a line: exact with unit counts, calibrated on known population lines."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
+import steplines.analysis.bootstrap as bootstrap
+from steplines.analysis import analyze_run
 from steplines.analysis.bootstrap import (
     SampleWeights,
+    StepRules,
+    _CrossLines,
+    basic_interval,
     line_replicates,
     percentile_interval,
     step_weights,
 )
 from steplines.analysis.lines import load_summary
 from steplines.analysis.shape import polynomial_fits
-from steplines.analysis.strategies import evaluate_line, first_argmin
+from steplines.analysis.strategies import evaluate_line, fbpal_sgd_steps, first_argmin
 from steplines.store import LineRecord, LineStore
 
 from analysis_fixtures import make_run
@@ -63,8 +70,13 @@ def test_unit_counts_reproduce_the_analysis(tmp_path, mode: str) -> None:
         assert r.mae2[0] == pytest.approx(mae[0, 0], rel=1e-5)
 
 
-def _population_record(rng: np.random.Generator, n: int, grid: np.ndarray) -> LineRecord:
-    """n per-sample parabolas a_i s² + b_i s with a_i ~ U(0.5, 1.5), b_i ~ N(−1, 2²)."""
+def _population_record(
+    rng: np.random.Generator, n: int, grid: np.ndarray, first_id: int = 0
+) -> LineRecord:
+    """n per-sample parabolas a_i s² + b_i s with a_i ~ U(0.5, 1.5), b_i ~ N(−1, 2²).
+
+    The population line is s² − s: minimum at s = 0.5, improvement l(0) − l(0.5) = 0.25.
+    """
     a = rng.uniform(0.5, 1.5, size=n)
     b = rng.normal(-1.0, 2.0, size=n)
     losses = a[:, None] * grid**2 + b[:, None] * grid
@@ -73,7 +85,7 @@ def _population_record(rng: np.random.Generator, n: int, grid: np.ndarray) -> Li
         train_losses=losses,
         val_losses=np.zeros((0, grid.size)),
         direction_losses=np.zeros((0, grid.size)),
-        train_indices=np.arange(n),
+        train_indices=np.arange(first_id, first_id + n),
         direction_indices=np.zeros(0, np.int64),
         s_update=0.1,
         direction_norm=1.0,
@@ -98,17 +110,20 @@ def test_intervals_cover_the_population_line_at_their_level() -> None:
     reps, hits_s, hits_i = 150, 0, 0
     for k in range(reps):
         rec = _population_record(rng, 200, grid)
-        r = line_replicates(
-            rec,
-            {"step": 0.3},
-            mode="corrected",
-            window=0.2,
-            counts_train=SampleWeights(200, seed=k).weights(np.arange(200)),
-            counts_direction=np.zeros((200, 0)),
+        r, e = (
+            line_replicates(
+                rec,
+                {"step": 0.3},
+                mode="corrected",
+                window=0.2,
+                counts_train=c,
+                counts_direction=np.zeros((c.shape[0], 0)),
+            )
+            for c in (SampleWeights(200, seed=k).weights(np.arange(200)), np.ones((1, 200)))
         )
-        lo, hi = percentile_interval(r.s_opt)
+        lo, hi = basic_interval(e.s_opt[0], r.s_opt)
         hits_s += lo <= 0.5 <= hi
-        lo, hi = percentile_interval(r.impr["step"])
+        lo, hi = basic_interval(e.impr["step"][0], r.impr["step"])
         hits_i += lo <= 0.21 <= hi
     assert 0.90 <= hits_s / reps <= 0.98, hits_s
     assert 0.90 <= hits_i / reps <= 0.98, hits_i
@@ -124,3 +139,122 @@ def test_sample_weights_follow_the_sample_not_the_line() -> None:
     assert a.shape == (300, 4) and (a >= 0).all() and a.dtype == np.float64
     many = w.weights(np.arange(4096))
     assert abs(many.mean() - 1) < 0.01 and abs(many.var() - 1) < 0.02
+
+
+def test_basic_interval_of_a_share_covers_what_the_percentile_interval_misses() -> None:
+    """The defect of the percentile interval, on lines whose population is known.
+
+    200 independent lines of 100 per-sample parabolas each (population s² − s); the
+    strategy ``oracle`` steps to the population minimum 0.5, so its population share of the
+    optimum's accumulated improvement is exactly 1. The measured share is below 1 (each
+    measured minimum lies deeper than the population's), and each replicate's minimum deeper
+    still, so the percentile interval of the share lies below its estimate and misses 1 every
+    time; the basic interval ``[2θ̂ − q_hi, 2θ̂ − q_lo]`` covers it.
+    """
+    grid = np.round(np.arange(-0.2, 1.2001, 0.02), 6)
+    lines, rows, resamples = 200, 100, 100
+    missed_pct = covered_basic = 0
+    for rep in range(6):
+        rng = np.random.default_rng(rep)
+        weights = SampleWeights(resamples, seed=rep)
+        num_r, den_r, num, den = np.zeros(resamples), np.zeros(resamples), 0.0, 0.0
+        for t in range(lines):
+            rec = _population_record(rng, rows, grid, first_id=t * rows)
+            r, e = (
+                line_replicates(
+                    rec,
+                    {"oracle": 0.5},
+                    mode="corrected",
+                    window=0.2,
+                    counts_train=c,
+                    counts_direction=np.zeros((c.shape[0], 0)),
+                )
+                for c in (weights.weights(rec.train_indices), np.ones((1, rows)))
+            )
+            num_r += r.impr["oracle"]
+            den_r += r.impr["optimal"]
+            num += e.impr["oracle"][0]
+            den += e.impr["optimal"][0]
+        share, share_r = num / den, num_r / den_r
+        assert 0.9 < share < 0.99  # biased low, as measured lines are
+        lo, hi = percentile_interval(share_r)
+        missed_pct += hi < 1.0
+        assert hi < share  # the percentile interval lies below its own estimate
+        lo, hi = basic_interval(share, share_r)
+        covered_basic += lo <= 1.0 <= hi
+    assert missed_pct == 6
+    assert covered_basic >= 5, covered_basic
+
+
+class _UnitWeights:
+    """Every sample weighs 1 in the one replicate: the replicate is the measured line."""
+
+    def __init__(self, resamples: int, seed: int = 0) -> None:
+        self.resamples = 1
+
+    def weights(self, ids: np.ndarray) -> np.ndarray:
+        return np.ones((1, len(ids)))
+
+
+@pytest.mark.parametrize("mode", ["corrected", "faithful"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_unit_counts_rederive_every_strategy_step(
+    tmp_path, monkeypatch, mode: str, momentum: float
+) -> None:
+    """With unit weights, each replicate re-derives every step as the analysis does, so every
+    strategy's replicate improvement equals its measured one (PAL, FBPAL, FBPAL&SGD, λ*_out,
+    and in faithful mode with momentum SGD λ and its D_t reading from l_B's slope)."""
+    monkeypatch.setattr(bootstrap, "SampleWeights", _UnitWeights)
+    run = make_run(tmp_path / "run", n_lines=7, skip=(3,), momentum=momentum)
+    paths = analyze_run(run, mode, scale="paper", batch_sizes=(8, 16), resamples=1)
+    with np.load(paths["bootstrap"]) as z:
+        names = [k[len("point:") :] for k in z.files if k.startswith("point:impr:")]
+        assert {"impr:fbpal", "impr:pal", "impr:fbpal_sgd", "impr:lambda_star_out"} <= set(names)
+        if momentum:
+            assert any(k.endswith("_accum") for k in names)
+        for key in names:
+            np.testing.assert_allclose(
+                z[key][:, 0], z[f"point:{key}"], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key
+            )
+
+
+def test_line_dependent_steps_vary_between_replicates() -> None:
+    """With :class:`StepRules`, FBPAL's and PAL's steps are each replicate's own."""
+    grid = np.round(np.arange(-0.2, 1.2001, 0.02), 6)
+    rec = _population_record(np.random.default_rng(0), 100, grid)
+    rec = dataclasses.replace(
+        rec, direction_losses=rec.train_losses[:20], direction_indices=np.arange(20)
+    )
+    r = line_replicates(
+        rec,
+        {"fbpal": 0.3, "pal": 0.3, "sgd": 0.3},
+        mode="corrected",
+        window=0.2,
+        counts_train=SampleWeights(50).weights(np.arange(100)),
+        counts_direction=SampleWeights(50).weights(np.arange(20)),
+        rules=StepRules(mu=0.4),
+        batch_slope=-1.0,
+    )
+    assert set(r.steps) == {"optimal", "fbpal", "pal"}
+    assert np.std(r.steps["fbpal"]) > 0 and np.std(r.steps["pal"]) > 0
+    assert abs(np.median(r.steps["fbpal"]) - 0.5) < 0.1  # near the population minimum
+    assert "sgd" not in r.steps
+
+
+@pytest.mark.parametrize("mode", ["corrected", "faithful"])
+def test_streamed_fbpal_sgd_equals_the_analysis_per_replicate(mode: str) -> None:
+    """Each replicate column of the streamed FBPAL&SGD is :func:`fbpal_sgd_steps` of it."""
+    rng = np.random.default_rng(1)
+    lines = np.sort(rng.choice(2000, size=400, replace=False))
+    fbpal = rng.uniform(0.1, 1.0, size=(400, 3))
+    fbpal[rng.random(fbpal.shape) < 0.1] = np.nan
+    cross = _CrossLines(StepRules(mu=0.1), mode, len(lines), 3)
+    got = np.stack(
+        [
+            cross.steps(int(t), i, {"fbpal": fbpal[i], "delta_batch": np.zeros(3)})["fbpal_sgd"]
+            for i, t in enumerate(lines)
+        ]
+    )
+    for r in range(3):
+        want = fbpal_sgd_steps(lines, fbpal[:, r], mode)
+        np.testing.assert_allclose(got[:, r], want, rtol=1e-12, equal_nan=True)

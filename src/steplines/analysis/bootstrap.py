@@ -32,21 +32,30 @@ This module never imports torch.
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from steplines.analysis.strategies import fd_derivative_curvature, pal_step, stencil_columns
 from steplines.store import LineRecord
 
 __all__ = [
     "DEFAULT_LEVEL",
     "DEFAULT_RESAMPLES",
     "LineReplicates",
+    "ReplicateCurves",
     "ReplicateTap",
     "SampleWeights",
+    "StepRules",
     "accumulated_bands",
+    "basic_interval",
     "line_replicates",
+    "line_steps",
     "percentile_interval",
+    "replicate_curves",
     "step_weights",
 ]
 
@@ -149,48 +158,56 @@ def _fit2(x: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mae, values.max(axis=1) - values.min(axis=1)
 
 
-@dataclass
-class LineReplicates:
-    """Bootstrap replicates of one line's quantities (each ``[R]``).
+@dataclass(frozen=True)
+class StepRules:
+    """How the analysis derives the steps that depend on a line's losses, so that each
+    replicate can derive them again (:func:`steplines.analysis.strategies.strategy_steps`).
 
     Attributes:
-        s_opt, l0, l_min: Minimum position, ``l(0)`` and minimum of the metric full-batch line.
-        mae2, range_: Degree-2 fit MAE and ``max − min`` of the shape line on ``±w``.
-        impr: Strategy → improvement ``l(0) − l(step)`` on the metric line.
+        mu: PAL's and FBPAL's µ.
+        lambdas: The SGD λ list (strategies ``sgd_lambda_<λ>`` and ``…_accum``).
+        slope_from_line: δ_B is the finite difference of ``l_B`` at 0 (faithful mode, not
+            plain SGD); otherwise it is a stored per-line number (the exact ``g·d``, or
+            ``−‖g‖``), the same in every replicate.
+        beta: β of the momentum proxy ``D_t`` (0: no ``…_accum`` strategies).
     """
 
-    s_opt: np.ndarray
-    l0: np.ndarray
-    l_min: np.ndarray
-    mae2: np.ndarray
-    range_: np.ndarray
-    impr: dict[str, np.ndarray] = field(default_factory=dict)
+    mu: float
+    lambdas: tuple[float, ...] = ()
+    slope_from_line: bool = False
+    beta: float = 0.0
 
 
-def line_replicates(
-    record: LineRecord,
-    steps: dict[str, float],
-    *,
-    mode: str,
-    window: float,
-    counts_train: np.ndarray,
-    counts_direction: np.ndarray,
-) -> LineReplicates:
-    """Every bootstrapped quantity of one line, for given resample counts.
+@dataclass
+class ReplicateCurves:
+    """One line re-averaged with every replicate's weights (rows = replicates).
 
-    With all counts equal to 1 the replicates are exactly the analysis' own values of the line
-    (the oracle the tests compare with).
-
-    Args:
-        record: The line (positions and per-sample losses).
-        steps: Strategy → its measured step on this line (``optimal`` and ``exact_batch`` are
-            re-minimised per replicate; any value given for them is ignored).
-        mode: ``corrected`` (metric line: the N training rows) or ``faithful`` (training and
-            direction rows together).
-        window: Half-width ``w`` of the degree-2 fit.
-        counts_train: ``[R, N]`` weights of the training rows (:class:`SampleWeights`).
-        counts_direction: ``[R, B]`` weights of the direction rows.
+    Attributes:
+        positions: float ``[k]`` finite positions.
+        metric: ``[R, k]`` metric full-batch line ``l_r``.
+        shape: ``[R, k]`` training-rows line (the shape line).
+        batch: ``[R, k]`` direction-batch line ``l_{B,r}`` (NaN without direction rows).
+        has_batch: The line has direction rows.
+        stencil: The five columns of the finite-difference stencil at 0 (None: not measured).
     """
+
+    positions: np.ndarray
+    metric: np.ndarray
+    shape: np.ndarray
+    batch: np.ndarray
+    has_batch: bool
+    stencil: np.ndarray | None
+
+    def at(self, values: np.ndarray, steps: np.ndarray, mode: str) -> np.ndarray:
+        """``values [R, k]`` of each replicate at its own step ``steps [R]``."""
+        w = step_weights(self.positions, steps, mode)  # [k, R]
+        return np.einsum("rk,kr->r", values, w)
+
+
+def replicate_curves(
+    record: LineRecord, *, mode: str, counts_train: np.ndarray, counts_direction: np.ndarray
+) -> ReplicateCurves:
+    """Re-average one line with the weights ``counts_* [R, rows]`` (see the module docstring)."""
     pos = np.asarray(record.positions, dtype=np.float64)
     ok = np.isfinite(pos)
     p = pos[ok]
@@ -203,30 +220,201 @@ def line_replicates(
         shape = sum_t / n_t
         batch = sum_d / n_d if b else np.full_like(shape, np.nan)
         metric = (sum_t + sum_d) / (n_t + n_d) if (mode == "faithful" and b) else shape
+    zero = _first_match(p, 0.0)
+    s_update = float(record.s_update)
+    update = _first_match(p, s_update) if np.isfinite(s_update) else -1
+    return ReplicateCurves(
+        positions=p,
+        metric=metric,
+        shape=shape,
+        batch=batch,
+        has_batch=bool(b),
+        stencil=stencil_columns(p, zero, update, mode),
+    )
+
+
+def _first_match(positions: np.ndarray, value: float) -> int:
+    hits = np.flatnonzero(positions == value)
+    return int(hits[0]) if hits.size else -1
+
+
+def line_steps(
+    curves: ReplicateCurves, rules: StepRules, batch_slope: float, mode: str
+) -> dict[str, np.ndarray]:
+    """Each replicate's own steps of the strategies computed from this line's losses.
+
+    The analysis' rules (:func:`steplines.analysis.strategies.strategy_steps`) applied to
+    ``l_r`` and ``l_{B,r}``: ``fbpal`` = :func:`pal_step` on ``l_r`` with the finite-difference
+    slope of ``l_r`` at 0; ``pal`` on ``l_{B,r}`` with ``δ_B``; ``delta_batch`` = δ_B (the
+    finite difference of ``l_{B,r}`` when ``rules.slope_from_line``, else ``batch_slope``), and
+    then ``sgd_lambda_<λ>`` = ``−λ·δ_B`` too.
+
+    Returns:
+        Name → ``[R]`` steps (and ``delta_batch``).
+    """
+    r = curves.metric.shape[0]
+    nan = np.full(r, np.nan)
+    p, mu = curves.positions, rules.mu
+    at = step_weights(p, np.array([0.0, mu]), mode)  # [k, 2]
+    lf = curves.metric @ at
+    slope_full, slope_batch = nan, nan
+    if curves.stencil is not None:
+        x5 = p[curves.stencil]
+        slope_full = fd_derivative_curvature(x5, curves.metric[:, curves.stencil])[0]
+        if curves.has_batch:
+            slope_batch = fd_derivative_curvature(x5, curves.batch[:, curves.stencil])[0]
+    delta = slope_batch if rules.slope_from_line else np.full(r, float(batch_slope))
+    out = {"fbpal": pal_step(lf[:, 0], lf[:, 1], slope_full, mu), "delta_batch": delta}
+    if curves.has_batch:
+        lb = curves.batch @ at
+        out["pal"] = pal_step(lb[:, 0], lb[:, 1], delta, mu)
+    else:
+        out["pal"] = nan
+    if rules.slope_from_line:
+        for lam in rules.lambdas:
+            out[f"sgd_lambda_{lam:g}"] = -lam * delta
+    return out
+
+
+@dataclass
+class LineReplicates:
+    """Bootstrap replicates of one line's quantities (each ``[R]``).
+
+    Attributes:
+        s_opt, l0, l_min: Minimum position, ``l(0)`` and minimum of the metric full-batch line.
+        mae2, range_: Degree-2 fit MAE and ``max − min`` of the shape line on ``±w``.
+        impr: Strategy → improvement ``l(0) − l(step)`` on the metric line.
+        steps: Strategy → the replicates' own steps, for the strategies whose step was
+            derived again on each replicate (``optimal``, ``exact_batch``, and with
+            :class:`StepRules` those of :func:`line_steps`).
+    """
+
+    s_opt: np.ndarray
+    l0: np.ndarray
+    l_min: np.ndarray
+    mae2: np.ndarray
+    range_: np.ndarray
+    impr: dict[str, np.ndarray] = field(default_factory=dict)
+    steps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def line_replicates(
+    record: LineRecord,
+    steps: dict[str, float | np.ndarray],
+    *,
+    mode: str,
+    window: float,
+    counts_train: np.ndarray,
+    counts_direction: np.ndarray,
+    rules: StepRules | None = None,
+    batch_slope: float = np.nan,
+    cross: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+) -> LineReplicates:
+    """Every bootstrapped quantity of one line, for given resample counts.
+
+    With all counts equal to 1 the replicates are exactly the analysis' own values of the line
+    (the oracle the tests compare with).
+
+    Args:
+        record: The line (positions and per-sample losses).
+        steps: Strategy → its measured step on this line (a number), or each replicate's own
+            step (``[R]``). ``optimal`` and ``exact_batch`` are re-minimised per replicate (any
+            value given for them is ignored); with ``rules``, so are the steps of
+            :func:`line_steps` that are named here.
+        mode: ``corrected`` (metric line: the N training rows) or ``faithful`` (training and
+            direction rows together).
+        window: Half-width ``w`` of the degree-2 fit.
+        counts_train: ``[R, N]`` weights of the training rows (:class:`SampleWeights`).
+        counts_direction: ``[R, B]`` weights of the direction rows.
+        rules: How the analysis derives the line-dependent steps (None: only ``optimal`` and
+            ``exact_batch`` are derived again).
+        batch_slope: δ_B of this line when it is not read off ``l_B`` (see :class:`StepRules`).
+        cross: Called with this line's replicate steps (:func:`line_steps`); returns more
+            ``[R]`` steps (the strategies that combine several lines, :class:`ReplicateTap`).
+    """
+    curves = replicate_curves(
+        record, mode=mode, counts_train=counts_train, counts_direction=counts_direction
+    )
+    p, metric = curves.positions, curves.metric
     s_opt, l_min = _first_argmin(p, metric)
-    names = [k for k in steps if k not in ("optimal", "exact_batch")]
-    fixed = np.array([steps[k] for k in names] + [0.0], dtype=np.float64)
-    at = metric @ step_weights(p, fixed, mode)  # [R, S + 1]; the last column is l(0)
+    own: dict[str, np.ndarray] = {"optimal": s_opt}
+    if curves.has_batch and "exact_batch" in steps:
+        own["exact_batch"], _ = _first_argmin(p, curves.batch)
+    if rules is not None:
+        local = line_steps(curves, rules, batch_slope, mode)
+        if cross is not None:
+            local |= cross(local)
+        own |= {k: v for k, v in local.items() if k in steps}
+    names = [k for k in steps if k not in own and k not in ("optimal", "exact_batch")]
+    fixed = [k for k in names if np.ndim(steps[k]) == 0]
+    given = [k for k in names if np.ndim(steps[k]) != 0]
+    cols = np.array([steps[k] for k in fixed] + [0.0], dtype=np.float64)
+    at = metric @ step_weights(p, cols, mode)  # [R, S + 1]; the last column is l(0)
     l0 = at[:, -1]
-    impr = {name: l0 - at[:, j] for j, name in enumerate(names)}
+    impr = {name: l0 - at[:, j] for j, name in enumerate(fixed)}
     impr["optimal"] = l0 - l_min
-    if b and "exact_batch" in steps:
-        s_b, _ = _first_argmin(p, batch)
-        w = step_weights(p, s_b, mode)  # [k, R]: replicate r at its own step
-        impr["exact_batch"] = l0 - np.einsum("rk,kr->r", metric, w)
+    for name in given:
+        own[name] = np.asarray(steps[name], dtype=np.float64)
+    for name, s in own.items():
+        if name != "optimal":
+            impr[name] = l0 - curves.at(metric, s, mode)
     inside = np.abs(p) <= window
-    mae2, range_ = _fit2(p[inside], shape[:, inside])
-    return LineReplicates(s_opt=s_opt, l0=l0, l_min=l_min, mae2=mae2, range_=range_, impr=impr)
+    mae2, range_ = _fit2(p[inside], curves.shape[:, inside])
+    return LineReplicates(
+        s_opt=s_opt,
+        l0=l0,
+        l_min=l_min,
+        mae2=mae2,
+        range_=range_,
+        impr={k: impr[k] for k in steps if k in impr} | {"optimal": impr["optimal"]},
+        steps=own,
+    )
 
 
 def percentile_interval(
     replicates: np.ndarray, level: float = DEFAULT_LEVEL, axis: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` percentile interval of ``replicates`` along ``axis`` (NaNs skipped)."""
+    """``(q_a, q_{1−a})``, ``a = (1 − level)/2``: quantiles of ``replicates`` along ``axis``
+    (NaNs skipped). Not an interval for the estimate by itself: see :func:`basic_interval`."""
     a = (1.0 - level) / 2.0
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice gives NaN
         lo, hi = np.nanquantile(replicates, [a, 1.0 - a], axis=axis)
     return lo, hi
+
+
+def basic_interval(
+    estimate: np.ndarray | float,
+    replicates: np.ndarray,
+    level: float = DEFAULT_LEVEL,
+    axis: int = -1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Basic (reverse-percentile) bootstrap interval of ``estimate``: every interval here.
+
+    With ``θ̂`` the estimate on the measured data and ``q_a``, ``q_{1−a}`` the ``a`` and
+    ``1 − a`` quantiles of its replicates ``θ*`` (``a = (1 − level)/2``)::
+
+        [2θ̂ − q_{1−a},  2θ̂ − q_a]
+
+    (Davison & Hinkley 1997, *Bootstrap Methods and their Application*, §5.2, eq. 5.6). It
+    takes the replicates' errors ``θ* − θ̂`` as a stand-in for the estimate's error ``θ̂ − θ``
+    and subtracts them, so a bias of the estimate that the replicates reproduce (a minimum
+    of a noisy line lies deeper than the population line's, and a replicate's deeper still)
+    moves the interval the other way, and the interval need not contain ``θ̂``. The
+    percentile interval ``[q_a, q_{1−a}]`` adds that bias instead of removing it.
+
+    Args:
+        estimate: ``θ̂``, broadcastable to ``replicates`` without ``axis``.
+        replicates: ``θ*`` (NaNs skipped).
+        level: Interval level.
+        axis: The replicates' axis.
+
+    Returns:
+        ``(low, high)``; NaN where the estimate is NaN or no replicate is finite.
+    """
+    q_lo, q_hi = percentile_interval(replicates, level, axis)
+    est = np.asarray(estimate, dtype=np.float64)
+    return 2.0 * est - q_hi, 2.0 * est - q_lo
 
 
 def accumulated_bands(
@@ -235,11 +423,13 @@ def accumulated_bands(
     """Interval of each strategy's accumulated improvement after every line.
 
     Replicate r of the running sum is ``Σ_{s ≤ t} impr_{s, r}`` (NaN counted as 0, as
-    :func:`steplines.analysis.strategies.accumulate` does); the band is its percentile interval
-    at each line.
+    :func:`steplines.analysis.strategies.accumulate` does); the band is its
+    :func:`basic_interval` around the measured running sum at each line.
 
     Args:
-        replicates: ``bootstrap.npz`` arrays (``impr:<strategy>`` ``[T, R]``).
+        replicates: ``bootstrap.npz`` arrays: ``impr:<strategy>`` ``[T, R]`` and the measured
+            ``point:impr:<strategy>`` ``[T]`` (a strategy without it, as in tables written
+            before the basic interval, gets no band).
         level: Interval level.
 
     Returns:
@@ -247,9 +437,11 @@ def accumulated_bands(
     """
     out = {}
     for key, reps in replicates.items():
-        if key.startswith("impr:"):
+        point = replicates.get(f"point:{key}")
+        if key.startswith("impr:") and point is not None:
             acc = np.cumsum(np.where(np.isfinite(reps), reps, 0.0), axis=0, dtype=np.float64)
-            out[key[len("impr:") :]] = percentile_interval(acc, level, axis=1)
+            est = np.cumsum(np.where(np.isfinite(point), point, 0.0), dtype=np.float64)
+            out[key[len("impr:") :]] = basic_interval(est, acc, level, axis=1)
     return out
 
 
@@ -261,11 +453,90 @@ def _ids(ids: np.ndarray, rows: int, offset: int) -> np.ndarray:
     return np.arange(offset, offset + rows)
 
 
+class _CrossLines:
+    """Per-replicate state of the steps that combine several lines, in the analysis' order.
+
+    ``lambda_star_out`` (the running median of λ*_s = s_opt/‖m_s‖ over the lines before t,
+    :func:`steplines.analysis.strategies.constant_rate_steps`), ``fbpal_sgd``
+    (:func:`steplines.analysis.strategies.fbpal_sgd_steps` of the replicate's FBPAL steps) and,
+    when δ_B is read off the line, ``sgd_lambda_<λ>_accum`` (``−λ·D_t``,
+    :func:`steplines.analysis.strategies.momentum_proxy`), each vectorised over the R
+    replicates. Lines must come in the order of the analysed lines.
+    """
+
+    def __init__(self, rules: StepRules, mode: str, lines: int, resamples: int) -> None:
+        self.rules, self.mode = rules, mode
+        self.rates = np.empty((lines, resamples))
+        self.seen = 0
+        self.value = np.full(resamples, np.nan)
+        self.block = -1
+        self.history: list[np.ndarray] = []
+        self.acc = np.full(resamples, np.nan)
+        self.prev: int | None = None
+
+    def lambda_out(self) -> np.ndarray:
+        """The out-of-sample λ* of the next line, per replicate (NaN before any line)."""
+        seen = self.rates[: self.seen]
+        if self.seen == 0:
+            return np.full(self.rates.shape[1], np.nan)
+        if np.isfinite(seen).all():
+            return np.median(seen, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no finite value yet: NaN
+            return np.nanmedian(seen, axis=0)
+
+    def add_rate(self, s_opt: np.ndarray, direction_norm: float) -> None:
+        """Record a line's replicate λ*_t (after its own step was taken)."""
+        norm = float(direction_norm)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.rates[self.seen] = s_opt / norm if norm > 0 else np.nan
+        self.seen += 1
+
+    def steps(self, t: int, index: int, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The cross-line steps of line ``t`` (``index`` in the analysed lines)."""
+        out = {"fbpal_sgd": self._fbpal_sgd(index if self.mode == "faithful" else t, local)}
+        if self.rules.slope_from_line and self.rules.beta > 0:
+            gap = 1 if (self.mode == "faithful" or self.prev is None) else t - self.prev
+            delta = local["delta_batch"]
+            self.acc = (
+                delta.copy() if self.prev is None else self.rules.beta**gap * self.acc + delta
+            )
+            self.prev = t
+            for lam in self.rules.lambdas:
+                out[f"sgd_lambda_{lam:g}_accum"] = -lam * self.acc
+        return out
+
+    def _fbpal_sgd(self, n: int, local: dict[str, np.ndarray]) -> np.ndarray:
+        r = local["fbpal"]
+        refresh = np.full(r.shape, n in (0, 1) or n % 100 == 0)
+        if self.mode == "corrected":
+            refresh |= (n // 100 != self.block) | ~np.isfinite(self.value)
+        self.block = n // 100
+        if refresh.any():
+            new = r
+            if n >= 100:
+                self.history.append(np.where(refresh & np.isfinite(r), r, np.nan))
+                hist = np.stack(self.history)  # [H, R]; NaN: nothing appended there
+                ok = np.isfinite(hist)
+                last = np.cumsum(ok[::-1], axis=0)[::-1] <= 15  # the last ≤ 15 entries
+                use = ok & last
+                cnt = use.sum(axis=0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = np.where(use, hist, 0.0).sum(axis=0) / cnt
+                new = np.where(cnt > 0, mean, r)
+            self.value = np.where(refresh, new, self.value)
+        return self.value.copy()
+
+
 class ReplicateTap:
     """Computes :func:`line_replicates` for each line of a ``(t, record)`` stream it passes on.
 
-    After the stream is consumed, :meth:`arrays` holds ``[T, R]`` float32 replicate matrices
-    in the order of the lines.
+    With ``rules`` every step the analysis derives from the lines' losses is derived again on
+    each replicate (:func:`line_steps`, and :class:`_CrossLines` for ``lambda_star_out``,
+    ``fbpal_sgd`` and ``sgd_lambda_<λ>_accum``); ``lambda_star_in`` (a median over all lines,
+    known only after the last one) and the steps that do not depend on the losses keep their
+    measured values. After the stream is consumed, :meth:`arrays` holds ``[T, R]`` float32
+    replicate matrices in the order of the lines.
     """
 
     def __init__(
@@ -276,11 +547,23 @@ class ReplicateTap:
         mode: str,
         window: float,
         resamples: int = DEFAULT_RESAMPLES,
+        rules: StepRules | None = None,
+        batch_slope: np.ndarray | None = None,
+        weights: SampleWeights | None = None,
     ) -> None:
         self.steps = steps
         self.row = {int(t): i for i, t in enumerate(lines)}
         self.mode, self.window, self.resamples = mode, window, resamples
-        self.weights = SampleWeights(resamples)
+        self.rules = rules
+        self.batch_slope = (
+            np.full(len(lines), np.nan) if batch_slope is None else np.asarray(batch_slope)
+        )
+        self.weights = weights if weights is not None else SampleWeights(resamples)
+        self.cross = (
+            _CrossLines(rules, mode, len(lines), self.weights.resamples)
+            if rules is not None
+            else None
+        )
         self._out: dict[str, list[np.ndarray]] = {}
 
     def tap(self, records):
@@ -295,10 +578,25 @@ class ReplicateTap:
         n = rec.train_losses.shape[0]
         ct = self.weights.weights(_ids(rec.train_indices, n, 0))
         cd = self.weights.weights(_ids(rec.direction_indices, rec.direction_losses.shape[0], n))
-        steps = {k: float(v[i]) for k, v in self.steps.items()}
+        steps: dict[str, float | np.ndarray] = {k: float(v[i]) for k, v in self.steps.items()}
+        cross = None
+        if self.cross is not None:
+            if "lambda_star_out" in steps:
+                steps["lambda_star_out"] = self.cross.lambda_out() * float(rec.direction_norm)
+            cross = functools.partial(self.cross.steps, t, i)
         r = line_replicates(
-            rec, steps, mode=self.mode, window=self.window, counts_train=ct, counts_direction=cd
+            rec,
+            steps,
+            mode=self.mode,
+            window=self.window,
+            counts_train=ct,
+            counts_direction=cd,
+            rules=self.rules,
+            batch_slope=float(self.batch_slope[i]),
+            cross=cross,
         )
+        if self.cross is not None:
+            self.cross.add_rate(r.s_opt, rec.direction_norm)
         cols = {"s_opt": r.s_opt, "l0": r.l0, "l_min": r.l_min, "mae2": r.mae2, "range": r.range_}
         cols |= {f"impr:{k}": v for k, v in r.impr.items()}
         for k, v in cols.items():

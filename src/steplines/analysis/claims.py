@@ -2,11 +2,12 @@
 
 Mutschler & Zell (2021) explain SGD by a handful of claims about the lines. For one run,
 :func:`evaluate_claims` measures each claim by one dimensionless metric from the per-line
-analysis arrays, gives it a 95 % interval by a moving-block bootstrap over the lines (blocks of
-``⌈√T⌉`` consecutive lines, because neighbouring lines are alike; 1,000 resamples, fixed seed),
-and compares it with the claim's threshold (with row-bootstrap replicates of the per-line
-values, each resampled line also draws one replicate, so the interval also covers the sampling
-error of each line's full batch):
+analysis arrays, gives it a 95 % basic bootstrap interval (reverse percentile,
+:func:`steplines.analysis.bootstrap.basic_interval`) by a moving-block bootstrap over the lines
+(blocks of ``⌈√T⌉`` consecutive lines, because neighbouring lines are alike; 1,000 resamples,
+fixed seed), and compares it with the claim's threshold (with row-bootstrap replicates of the
+per-line values, each resampled line also draws one replicate, so the interval also covers the
+sampling error of each line's full batch):
 
 * **holds** — the whole interval lies on the claim's side of the threshold;
 * **does not hold** — the whole interval lies on the other side;
@@ -26,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from steplines.analysis.bootstrap import basic_interval
 
 __all__ = [
     "CLAIMS",
@@ -131,7 +134,7 @@ def block_bootstrap(
     seed: int = 0,
     block: int | None = None,
 ) -> tuple[float, float]:
-    """Percentile interval of ``stat(*columns)`` under a circular moving-block bootstrap.
+    """Basic bootstrap interval of ``stat(*columns)`` under a circular moving-block bootstrap.
 
     Rows (lines) are resampled in blocks of ``block`` consecutive rows (default ``⌈√T⌉``),
     wrapping around, so that the dependence between neighbouring lines is kept. A column given
@@ -149,7 +152,10 @@ def block_bootstrap(
         block: Block length (default ``⌈√T⌉``; 1 = the ordinary bootstrap).
 
     Returns:
-        ``(low, high)``; NaNs when T = 0 or no resample gives a finite statistic.
+        ``(low, high)`` = ``[2θ̂ − q_{1−a}, 2θ̂ − q_a]``, with ``θ̂`` the statistic of the
+        columns' own values and ``q`` the quantiles of the resampled statistics
+        (:func:`steplines.analysis.bootstrap.basic_interval`: Davison & Hinkley 1997, §5.2);
+        NaNs when T = 0, ``θ̂`` is not finite, or no resample gives a finite statistic.
     """
     t = len(_values(columns[0]))
     if t == 0 or resamples < 1:
@@ -178,10 +184,10 @@ def block_bootstrap(
         ]
     )
     vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
+    estimate = float(stat(*(np.asarray(_values(c), dtype=np.float64) for c in columns)))
+    if vals.size == 0 or not math.isfinite(estimate):
         return math.nan, math.nan
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(vals, [a, 1.0 - a])
+    lo, hi = basic_interval(estimate, vals, level)
     return float(lo), float(hi)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
-from steplines.analysis.bootstrap import SEED, ReplicateTap, percentile_interval
+from steplines.analysis.bootstrap import SEED, ReplicateTap, StepRules, basic_interval
 from steplines.analysis.claims import RESAMPLES, ClaimInputs, evaluate_claims
 from steplines.analysis.estimators import (
     LABPAL_BATCHES,
@@ -270,6 +270,8 @@ def analyze_run(
         mode=mode,
         window=settings.window,
         resamples=settings.resamples,
+        rules=_step_rules(settings),
+        batch_slope=strat.derivatives["delta_batch"].to_numpy(np.float64),
     )
     browser = BrowserTap(sl.lines, mode)
     bs_cols = batch_size_rows(
@@ -291,7 +293,8 @@ def analyze_run(
     reps = rows.arrays()
     if reps:
         paths["bootstrap"] = out_dir / "bootstrap.npz"
-        np.savez_compressed(paths["bootstrap"], lines=sl.lines, **reps)
+        points = {f"point:impr:{k}": m["improvement"] for k, m in strat.metrics.items()}
+        np.savez_compressed(paths["bootstrap"], lines=sl.lines, **reps, **points)
         _add_intervals(strat, reps, sl.direction_norm, settings.level)
     # written once the row bootstrap has added its per-line interval columns
     paths["derivatives"] = out_dir / "derivatives.csv"
@@ -610,6 +613,18 @@ def _claim_replicates(reps: dict[str, np.ndarray], direction_norm: np.ndarray) -
     return out
 
 
+def _step_rules(settings: AnalysisSettings) -> StepRules:
+    """The rules by which :func:`strategy_steps` reads steps off a line, for the replicates."""
+    momentum, mode = settings.momentum, settings.mode
+    return StepRules(
+        mu=settings.mu,
+        lambdas=tuple(settings.lambdas),
+        # batch_delta: faithful reads δ_B off l_B unless the run is plain SGD
+        slope_from_line=mode == "faithful" and not settings.optimizer.plain_sgd,
+        beta=(momentum if mode == "corrected" else 0.9) if momentum > 0 else 0.0,
+    )
+
+
 def _add_intervals(
     strat: _Strategies, reps: dict[str, np.ndarray], direction_norm: np.ndarray, level: float
 ) -> None:
@@ -618,11 +633,16 @@ def _add_intervals(
     Per line (``derivatives.csv``): ``s_opt_low/high`` and ``optimum_improvement_low/high``.
     Summaries (``summary.json``): for every strategy ``accumulated_improvement_low/high`` and
     ``share_of_optimum_low/high`` (replicate r of all lines summed), and λ*_in's interval.
+    Every interval is the basic bootstrap interval around the measured value
+    (:func:`steplines.analysis.bootstrap.basic_interval`).
     """
     d = strat.derivatives
-    d["s_opt_low"], d["s_opt_high"] = percentile_interval(reps["s_opt"], level)
+    d["s_opt_low"], d["s_opt_high"] = basic_interval(d["s_opt"].to_numpy(), reps["s_opt"], level)
     opt = reps["impr:optimal"].astype(np.float64)
-    d["optimum_improvement_low"], d["optimum_improvement_high"] = percentile_interval(opt, level)
+    opt_point = strat.metrics["optimal"]["improvement"]
+    d["optimum_improvement_low"], d["optimum_improvement_high"] = basic_interval(
+        opt_point, opt, level
+    )
     for name, st in strat.summary["strategies"].items():
         key = f"impr:{name}"
         if key not in reps:
@@ -633,17 +653,23 @@ def _add_intervals(
         opt_total = np.where(ok, opt, 0.0).sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(opt_total != 0, total / opt_total, np.nan)
-        lo, hi = percentile_interval(total, level, axis=0)
+        lo, hi = basic_interval(_nan(st["accumulated_improvement"]), total, level, axis=0)
         st["accumulated_improvement_low"], st["accumulated_improvement_high"] = _num(lo), _num(hi)
-        lo, hi = percentile_interval(share, level, axis=0)
+        lo, hi = basic_interval(_nan(st["share_of_optimum"]), share, level, axis=0)
         st["share_of_optimum_low"], st["share_of_optimum_high"] = _num(lo), _num(hi)
     rate = rate_ratios(reps["s_opt"].astype(np.float64), direction_norm[:, None])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lam = np.nanmedian(rate, axis=0)
-    lo, hi = percentile_interval(lam, level, axis=0)
-    strat.summary["rates"]["lambda_star_in_low"] = _num(lo)
-    strat.summary["rates"]["lambda_star_in_high"] = _num(hi)
+    rates = strat.summary["rates"]
+    lo, hi = basic_interval(_nan(rates["lambda_star_in"]), lam, level, axis=0)
+    rates["lambda_star_in_low"] = _num(lo)
+    rates["lambda_star_in_high"] = _num(hi)
+
+
+def _nan(x: float | None) -> float:
+    """A summary value back as a float (None → NaN)."""
+    return math.nan if x is None else float(x)
 
 
 def _delta_ratios(table: pd.DataFrame, lines: np.ndarray, b: int) -> dict[int, np.ndarray]:

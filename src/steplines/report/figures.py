@@ -90,7 +90,7 @@ def _bands(run: RunData) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     if not path.is_file():
         return None
     with np.load(path) as z:
-        reps = {k: z[k] for k in z.files if k.startswith("impr:")}
+        reps = {k: z[k] for k in z.files if k.startswith(("impr:", "point:impr:"))}
     level = float((run.summary.get("bootstrap") or {}).get("level") or 0.95)
     return accumulated_bands(reps, level)
 
