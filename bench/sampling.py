@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from steplines.analysis.bootstrap import SampleWeights, line_replicates, percentile_interval
+from steplines.analysis.bootstrap import SampleWeights, basic_interval, line_replicates
 from steplines.analysis.strategies import evaluate_line, first_argmin, rate_ratios
 from steplines.errors import SteplinesError
 from steplines.store import LineStore
@@ -156,9 +156,9 @@ def sampling_errors(
                         counts_train=_subset_weights(weights[r], line, rows),
                         counts_direction=np.zeros((resamples, line.direction_losses.shape[0])),
                     )
-                    lo, hi = percentile_interval(reps.s_opt)
+                    lo, hi = basic_interval(s, reps.s_opt)
                     covered["s_opt"][j, r, i] = lo <= full["s_opt"][i] <= hi
-                    lo, hi = percentile_interval(reps.impr["optimal"])
+                    lo, hi = basic_interval(l0 - lm, reps.impr["optimal"])
                     truth = full["l0"][i] - full["l_min"][i]
                     covered["impr"][j, r, i] = lo - 1e-12 <= truth <= hi + 1e-12
     h = float(np.nanmedian(full["h"]))
