@@ -43,6 +43,11 @@ def small_png(src: Path, dst: Path) -> None:
         im.quantize(colors=256).save(dst, optimize=True)
 
 
+def _cell(text: object) -> str:
+    """Text for a Markdown table cell (a ``|`` would end the cell)."""
+    return str(text).replace("|", "\\|")
+
+
 def claims_table(claims: list[dict]) -> list[str]:
     """One row per claim: verdict, value with interval, threshold, the paper's figure."""
     rows = [
@@ -55,8 +60,8 @@ def claims_table(claims: list[dict]) -> list[str]:
         else:
             value = fmt(c["value"])
         rows.append(
-            f"| {c['claim']} | **{c['verdict']}** | {value} | {c['threshold']} | {c['paper']} "
-            f"| {c['n']} | {c['reason']} |"
+            f"| {_cell(c['claim'])} | **{c['verdict']}** | {value} | {_cell(c['threshold'])} "
+            f"| {_cell(c['paper'])} | {c['n']} | {_cell(c['reason'])} |"
         )
     return rows
 
