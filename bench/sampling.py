@@ -45,7 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from steplines.analysis.bootstrap import SampleWeights, basic_interval, line_replicates
+from steplines.analysis.bootstrap import (
+    SampleWeights,
+    basic_interval,
+    line_replicates,
+    percentile_interval,
+)
 from steplines.analysis.strategies import evaluate_line, first_argmin, rate_ratios
 from steplines.errors import SteplinesError
 from steplines.store import LineStore
@@ -72,6 +77,7 @@ def sampling_errors(
     unit: str = "batch",
     resamples: int = 200,
     every: int = 1,
+    interval: str = "percentile",
 ) -> dict[str, Any]:
     """Sub-sample every done line of ``run``'s store and compare with the complete full batch.
 
@@ -84,6 +90,8 @@ def sampling_errors(
             ``sample:n`` measures); ``row`` — n single rows.
         resamples: bootstrap resamples of each subset's interval (0: no coverage columns).
         every: use every ``every``-th done line (a long run's lines in a tenth of the time).
+        interval: ``percentile`` (what the analysis gives a line's own values) or ``basic``
+            (what it gives sums over lines), whose per-line coverage is measured.
 
     Returns:
         ``{"run", "N", "B", "lines", "repeats", "unit", "grid_spacing", "improvement",
@@ -113,6 +121,14 @@ def sampling_errors(
     groups = n_rows // group  # whole groups of rows (a `fixed` store's short last batch: left out)
     if repeats < 1:
         raise BenchError(f"--repeats {repeats}: give at least 1")
+    if interval not in ("percentile", "basic"):
+        raise BenchError(f"--interval {interval!r}: use percentile or basic")
+
+    def interval_of(estimate: float, replicates: np.ndarray) -> tuple[float, float]:
+        if interval == "basic":
+            return basic_interval(estimate, replicates)
+        return percentile_interval(replicates)
+
     if every < 1:
         raise BenchError(f"--every {every}: give at least 1 (1 = every line)")
     bad = [n for n in ns if not 0 < n <= groups * group or n % group]
@@ -156,9 +172,9 @@ def sampling_errors(
                         counts_train=_subset_weights(weights[r], line, rows),
                         counts_direction=np.zeros((resamples, line.direction_losses.shape[0])),
                     )
-                    lo, hi = basic_interval(s, reps.s_opt)
+                    lo, hi = interval_of(s, reps.s_opt)
                     covered["s_opt"][j, r, i] = lo <= full["s_opt"][i] <= hi
-                    lo, hi = basic_interval(l0 - lm, reps.impr["optimal"])
+                    lo, hi = interval_of(l0 - lm, reps.impr["optimal"])
                     truth = full["l0"][i] - full["l_min"][i]
                     covered["impr"][j, r, i] = lo - 1e-12 <= truth <= hi + 1e-12
     h = float(np.nanmedian(full["h"]))
@@ -272,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "--resamples", type=int, default=200, help="bootstrap resamples (0: no coverage)"
     )
     ap.add_argument("--every", type=int, default=1, help="every k-th line (1: all)")
+    ap.add_argument("--interval", default="percentile", help="percentile (per line) or basic")
     ap.add_argument("--json", type=Path, default=None, help="also write the records here")
     args = ap.parse_args(argv)
     try:
@@ -283,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             args.unit,
             args.resamples,
             args.every,
+            args.interval,
         )
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
-from steplines.analysis.bootstrap import SEED, ReplicateTap, StepRules, basic_interval
+from steplines.analysis.bootstrap import (
+    SEED,
+    ReplicateTap,
+    StepRules,
+    basic_interval,
+    percentile_interval,
+)
 from steplines.analysis.claims import RESAMPLES, ClaimInputs, evaluate_claims
 from steplines.analysis.estimators import (
     LABPAL_BATCHES,
@@ -633,16 +639,15 @@ def _add_intervals(
     Per line (``derivatives.csv``): ``s_opt_low/high`` and ``optimum_improvement_low/high``.
     Summaries (``summary.json``): for every strategy ``accumulated_improvement_low/high`` and
     ``share_of_optimum_low/high`` (replicate r of all lines summed), and λ*_in's interval.
-    Every interval is the basic bootstrap interval around the measured value
-    (:func:`steplines.analysis.bootstrap.basic_interval`).
+    A line's own values get the percentile interval
+    (:func:`steplines.analysis.bootstrap.percentile_interval`), sums over lines the basic one
+    (:func:`steplines.analysis.bootstrap.basic_interval`): measured coverage, see
+    :mod:`steplines.analysis.bootstrap`.
     """
     d = strat.derivatives
-    d["s_opt_low"], d["s_opt_high"] = basic_interval(d["s_opt"].to_numpy(), reps["s_opt"], level)
+    d["s_opt_low"], d["s_opt_high"] = percentile_interval(reps["s_opt"], level)
     opt = reps["impr:optimal"].astype(np.float64)
-    opt_point = strat.metrics["optimal"]["improvement"]
-    d["optimum_improvement_low"], d["optimum_improvement_high"] = basic_interval(
-        opt_point, opt, level
-    )
+    d["optimum_improvement_low"], d["optimum_improvement_high"] = percentile_interval(opt, level)
     for name, st in strat.summary["strategies"].items():
         key = f"impr:{name}"
         if key not in reps:
