@@ -64,8 +64,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from steplines.analysis.strategies import fd_derivative_curvature, pal_step, stencil_columns
+from steplines.analysis.strategies import (
+    FBPAL_SGD_HISTORY,
+    FBPAL_SGD_REFRESH,
+    fd_derivative_curvature,
+    pal_step,
+    stencil_columns,
+)
 from steplines.store import LineRecord
+from steplines.store.lines import first_match
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -247,9 +254,9 @@ def replicate_curves(
         shape = sum_t / n_t
         batch = sum_d / n_d if b else np.full_like(shape, np.nan)
         metric = (sum_t + sum_d) / (n_t + n_d) if (mode == "faithful" and b) else shape
-    zero = _first_match(p, 0.0)
+    zero = first_match(p, 0.0)
     s_update = float(record.s_update)
-    update = _first_match(p, s_update) if np.isfinite(s_update) else -1
+    update = first_match(p, s_update) if np.isfinite(s_update) else -1
     stencil = stencil_columns(p, zero, update, mode)
     batch_fd = np.nan
     if b and stencil is not None:
@@ -263,11 +270,6 @@ def replicate_curves(
         stencil=stencil,
         batch_fd=batch_fd,
     )
-
-
-def _first_match(positions: np.ndarray, value: float) -> int:
-    hits = np.flatnonzero(positions == value)
-    return int(hits[0]) if hits.size else -1
 
 
 def line_steps(
@@ -547,17 +549,18 @@ class _CrossLines:
 
     def _fbpal_sgd(self, n: int, local: dict[str, np.ndarray]) -> np.ndarray:
         r = local["fbpal"]
-        refresh = np.full(r.shape, n in (0, 1) or n % 100 == 0)
+        every = FBPAL_SGD_REFRESH
+        refresh = np.full(r.shape, n in (0, 1) or n % every == 0)
         if self.mode == "corrected":
-            refresh |= (n // 100 != self.block) | ~np.isfinite(self.value)
-        self.block = n // 100
+            refresh |= (n // every != self.block) | ~np.isfinite(self.value)
+        self.block = n // every
         if refresh.any():
             new = r
-            if n >= 100:
+            if n >= every:
                 self.history.append(np.where(refresh & np.isfinite(r), r, np.nan))
                 hist = np.stack(self.history)  # [H, R]; NaN: nothing appended there
                 ok = np.isfinite(hist)
-                last = np.cumsum(ok[::-1], axis=0)[::-1] <= 15  # the last ≤ 15 entries
+                last = np.cumsum(ok[::-1], axis=0)[::-1] <= FBPAL_SGD_HISTORY  # the last ones
                 use = ok & last
                 cnt = use.sum(axis=0)
                 with np.errstate(invalid="ignore", divide="ignore"):

@@ -209,6 +209,12 @@ def pal_step(l0: np.ndarray, l_mu: np.ndarray, b: np.ndarray, mu: float) -> np.n
     return np.where(np.isfinite(l0) & np.isfinite(l_mu) & np.isfinite(b), step, np.nan)
 
 
+FBPAL_SGD_REFRESH = 100
+"""FBPAL&SGD refreshes its step at every line ``n ≡ 0 (mod FBPAL_SGD_REFRESH)`` (and at 0, 1)."""
+FBPAL_SGD_HISTORY = 15
+"""… using the mean of the last ``FBPAL_SGD_HISTORY`` refreshed FBPAL steps (from n ≥ 100)."""
+
+
 def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarray:
     """FBPAL&SGD ("apal"): a constant step length refreshed from FBPAL (docs/method.md §6.3, §9.23).
 
@@ -235,16 +241,16 @@ def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarr
     block = -1
     for i, n in enumerate(keys):
         n = int(n)
-        refresh = n in (0, 1) or n % 100 == 0
-        if mode == "corrected" and (n // 100 != block or not np.isfinite(value)):
+        refresh = n in (0, 1) or n % FBPAL_SGD_REFRESH == 0
+        if mode == "corrected" and (n // FBPAL_SGD_REFRESH != block or not np.isfinite(value)):
             refresh = True
-        block = n // 100
+        block = n // FBPAL_SGD_REFRESH
         if refresh:
             r = float(fbpal[i])
-            if n >= 100:
+            if n >= FBPAL_SGD_REFRESH:
                 if np.isfinite(r):
                     history.append(r)
-                value = float(np.mean(history[-15:])) if history else r
+                value = float(np.mean(history[-FBPAL_SGD_HISTORY:])) if history else r
             else:
                 value = r
         out[i] = value

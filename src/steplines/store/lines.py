@@ -53,6 +53,7 @@ __all__ = [
     "LineRecord",
     "LineStore",
     "StoreDamagedError",
+    "first_match",
 ]
 
 
@@ -145,7 +146,9 @@ def _row_mean(losses: np.ndarray) -> np.ndarray:
         return losses.astype(np.float64).mean(axis=0)
 
 
-def _first_match(positions: np.ndarray, value: float) -> int:
+def first_match(positions: np.ndarray, value: float) -> int:
+    """Index of the first position equal to ``value`` (−1 if none): the store's
+    ``zero_index`` and ``update_index``."""
     hits = np.flatnonzero(positions == value)
     return int(hits[0]) if hits.size else -1
 
@@ -480,8 +483,8 @@ class LineStore:
             "batch_loss": float(record.batch_loss),
             "n_positions": k,
             "n_passes": int(record.n_passes),
-            "update_index": _first_match(pos, s_update) if math.isfinite(s_update) else -1,
-            "zero_index": _first_match(pos, 0.0),
+            "update_index": first_match(pos, s_update) if math.isfinite(s_update) else -1,
+            "zero_index": first_match(pos, 0.0),
             "checksum": _checksum(record.train_losses, record.val_losses, record.direction_losses),
         }
         for name in ESTIMATOR_ARRAYS:
