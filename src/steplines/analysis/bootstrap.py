@@ -337,6 +337,7 @@ class LineReplicates:
     range_: np.ndarray
     impr: dict[str, np.ndarray] = field(default_factory=dict)
     steps: dict[str, np.ndarray] = field(default_factory=dict)
+    floor: np.ndarray | None = None
 
 
 def line_replicates(
@@ -409,7 +410,29 @@ def line_replicates(
         range_=range_,
         impr={k: impr[k] for k in steps if k in impr} | {"optimal": impr["optimal"]},
         steps=own,
+        floor=noise_floor(curves.shape[:, inside]),
     )
+
+
+def noise_floor(shape: np.ndarray) -> np.ndarray:
+    """``D`` between replicates ``r`` and ``r + 1`` of one line's min-shifted shape on ``±w``.
+
+    Two Poisson-bootstrap replicates of a line's n rows differ as two independent full batches
+    of n rows would (each mean's variance σ²/n about the measured one), so their distance, in
+    the units of the distance matrices (mean absolute difference of min-shifted curves), is the
+    distance that measurement noise alone puts between two lines (docs/analysis.md, "Claims").
+
+    Args:
+        shape: ``[R, k]`` replicate lines at the positions inside the window.
+
+    Returns:
+        ``[R]`` distances (NaN with fewer than two replicates or no position).
+    """
+    r = shape.shape[0]
+    if r < 2 or shape.shape[1] == 0:
+        return np.full(r, np.nan)
+    shifted = shape - shape.min(axis=1, keepdims=True)
+    return np.mean(np.abs(shifted - np.roll(shifted, -1, axis=0)), axis=1)
 
 
 def percentile_interval(
@@ -640,6 +663,8 @@ class ReplicateTap:
         if self.cross is not None:
             self.cross.add_rate(r.s_opt, rec.direction_norm)
         cols = {"s_opt": r.s_opt, "l0": r.l0, "l_min": r.l_min, "mae2": r.mae2, "range": r.range_}
+        if r.floor is not None:
+            cols["floor"] = r.floor
         cols |= {f"impr:{k}": v for k, v in r.impr.items()}
         for k, v in cols.items():
             self._out.setdefault(k, []).append(v.astype(np.float32))

@@ -1,452 +1,936 @@
-"""The paper's claims, each with this run's metric, an interval and a verdict.
+"""The paper's claims, each tested as the paper states it, on one run or pooled over runs.
 
-Mutschler & Zell (2021) explain SGD by a handful of claims about the lines. For one run,
-:func:`evaluate_claims` measures each claim by one dimensionless metric from the per-line
-analysis arrays, gives it a 95 % basic bootstrap interval (reverse percentile,
-:func:`steplines.analysis.bootstrap.basic_interval`) by a moving-block bootstrap over the lines
-(blocks of ``⌈√T⌉`` consecutive lines, because neighbouring lines are alike; 1,000 resamples,
-fixed seed), and compares it with the claim's threshold (with row-bootstrap replicates of the
-per-line values, each resampled line also draws one replicate, so the interval also covers the
-sampling error of each line's full batch):
+Mutschler & Zell (2021) explain SGD by a handful of claims about the lines. Each entry of
+:data:`CLAIMS` quotes the paper's sentence, names the figure, and tests it by one statistic of
+per-unit columns (:class:`ClaimData`: a run's per-line values, and per noisy-direction step):
 
-* **holds** — the whole interval lies on the claim's side of the threshold;
-* **does not hold** — the whole interval lies on the other side;
-* **inconclusive** — the interval straddles the threshold, the run has fewer lines than the
-  claim needs (:data:`MIN_LINES`), or the metric was not measured; the reason says which.
+* the statistic's value on the run (or on all runs together) and its interval from the
+  hierarchical bootstrap of :mod:`steplines.analysis.resample` (runs, then non-circular blocks
+  of lines or single noisy steps, then each line's row replicates), on a scale that keeps the
+  interval inside the range the statistic can take;
+* a verdict against the claim's threshold: **holds** when the whole interval lies on the
+  threshold's side, **does not hold** when it lies on the other side, **inconclusive** when it
+  straddles it or there are fewer independent units than :data:`MIN_UNITS` asks,
+  **not applicable** when the paper does not make the claim for this run (the batch-size claim
+  on a run that is not plain SGD, consecutive lines on a schedule without them);
+* pooled over several runs, a verdict is never "holds" where a run's own verdict is "does not
+  hold", or the reverse: the runs then disagree, and the pooled verdict says so;
+* with several claims judged at once, ``family="bonferroni"`` widens every interval to the
+  level ``1 − (1 − level)/m`` and ``family="holm"`` judges the bootstrap p-values by Holm's
+  step-down rule (Holm 1979), so that all ``m`` verdicts together hold at ``level``.
 
-The thresholds and their reasons are in ``docs/analysis.md`` ("Claims").
-
-This module never imports torch.
+``docs/analysis.md`` ("Claims") gives each claim's quote, statistic and the reason for its
+threshold. This module never imports torch.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from steplines.analysis.bootstrap import basic_interval
+from steplines.analysis.resample import Column, Range, Resampled, resample
 
 __all__ = [
     "CLAIMS",
-    "MIN_LINES",
+    "FAMILIES",
+    "LEVEL",
+    "MIN_UNITS",
+    "RESAMPLES",
     "Claim",
-    "ClaimInputs",
-    "block_bootstrap",
+    "ClaimData",
+    "Spec",
     "evaluate_claims",
-    "verdict",
 ]
 
-MIN_LINES = 20
-"""Fewer analysed lines than this make every claim over lines "inconclusive"."""
-
 RESAMPLES = 1000
+"""Bootstrap resamples behind each claim's interval."""
+
 LEVEL = 0.95
+"""Level of each claim's interval (before a family correction)."""
+
+MIN_UNITS: dict[str, int] = {"lines": 20, "noisy steps": 5, "runs": 3}
+"""Fewest independent units for a verdict: lines (or line pairs) of a claim over lines, noisy
+steps (a step with all its directions) of the noisy-direction claim, runs of a pooled verdict."""
+
+FAMILIES = ("none", "bonferroni", "holm")
+"""How the verdicts of all claims are read together (module docstring)."""
+
+VERDICTS = ("holds", "does not hold", "inconclusive", "not applicable")
+
+
+# ---------------------------------------------------------------------------- the data
 
 
 @dataclass(frozen=True)
-class Claim:
-    """One claim of the paper, judged on one run (a row of ``claims.json``).
+class ClaimData:
+    """What the claims read from one run (rows = the analysed lines, in order).
 
     Attributes:
-        key: Stable identifier (``parabola``, ``little_change``, …).
-        claim: The paper's statement, in words, with its figure.
-        metric: What is measured, in words.
-        value: The metric on this run (None: not measured).
-        low, high: 95 % block-bootstrap interval of ``value``.
-        threshold: The claim holds when the metric is on this side, e.g. ``≤ 0.05``.
-        paper: The paper's value for this claim.
-        verdict: ``holds``, ``does not hold`` or ``inconclusive``.
-        reason: Why the verdict (always filled).
-        n: Number of lines (or items) the metric is computed from.
+        name: The run's label (its directory name).
+        columns: Name → float ``[T]`` per line: ``step`` (the training step of the line),
+            ``position`` (``i/(T−1)``: where in the run the line lies), ``later`` (1 from the
+            first "later" line on), ``rel_fit2`` (degree-2 MAE / range on ``±w``), ``mae1``,
+            ``mae2``, ``curvature`` (the degree-2 fit's ``a``), ``consecutive`` (``D(t−1, t)``
+            of lines one step apart, else NaN), ``far`` (``D(t, t+h)``, ``h`` half the later
+            lines), ``floor`` (the distance two independent full batches of the same line
+            give), ``s_opt``, ``s_update``, ``direction_norm``, ``slope_batch`` (``l_B'(0)``),
+            ``slope_full`` (``l'(0)``, finite difference), ``impr:<strategy>``,
+            ``delta_ratio:<bs>``.
+        replicates: Name → float ``[T, R]`` row-bootstrap replicates of some columns.
+        noisy: Per noisy-direction step: ``step``, ``median`` (median MAE between its
+            directions' lines) and ``far`` (``D`` between the step's own line and the line
+            half the run away: the scale of a real change).
+        meta: ``plain_sgd`` (bool), ``batch_size``, ``later_median`` (median MAE of all later
+            pairs), ``lambda_star`` (λ*_in), ``lr`` (trained λ), ``epochs`` and others shown.
+    """
+
+    name: str
+    columns: dict[str, np.ndarray]
+    replicates: dict[str, np.ndarray] = field(default_factory=dict)
+    noisy: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.columns["step"])
+
+    def col(self, name: str) -> Column:
+        """A column with its replicates where the run has them (NaN column when absent)."""
+        values = self.columns.get(name)
+        if values is None:
+            return np.full(len(self), np.nan)
+        reps = self.replicates.get(name)
+        ok = reps is not None and reps.ndim == 2 and reps.shape[0] == len(values)
+        return (values, reps) if ok else values
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` (``.npz``; the analysis' ``claim_data.npz``)."""
+        arrays = {f"col:{k}": v for k, v in self.columns.items()}
+        arrays |= {f"rep:{k}": v.astype(np.float32) for k, v in self.replicates.items()}
+        arrays |= {f"noisy:{k}": v for k, v in self.noisy.items()}
+        meta = json.dumps({"name": self.name, **self.meta}, allow_nan=True)
+        np.savez_compressed(path, meta=np.str_(meta), **arrays)
+
+    @classmethod
+    def load(cls, path: Path, name: str | None = None) -> ClaimData:
+        """Read what :meth:`save` wrote (``name`` replaces the stored label)."""
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            parts: dict[str, dict[str, np.ndarray]] = {"col": {}, "rep": {}, "noisy": {}}
+            for key in z.files:
+                if ":" in key:
+                    kind, col = key.split(":", 1)
+                    parts[kind][col] = z[key]
+        label = meta.pop("name")
+        return cls(name or label, parts["col"], parts["rep"], parts["noisy"], meta)
+
+
+# ---------------------------------------------------------------------------- statistics
+# Along the last axis, NaN = a missing unit, so that one call evaluates the data ``[T]`` and a
+# stack of resamples ``[S, T]`` alike.
+
+
+def _quiet(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    def wrapped(*cols: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn(*(np.asarray(c, dtype=np.float64) for c in cols))
+
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def _fin(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+def share_at_most(c: float) -> Callable[..., np.ndarray]:
+    """The statistic "share of the units with ``x ≤ c``"."""
+
+    @_quiet
+    def stat(x: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(x)
+        return np.sum(ok & (x <= c), axis=-1) / np.sum(ok, axis=-1)
+
+    stat.__doc__ = f"Share of the units with x ≤ {c:g}."
+    return stat
+
+
+def ratio_share_at_least(c: float) -> Callable[..., np.ndarray]:
+    """The statistic "share of the units with ``num/den ≥ c``"."""
+
+    @_quiet
+    def stat(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        r = num / den
+        ok = np.isfinite(r)
+        return np.sum(ok & (r >= c), axis=-1) / np.sum(ok, axis=-1)
+
+    stat.__doc__ = f"Share of the units with num/den ≥ {c:g}."
+    return stat
+
+
+@_quiet
+def median(x: np.ndarray) -> np.ndarray:
+    """Median over units."""
+    return np.nanmedian(_fin(x), axis=-1)
+
+
+@_quiet
+def median_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Median over units of ``num/den``."""
+    return np.nanmedian(_fin(num / den), axis=-1)
+
+
+@_quiet
+def ratio_of_medians(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``median(num) / median(den)`` over units."""
+    return np.nanmedian(_fin(num), axis=-1) / np.nanmedian(_fin(den), axis=-1)
+
+
+@_quiet
+def positive_share(x: np.ndarray) -> np.ndarray:
+    """Share of the units with ``x > 0``."""
+    ok = np.isfinite(x)
+    return np.sum(ok & (x > 0), axis=-1) / np.sum(ok, axis=-1)
+
+
+@_quiet
+def below_share(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of the units with ``a < b``."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    return np.sum(ok & (a < b), axis=-1) / np.sum(ok, axis=-1)
+
+
+@_quiet
+def share(impr: np.ndarray, opt: np.ndarray) -> np.ndarray:
+    """``Σ impr / Σ opt`` over the units where both are finite: the share of the optimum's
+    accumulated improvement ``Σ_t l(0) − l(s_opt)`` that a strategy reaches (Fig. 6)."""
+    ok = np.isfinite(impr) & np.isfinite(opt)
+    total = np.sum(np.where(ok, opt, 0.0), axis=-1)
+    return np.where(total > 0, np.sum(np.where(ok, impr, 0.0), axis=-1) / total, np.nan)
+
+
+@_quiet
+def share_gain(a: np.ndarray, b: np.ndarray, opt: np.ndarray) -> np.ndarray:
+    """``share(a) − share(b)`` over the units where all three are finite."""
+    ok = np.isfinite(a) & np.isfinite(b) & np.isfinite(opt)
+    total = np.sum(np.where(ok, opt, 0.0), axis=-1)
+    gain = np.sum(np.where(ok, a - b, 0.0), axis=-1)
+    return np.where(total > 0, gain / total, np.nan)
+
+
+@_quiet
+def loglog_slope(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Least-squares slope of ``log y`` on ``log x`` over the units with both positive:
+    ``y ∝ x^slope``, so 1 is proportional."""
+    ok = np.isfinite(y) & np.isfinite(x) & (y > 0) & (x > 0)
+    ly = np.where(ok, np.log(np.where(ok, y, 1.0)), 0.0)
+    lx = np.where(ok, np.log(np.where(ok, x, 1.0)), 0.0)
+    n = np.sum(ok, axis=-1)
+    mx, my = np.sum(lx, axis=-1) / n, np.sum(ly, axis=-1) / n
+    dx = np.where(ok, lx - mx[..., None], 0.0)
+    dy = np.where(ok, ly - my[..., None], 0.0)
+    return np.sum(dx * dy, axis=-1) / np.sum(dx * dx, axis=-1)
+
+
+@_quiet
+def late_over_early(x: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """``median(x over the last third of a run) / median(x over its first third)``."""
+    late = np.where(position >= 2.0 / 3.0, x, np.nan)
+    early = np.where(position < 1.0 / 3.0, x, np.nan)
+    return np.nanmedian(_fin(late), axis=-1) / np.nanmedian(_fin(early), axis=-1)
+
+
+@_quiet
+def worst_ratio(*cols: np.ndarray) -> np.ndarray:
+    """Largest ``|median − 1|`` over the columns."""
+    return np.nanmax(np.stack([np.abs(np.nanmedian(_fin(c), axis=-1) - 1.0) for c in cols]), 0)
+
+
+# ---------------------------------------------------------------------------- the claims
+
+Columns = tuple[Column, ...] | str
+"""A claim's columns on one run, or why the claim is not applicable there."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One claim of the paper and how it is tested.
+
+    Attributes:
+        key: Stable identifier.
+        claim: The claim in a few words.
+        quote: The paper's sentence.
+        figure: Where in the paper.
+        metric: What the statistic is, in words.
+        columns: The run's columns for the statistic, or why the claim does not apply.
+        stat: The statistic over units (last axis).
+        range: The values the statistic can take.
+        above: The claim holds when the statistic exceeds this (None: no lower side).
+        below: The claim holds when the statistic is under this (None: no upper side).
+        paper: The paper's own number (or words) for the claim.
+        quantity: The paper's quantity on this run: ``(name, fn(run) → value)``.
+        unit: ``lines`` or ``noisy steps``.
+        interval: ``basic`` (the bias-correcting interval, for sums, shares and ratios) or
+            ``percentile`` (for quantiles and maxima, where the basic interval's reflection
+            covers worse: ``bench/claims_coverage.py``).
     """
 
     key: str
     claim: str
+    quote: str
+    figure: str
     metric: str
+    columns: Callable[[ClaimData], Columns]
+    stat: Callable[..., np.ndarray]
+    range: Range
+    above: float | None
+    below: float | None
+    paper: str
+    quantity: tuple[str, Callable[[ClaimData], float | None]] | None = None
+    unit: str = "lines"
+
+    @property
+    def interval(self) -> str:
+        """``percentile`` for a share of lines (range ``[0, 1]``) and the batch-size claim's
+        largest deviation, ``basic`` for the rest (sums, shares of the optimum, ratios, slopes):
+        near a bound of its range the basic interval's reflection covers worse
+        (``bench/claims_coverage.py``)."""
+        bounded = self.range.low is not None and self.range.high is not None
+        return "percentile" if bounded or self.key == "batch_size" else "basic"
+
+    @property
+    def threshold(self) -> str:
+        """The holding side in words (``≤ 0.05``, ``in [0.5, 1.5]``)."""
+        if self.above is not None and self.below is not None:
+            return f"in [{self.above:g}, {self.below:g}]"
+        return f"≥ {self.above:g}" if self.above is not None else f"≤ {self.below:g}"
+
+
+def _later(d: ClaimData, name: str) -> Column:
+    c = d.col(name)
+    keep = d.columns["later"] > 0
+    if isinstance(c, tuple):
+        return np.where(keep, c[0], np.nan), np.where(keep[:, None], c[1], np.nan)
+    return np.where(keep, c, np.nan)
+
+
+def _positive_s_opt(d: ClaimData) -> Column:
+    c = d.col("s_opt")
+    keep = d.columns["s_opt"] > 0  # the same lines in every replicate
+    if isinstance(c, tuple):
+        return np.where(keep, c[0], np.nan), np.where(keep[:, None], c[1], np.nan)
+    return np.where(keep, c, np.nan)
+
+
+_NONE = np.full(1, np.nan)
+
+
+def _rel_fit2(d: ClaimData) -> Columns:
+    return (d.col("rel_fit2"),)
+
+
+def _overshoot(d: ClaimData) -> tuple[np.ndarray, np.ndarray]:
+    s_opt = d.columns["s_opt"]
+    return d.columns["s_update"], np.where(s_opt > 0, s_opt, np.nan)
+
+
+def _consecutive(d: ClaimData) -> Columns:
+    cons = _later(d, "consecutive")
+    if np.sum(np.isfinite(cons)) == 0:
+        return (
+            "no two analysed lines are one step apart (a line schedule with gaps): the paper's "
+            "consecutive lines are not in this run"
+        )
+    return cons, _later(d, "far")
+
+
+def _noisy(d: ClaimData) -> Columns:
+    med = d.noisy.get("median")
+    if med is None or med.size == 0:
+        return "no noisy-direction lines were measured (set measure.noisy_every)"
+    return med, d.noisy["far"]
+
+
+def _plain_sgd_delta(d: ClaimData) -> Columns:
+    if not d.meta.get("plain_sgd", True):
+        return (
+            "the paper does not claim it beyond plain SGD (§6: 'this analysis was not "
+            "performed for SGD with momentum')"
+        )
+    keys = sorted((k for k in d.columns if k.startswith("delta_ratio:")), key=_bs)
+    if not keys:
+        return "the batch-size simulation needs a batch size in B/4 … 2B"
+    return tuple(d.columns[k] for k in keys)
+
+
+def _bs(key: str) -> int:
+    return int(key.split(":", 1)[1])
+
+
+def _impr(*names: str) -> Callable[[ClaimData], Columns]:
+    def cols(d: ClaimData) -> Columns:
+        missing = [n for n in names if f"impr:{n}" not in d.columns]
+        if missing:
+            return f"the strategy {missing[0]} was not computed on this run"
+        return tuple(d.col(f"impr:{n}") for n in names)
+
+    return cols
+
+
+def _meta(key: str) -> Callable[[ClaimData], float | None]:
+    return lambda d: _num(d.meta.get(key))
+
+
+def _stat_of(name: str, fn: Callable[..., np.ndarray], *cols: str) -> tuple[str, Callable]:
+    return name, lambda d: _num(fn(*(d.columns.get(c, np.full(len(d), np.nan)) for c in cols)))
+
+
+@_quiet
+def _max(x: np.ndarray) -> np.ndarray:
+    return np.nanmax(_fin(x), axis=-1)
+
+
+CLAIMS: tuple[Spec, ...] = (
+    Spec(
+        "parabola",
+        "The full-batch loss along a line is locally almost a parabola.",
+        "Figure 4 shows in detail that this is valid since the fitting error of a parabola is "
+        "always low.",
+        "§4, Fig. 4",
+        "share of lines whose degree-2 fit's MAE on ±w is at most 5 % of the line's range on "
+        '±w ("always": at least nine lines in ten, i.e. the 90 % quantile of the relative '
+        "error is ≤ 5 %)",
+        _rel_fit2,
+        share_at_most(0.05),
+        Range(0.0, 1.0),
+        0.9,
+        None,
+        "ResNet-18: degree-2 MAE ≤ 0.005 on every line, degree-1 ≤ 0.07 (Fig. 11)",
+        _stat_of("largest degree-2 MAE over lines", _max, "mae2"),
+    ),
+    Spec(
+        "positive_curvature",
+        "The parabolas open upwards.",
+        "The previous section showed that the full-batch loss along lines in update step "
+        "direction behaves parabolically and exhibits positive curvature.",
+        "§5, Fig. 4",
+        "share of lines whose degree-2 fit on ±w has a > 0",
+        lambda d: (d.col("curvature"),),
+        positive_share,
+        Range(0.0, 1.0),
+        0.9,
+        None,
+        "l(s) ≈ as² + bs + c with a > 0",
+        _stat_of("median curvature a", median, "curvature"),
+    ),
+    Spec(
+        "parabola_not_line",
+        "A parabola fits far better than a straight line.",
+        "Full-batch losses along lines can be well fitted by polynomials of degree 2.",
+        "Fig. 4 (degree 1 against 2)",
+        "median over lines of the degree-2 MAE divided by the degree-1 MAE on ±w",
+        lambda d: (d.col("mae2"), d.col("mae1")),
+        median_ratio,
+        Range(0.0, None),
+        None,
+        0.25,
+        "ResNet-18: ≤ 0.005 against ≤ 0.07, a ratio ≈ 0.07",
+        _stat_of("largest degree-1 MAE over lines", _max, "mae1"),
+    ),
+    Spec(
+        "little_change",
+        "Consecutive lines change little, lines far apart in training more.",
+        "In particular, the full-batch loss along consecutive lines behaves similarly.",
+        "§4, Fig. 3",
+        "median over later lines of D(t−1, t) for lines one step apart, divided by the median "
+        "D(t, t+h) of later lines half the run apart",
+        _consecutive,
+        ratio_of_medians,
+        Range(0.0, None),
+        None,
+        0.5,
+        "later pairs ≈ 0.01 apart (MAE, ResNet-20; 0.005 ResNet-18), the first ~10 lines most",
+        ("median MAE of all later pairs", _meta("later_median")),
+    ),
+    Spec(
+        "noisy_directions",
+        "Lines along other mini-batches' directions from one point look alike.",
+        "At fixed positions in parameter space the full-batch loss along lines in several noisy "
+        "gradient directions reveals low distances.",
+        "§4, Fig. 8",
+        "median over noisy steps of the median D between the step's directions, divided by "
+        "the D between the step's line and the line half the run away",
+        _noisy,
+        median_ratio,
+        Range(0.0, None),
+        None,
+        0.5,
+        "low distances (Fig. 8, 100 positions)",
+        (
+            "median MAE between noisy directions",
+            lambda d: _num(median(d.noisy.get("median", _NONE))),
+        ),
+        unit="noisy steps",
+    ),
+    Spec(
+        "batch_steeper",
+        "The direction-defining batch's loss falls faster at s = 0 than the full batch's.",
+        "Further on is the slope of the direction defining mini-batch around s = 0 is "
+        "consistently steeper than the full-batch loss.",
+        "§3, Fig. 2",
+        "share of lines with l_B'(0) < l'(0)",
+        lambda d: (d.col("slope_batch"), d.col("slope_full")),
+        below_share,
+        Range(0.0, 1.0),
+        0.9,
+        None,
+        '"always steeper around 0" (Fig. 2)',
+        (
+            "median l_B'(0) − l'(0)",
+            lambda d: _num(median(d.columns["slope_batch"] - d.columns["slope_full"])),
+        ),
+    ),
+    Spec(
+        "fbpal_near_optimal",
+        "A parabola through the full batch's l(0), l(µ), l'(0) steps almost optimally.",
+        "To strengthen our previous observation, a parabolic approximation on the full-batch "
+        "loss (FBPAL) yields almost optimal performance.",
+        "§5, Fig. 6",
+        "share of the optimum's accumulated improvement reached by FBPAL, all lines",
+        _impr("fbpal", "optimal"),
+        share,
+        Range(None, 1.0),
+        0.9,
+        None,
+        '"almost optimal"',
+    ),
+    Spec(
+        "constant_rate",
+        "SGD at one good constant rate is almost an exact line search (in-sample).",
+        "Surprisingly, SGD with λ = 0.05 estimates the minima of the full-batch loss almost "
+        "as well.",
+        "§5, Fig. 6",
+        "share of the optimum's accumulated improvement over all lines reached by the update "
+        "at the constant λ* = median_t s_opt/‖m_t‖ of the same lines (in-sample, the paper's "
+        "comparison)",
+        _impr("lambda_star_in", "optimal"),
+        share,
+        Range(None, 1.0),
+        0.9,
+        None,
+        'λ = 0.05 "almost as well" as FBPAL (ResNet-20)',
+        ("λ* (in-sample)", _meta("lambda_star")),
+    ),
+    Spec(
+        "constant_rate_out",
+        "The constant rate also works without hindsight (out-of-sample).",
+        "We empirically show that there exists a leaning rate for which SGD always performs "
+        "almost exact line searches on the full-batch loss.",
+        "§1, §5",
+        "share of the optimum's accumulated improvement over all lines after the first, "
+        "reached at λ*_t = the median of s_opt/‖m‖ over the lines before t (out-of-sample)",
+        _impr("lambda_star_out", "optimal"),
+        share,
+        Range(None, 1.0),
+        0.9,
+        None,
+        "not reported (the paper's λ = 0.05 was read off the run)",
+    ),
+    Spec(
+        "trained_overshoots",
+        "The grid-searched learning rate steps far beyond the line's minimum.",
+        "The globally best performing learning rate of 0.1 always does a step far beyond the "
+        "locally optimal step.",
+        "§5, Fig. 6",
+        'share of lines (s_opt > 0) with s_update ≥ 1.25·s_opt ("always": at least nine '
+        "lines in ten, i.e. the 10 % quantile of s_update/s_opt is ≥ 1.25)",
+        lambda d: (d.col("s_update"), _positive_s_opt(d)),
+        ratio_share_at_least(1.25),
+        Range(0.0, 1.0),
+        0.9,
+        None,
+        "0.1 / 0.05 ≈ 2 (the same number as λ/λ*)",
+        ("median s_update / s_opt", lambda d: _num(median_ratio(*_overshoot(d)))),
+    ),
+    Spec(
+        "batch_search_poor",
+        "An exact line search on the direction-defining batch performs poorly.",
+        "Finally, Figure 6 suggests that exact line searches on the mini-batch loss perform "
+        "poorly.",
+        "§5, Fig. 6",
+        "share of the optimum's accumulated improvement reached by the minimum of l_B",
+        _impr("exact_batch", "optimal"),
+        share,
+        Range(None, 1.0),
+        None,
+        0.75,
+        '"perform poorly" (Fig. 6)',
+    ),
+    Spec(
+        "proportional",
+        "The step to the minimum is proportional to the update's norm.",
+        "This is because the step to the minimum of the full-batch loss s_opt is almost "
+        "proportional to the directional derivative (−||g||) of the direction defining "
+        "mini-batch loss.",
+        "§5, Fig. 6 (lower right)",
+        "least-squares slope of log s_opt on log ‖m_t‖ over lines (s_opt > 0): 1 is "
+        "proportional, 0 no relation",
+        lambda d: (_positive_s_opt(d), d.col("direction_norm")),
+        loglog_slope,
+        Range(None, None),
+        0.5,
+        1.5,
+        "s_opt/‖g‖ ≈ 0.05, about constant, noisier late in training",
+        _stat_of("median λ*_t = s_opt/‖m_t‖", median_ratio, "s_opt", "direction_norm"),
+    ),
+    Spec(
+        "norm_explains",
+        "Scaling the step with ‖m_t‖ beats one constant step length.",
+        "This almost proportional behavior explains why a constant learning rate can lead to "
+        "a good performance, since it is sufficient to control the update step size with the "
+        "norm of the noisy mini-batch gradient.",
+        "§5",
+        "share of the optimum reached at the constant rate λ*·‖m_t‖ minus the share reached "
+        "at the constant step length median_t s_opt (both in-sample, the same lines)",
+        _impr("lambda_star_in", "step_star_in", "optimal"),
+        share_gain,
+        Range(None, None),
+        0.0,
+        None,
+        "not reported as a number",
+    ),
+    Spec(
+        "batch_size",
+        "A k× larger batch divides |δ| by k: a larger batch acts like a smaller rate "
+        "(simulated from the stored rows).",
+        "For batch size 32 to 256 the assumption that if the batch size is increased by a "
+        "factor, then the update step size decreases by the same factor, is valid during the "
+        "whole training.",
+        "§6, Fig. 7",
+        "largest |median_t (δ_bs/δ_B)/(B/bs) − 1| over batch sizes B/4 … 2B simulated from "
+        "the stored rows with the trajectory held fixed (as the paper's §6), not trained",
+        _plain_sgd_delta,
+        worst_ratio,
+        Range(0.0, None),
+        None,
+        0.25,
+        "δ ratio = 128/bs for bs 32 … 256 over the whole training (plain SGD only)",
+    ),
+    Spec(
+        "curvature_falls",
+        "The parabolas' curvature decreases during training.",
+        "In addition, we can see that the curvature of the fitted parabolas (i.e., the second "
+        "directional derivative) decreases during training.",
+        "§4, Fig. 4",
+        "median curvature a of the last third of a run's lines over that of its first third",
+        lambda d: (d.col("curvature"), d.col("position")),
+        late_over_early,
+        Range(None, None),
+        None,
+        0.8,
+        "decreasing (Fig. 4), after a rapid rise over the very first steps",
+        _stat_of("median curvature a", median, "curvature"),
+    ),
+)
+"""The claims, as the paper states them (``docs/analysis.md`` gives each threshold's reason)."""
+
+
+# ---------------------------------------------------------------------------- judging
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim judged on one run or pooled over runs (a record of ``claims.json``).
+
+    Attributes:
+        key, claim, quote, figure, metric, threshold, paper, unit: From its :class:`Spec`.
+        value: The statistic on the data (None: not computed).
+        low, high: Its interval at ``level`` (inside ``range``).
+        level: The interval's level (after a family correction).
+        range: ``[lo, hi]`` of the values the statistic can take (None: open).
+        verdict: One of ``holds``, ``does not hold``, ``inconclusive``, ``not applicable``.
+        reason: Why the verdict (always filled).
+        n: Independent units behind the value (lines, line pairs or noisy steps).
+        runs: Runs pooled.
+        p_holds, p_fails: Bootstrap p-values of "holds" and "does not hold".
+        quantity: The paper's quantity on this run: ``{name, value}`` (value per run when
+            pooled).
+        per_run: Each run's own ``{run, verdict, value, low, high, n, reason}``.
+    """
+
+    key: str
+    claim: str
+    quote: str
+    figure: str
+    metric: str
+    threshold: str
+    paper: str
+    unit: str
     value: float | None
     low: float | None
     high: float | None
-    threshold: str
-    paper: str
+    level: float
+    range: list[float | None]
     verdict: str
     reason: str
     n: int
+    runs: int
+    p_holds: float | None = None
+    p_fails: float | None = None
+    quantity: dict[str, Any] | None = None
+    per_run: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         """Plain dict for ``claims.json``."""
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ClaimInputs:
-    """Per-line arrays the claims are measured from (rows = analysed lines, in order).
-
-    Attributes:
-        later_from: Index of the first "later" line (the first lines are excluded where a claim
-            speaks of later lines).
-        fit_mae2: MAE of the degree-2 fit on ``±w``.
-        fit_range: ``max − min`` of the full-batch line on ``±w`` (the scale of the fit error).
-        consecutive: ``D[t−1, t]`` for lines 1…T−1 (NaN for line 0), min-shifted MAE.
-        height: Mean height of each min-shifted curve on the window (the scale of ``D``).
-        s_opt, s_update: Full-batch minimum and the step as trained.
-        impr: Strategy name → improvement ``l(0) − l(step)`` per line.
-        rate: λ*_t = ``s_opt/‖m_t‖`` per line.
-        delta_ratio: Batch size → ``(δ_bs/δ_B)/(B/bs)`` per line, for ``B/4 ≤ bs ≤ 2B``.
-        noisy_ratio: Per noisy-direction line, median distance to the other directions of its
-            position over its height (empty when not measured).
-        batch_size: B, the run's batch size.
-        replicates: Row-bootstrap replicates ``[T, R]`` of per-line values
-            (:mod:`steplines.analysis.bootstrap`): ``fit_mae2``, ``fit_range``, ``s_opt``,
-            ``rate`` and ``impr:<strategy>``. Where given, each bootstrap resample of the lines
-            also draws one replicate per line, so the interval covers the sampling error of
-            each line's full batch as well as the variation between lines.
-    """
-
-    later_from: int
-    fit_mae2: np.ndarray
-    fit_range: np.ndarray
-    consecutive: np.ndarray
-    height: np.ndarray
-    s_opt: np.ndarray
-    s_update: np.ndarray
-    impr: dict[str, np.ndarray]
-    rate: np.ndarray
-    delta_ratio: dict[int, np.ndarray]
-    noisy_ratio: np.ndarray
-    batch_size: int
-    replicates: dict[str, np.ndarray] = field(default_factory=dict)
+@dataclass
+class _Judged:
+    value: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    p_holds: float = 1.0
+    p_fails: float = 1.0
+    n: int = 0
+    verdict: str = "inconclusive"
+    reason: str = ""
+    testable: bool = False
+    res: Resampled | None = None
 
 
-Column = np.ndarray | tuple[np.ndarray, np.ndarray]
-"""A per-line column: values ``[T]``, or ``(values [T], replicates [T, R])``."""
+def _judge(spec: Spec, runs: Sequence[ClaimData], resamples: int, seed: int) -> _Judged:
+    """Value, replicates and p-values of one claim on ``runs`` (no verdict yet)."""
+    cols = [spec.columns(d) for d in runs]
+    why_not = next((c for c in cols if isinstance(c, str)), None)
+    if why_not is not None:
+        return _Judged(verdict="not applicable", reason=why_not)
+    values = [np.asarray(c[0][0] if isinstance(c[0], tuple) else c[0]) for c in cols]
+    n = int(sum(np.sum(np.isfinite(v)) for v in values))
+    res = resample(
+        cols,  # type: ignore[arg-type]
+        spec.stat,
+        value_range=spec.range,
+        resamples=resamples,
+        seed=seed,
+        blocks=spec.unit == "lines",
+    )
+    out = _Judged(value=res.estimate, n=n, res=res)
+    need = MIN_UNITS[spec.unit]
+    if resamples < 1:
+        out.reason = "no interval: the bootstrap was switched off"
+    elif n < need:
+        out.reason = f"only {n} {spec.unit} (needs ≥ {need})"
+    elif len(runs) > 1 and len(runs) < MIN_UNITS["runs"]:
+        out.reason = f"only {len(runs)} runs pooled (needs ≥ {MIN_UNITS['runs']})"
+    elif not math.isfinite(res.estimate) or res.replicates.size == 0:
+        out.reason = "the statistic could not be computed on this run"
+    else:
+        out.testable = True
+        out.p_holds, out.p_fails = _p_values(spec, res)
+    return out
 
 
-def block_bootstrap(
-    columns: tuple[Column, ...],
-    stat: Callable[..., float],
+def _p_values(spec: Spec, res: Resampled) -> tuple[float, float]:
+    """``(p_holds, p_fails)``: bootstrap p-values of the statistic on each side."""
+    holds, fails = [], []
+    if spec.above is not None:
+        holds.append(res.p_above(spec.above, spec.interval))
+        fails.append(res.p_below(spec.above, spec.interval))
+    if spec.below is not None:
+        holds.append(res.p_below(spec.below, spec.interval))
+        fails.append(res.p_above(spec.below, spec.interval))
+    return max(holds), min(fails)
+
+
+def _decide(spec: Spec, j: _Judged, level: float) -> None:
+    """Interval at ``level`` and the verdict it gives (module docstring)."""
+    if j.res is not None:
+        j.low, j.high = j.res.interval(level, spec.interval)
+    if not j.testable:
+        j.reason = j.reason or "the statistic could not be computed"
+        return
+    lo, hi = j.low, j.high
+    span = f"[{_g(lo)}, {_g(hi)}]"
+    above = spec.above if spec.above is not None else -math.inf
+    below = spec.below if spec.below is not None else math.inf
+    if lo >= above and hi <= below:
+        j.verdict, j.reason = "holds", f"the interval {span} lies {spec.threshold}"
+    elif hi < above or lo > below:
+        j.verdict, j.reason = "does not hold", f"the interval {span} misses {spec.threshold}"
+    else:
+        j.verdict, j.reason = "inconclusive", f"the interval {span} straddles {spec.threshold}"
+
+
+def _holm(judged: list[tuple[Spec, _Judged]], alpha: float) -> None:
+    """Holm's step-down verdicts on the two-sided p-values ``2·min(p_holds, p_fails)``."""
+    tested = sorted(
+        (x for x in judged if x[1].testable), key=lambda x: min(x[1].p_holds, x[1].p_fails)
+    )
+    m, stopped = len(tested), False
+    for i, (spec, j) in enumerate(tested):
+        p = min(1.0, 2.0 * min(j.p_holds, j.p_fails))
+        bound = alpha / (m - i)
+        if not stopped and p <= bound:
+            j.verdict = "holds" if j.p_holds < j.p_fails else "does not hold"
+            j.reason = f"Holm: p = {_g(p)} ≤ {_g(bound)} ({spec.threshold})"
+        else:
+            stopped = True
+            j.verdict = "inconclusive"
+            j.reason = f"Holm: p = {_g(p)} > {_g(bound)} ({spec.threshold})"
+
+
+def _judge_all(
+    runs: Sequence[ClaimData], resamples: int, level: float, family: str, seed: int
+) -> tuple[list[tuple[Spec, _Judged]], float]:
+    judged = [(s, _judge(s, runs, resamples, seed + k)) for k, s in enumerate(CLAIMS)]
+    m = max(1, sum(j.testable for _, j in judged))
+    alpha = 1.0 - level
+    used = 1.0 - alpha / m if family == "bonferroni" else level
+    for spec, j in judged:
+        _decide(spec, j, used)
+    if family == "holm":
+        _holm(judged, alpha)
+    return judged, used
+
+
+def evaluate_claims(
+    runs: Sequence[ClaimData],
     *,
     resamples: int = RESAMPLES,
     level: float = LEVEL,
+    family: str = "none",
     seed: int = 0,
-    block: int | None = None,
-) -> tuple[float, float]:
-    """Basic bootstrap interval of ``stat(*columns)`` under a circular moving-block bootstrap.
-
-    Rows (lines) are resampled in blocks of ``block`` consecutive rows (default ``⌈√T⌉``),
-    wrapping around, so that the dependence between neighbouring lines is kept. A column given
-    as ``(values, replicates)`` contributes, for each drawn line, one of its ``R`` replicates
-    drawn at random (a two-level bootstrap: lines, then rows within a line).
+) -> list[Claim]:
+    """Every claim of :data:`CLAIMS` judged on one run, or pooled over several.
 
     Args:
-        columns: Arrays with the same first dimension T (the lines), or ``(values,
-            replicates [T, R])`` pairs.
-        stat: Function of the columns along their last axis (the lines): a float for ``[T]``
-            columns, an array for ``[S, T]`` stacks of resamples (NaN allowed).
-        resamples: Number of bootstrap resamples.
-        level: Interval level (0.95: the 2.5 % and 97.5 % percentiles).
-        seed: Seed of the generator (results are reproducible).
-        block: Block length (default ``⌈√T⌉``; 1 = the ordinary bootstrap).
+        runs: One run's data, or several runs of one setup (seeds) to pool.
+        resamples: Bootstrap resamples per claim (0: no intervals, nothing judged).
+        level: Level of each interval before the family correction.
+        family: ``none``, ``bonferroni`` or ``holm`` (module docstring).
+        seed: Seed of the resampling (results are reproducible).
 
     Returns:
-        ``(low, high)`` = ``[2θ̂ − q_{1−a}, 2θ̂ − q_a]``, with ``θ̂`` the statistic of the
-        columns' own values and ``q`` the quantiles of the resampled statistics
-        (:func:`steplines.analysis.bootstrap.basic_interval`: Davison & Hinkley 1997, §5.2);
-        NaNs when T = 0, ``θ̂`` is not finite, or no resample gives a finite statistic.
+        One :class:`Claim` per entry of :data:`CLAIMS`, in that order; ``per_run`` holds each
+        run's own verdict (judged alone, with the same family rule).
+
+    Raises:
+        ValueError: No run, or an unknown ``family``.
     """
-    t = len(_values(columns[0]))
-    if t == 0 or resamples < 1:
-        return math.nan, math.nan
-    length = block or max(1, math.ceil(math.sqrt(t)))
-    rng = np.random.default_rng(seed)
-    n_blocks = math.ceil(t / length)
-    starts = rng.integers(0, t, size=(resamples, n_blocks))
-    idx = (starts[:, :, None] + np.arange(length)[None, None, :]).reshape(resamples, -1)[:, :t] % t
-    width = max((c[1].shape[1] for c in columns if isinstance(c, tuple)), default=1)
-    pick = rng.integers(0, width, size=(resamples, t))
-
-    def draw(c: Column, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        if isinstance(c, tuple):
-            return c[1][i, j % c[1].shape[1]].astype(np.float64)
-        return np.asarray(c, dtype=np.float64)[i]
-
-    chunk = max(1, 2_000_000 // t)  # resamples per vectorised call: ~16 MB per column
-    vals = np.concatenate(
-        [
-            np.asarray(
-                stat(*(draw(c, idx[k : k + chunk], pick[k : k + chunk]) for c in columns)),
-                dtype=np.float64,
-            ).reshape(-1)
-            for k in range(0, resamples, chunk)
+    if not runs:
+        raise ValueError("no run to judge")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    pooled, used = _judge_all(runs, resamples, level, family, seed)
+    singles = [_judge_all([d], resamples, level, family, seed)[0] for d in runs]
+    out = []
+    for k, (spec, j) in enumerate(pooled):
+        own = [(d, s[k][1]) for d, s in zip(runs, singles)]
+        if len(runs) > 1:
+            _reconcile(j, [x for _, x in own], [d.name for d in runs])
+        per_run = [
+            {
+                "run": d.name,
+                "verdict": x.verdict,
+                "value": _opt(x.value),
+                "low": _opt(x.low),
+                "high": _opt(x.high),
+                "n": x.n,
+                "reason": x.reason,
+            }
+            for d, x in own
         ]
-    )
-    vals = vals[np.isfinite(vals)]
-    estimate = float(stat(*(np.asarray(_values(c), dtype=np.float64) for c in columns)))
-    if vals.size == 0 or not math.isfinite(estimate):
-        return math.nan, math.nan
-    lo, hi = basic_interval(estimate, vals, level)
-    return float(lo), float(hi)
+        out.append(
+            Claim(
+                key=spec.key,
+                claim=spec.claim,
+                quote=spec.quote,
+                figure=spec.figure,
+                metric=spec.metric,
+                threshold=spec.threshold,
+                paper=spec.paper,
+                unit=spec.unit,
+                value=_opt(j.value),
+                low=_opt(j.low),
+                high=_opt(j.high),
+                level=used,
+                range=spec.range.to_json(),
+                verdict=j.verdict,
+                reason=j.reason,
+                n=j.n,
+                runs=len(runs),
+                p_holds=_opt(j.p_holds) if j.testable else None,
+                p_fails=_opt(j.p_fails) if j.testable else None,
+                quantity=_quantity(spec, runs),
+                per_run=per_run,
+            )
+        )
+    return out
 
 
-def _values(c: Column) -> np.ndarray:
-    return c[0] if isinstance(c, tuple) else c
+def _reconcile(j: _Judged, own: list[_Judged], names: list[str]) -> None:
+    """A pooled verdict never contradicts a run's own: the runs then disagree."""
+    if j.verdict not in ("holds", "does not hold"):
+        return
+    other = "does not hold" if j.verdict == "holds" else "holds"
+    against = [n for n, x in zip(names, own) if x.verdict == other]
+    if against:
+        j.verdict = "inconclusive"
+        j.reason = f"the runs disagree: {', '.join(against)} alone: {other} ({j.reason})"
 
 
-def _sliced(c: Column, part: slice) -> Column:
-    return (c[0][part], c[1][part]) if isinstance(c, tuple) else c[part]
+def _quantity(spec: Spec, runs: Sequence[ClaimData]) -> dict[str, Any] | None:
+    if spec.quantity is None:
+        return None
+    name, fn = spec.quantity
+    values = []
+    for d in runs:
+        try:
+            values.append(fn(d))
+        except (KeyError, ValueError):
+            values.append(None)
+    return {"name": name, "paper": spec.paper, "value": values[0] if len(runs) == 1 else values}
 
 
-def verdict(
-    value: float, low: float, high: float, threshold: float, holds_above: bool
-) -> tuple[str, str]:
-    """``(verdict, reason)`` from a value, its interval and a threshold (see module docstring)."""
-    side = "≥" if holds_above else "≤"
-    if not all(math.isfinite(x) for x in (value, low, high)):
-        return "inconclusive", "the metric could not be computed on this run"
-    span = f"[{_g(low)}, {_g(high)}]"
-    if (low >= threshold) if holds_above else (high <= threshold):
-        return "holds", f"the interval {span} lies {side} {_g(threshold)}"
-    if (high < threshold) if holds_above else (low > threshold):
-        return "does not hold", f"the interval {span} misses {side} {_g(threshold)}"
-    return "inconclusive", f"the interval {span} straddles {_g(threshold)}"
+def family_note(claims: Sequence[Claim | dict[str, Any]], family: str, level: float) -> str:
+    """How many claims were judged at which level, in one sentence (the report says it)."""
+    rows = [c.to_json() if isinstance(c, Claim) else c for c in claims]
+    judged = [c for c in rows if c["verdict"] in ("holds", "does not hold", "inconclusive")]
+    m = sum(c.get("p_holds") is not None for c in judged)
+    each = rows[0]["level"] if rows else level
+    if family == "bonferroni":
+        how = (
+            f"each interval at {each:.4g} (Bonferroni), so that all {m} hold together at {level:g}"
+        )
+    elif family == "holm":
+        how = f"verdicts by Holm's step-down rule, all {m} together at {level:g}"
+    else:
+        how = (
+            f"each at {level:g} on its own: among {m} true claims about "
+            f"{m * (1 - level) / 2:.1f} would be called 'does not hold' by chance; "
+            "--family holm or bonferroni judges them together"
+        )
+    return f"{m} claims judged; {how}."
 
 
 def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
-# Statistics over the lines: along the last axis, so that one call evaluates a stack of
-# bootstrap resamples ``[S, T]`` as well as the run itself ``[T]``.
-
-
-def _finite_median(x: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row gives NaN
-        return np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=-1)
-
-
-def _ratio_median(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return _finite_median(num / den)
-
-
-def _share(impr: np.ndarray, opt: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(impr) & np.isfinite(opt)
-    total = np.sum(np.where(ok, opt, 0.0), axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total > 0, np.sum(np.where(ok, impr, 0.0), axis=-1) / total, np.nan)
-
-
-def _spread(rate: np.ndarray) -> np.ndarray:
-    r = np.where(np.isfinite(rate), rate, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        q25, med, q75 = np.nanpercentile(r, [25, 50, 75], axis=-1)
-    enough = np.sum(np.isfinite(r), axis=-1) >= 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(enough & (med != 0), (q75 - q25) / np.abs(med), np.nan)
-
-
-def _worst_ratio(*cols: np.ndarray) -> np.ndarray:
-    devs = np.stack([np.abs(_finite_median(c) - 1.0) for c in cols])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmax(devs, axis=0)
-
-
-@dataclass(frozen=True)
-class _Spec:
-    key: str
-    claim: str
-    metric: str
-    threshold: float
-    holds_above: bool
-    paper: str
-
-
-CLAIMS: tuple[_Spec, ...] = (
-    _Spec(
-        "parabola",
-        "The full-batch loss along the update direction is locally almost a parabola (Fig. 4).",
-        "median over lines of the degree-2 fit's MAE on ±w divided by the line's range on ±w",
-        0.05,
-        False,
-        'fit error "always low"; ResNet-18 degree-2 MAE ≤ 0.005 vs degree-1 ≤ 0.07',
-    ),
-    _Spec(
-        "little_change",
-        "After the first lines, consecutive lines change little (Fig. 3).",
-        "median over later lines of D(t−1, t) divided by the mean height of line t's "
-        "min-shifted curve on ±w",
-        0.1,
-        False,
-        "later lines ≈ 0.01 apart (MAE), the first ~10 lines differ most",
-    ),
-    _Spec(
-        "constant_rate",
-        "SGD with a good constant learning rate is almost an exact full-batch line search "
-        "(Fig. 6).",
-        "share of the optimum's accumulated improvement over the later lines reached by the "
-        "update at the constant λ* estimated out-of-sample (from earlier lines only)",
-        0.9,
-        True,
-        'SGD λ = 0.05 ≈ 95 % of the optimum (ResNet-18), "almost as well" as FBPAL',
-    ),
-    _Spec(
-        "trained_overshoots",
-        "The trained learning rate steps far beyond the line's minimum (Fig. 6).",
-        "median over lines of s_update / s_opt (lines with s_opt > 0)",
-        1.25,
-        True,
-        '≈ 2: λ = 0.1 "always does a step far beyond the locally optimal step"',
-    ),
-    _Spec(
-        "batch_search_poor",
-        "An exact line search on the direction-defining mini-batch performs poorly (Fig. 6).",
-        "share of the optimum's accumulated improvement reached by the minimum of l_B",
-        0.75,
-        False,
-        "≈ 54 % of the optimum (ResNet-18); negative with momentum",
-    ),
-    _Spec(
-        "proportional",
-        "The step to the minimum is proportional to the gradient norm: λ*_t = s_opt/‖m_t‖ "
-        "is about constant (Fig. 6, lower right).",
-        "relative spread (IQR / median) of λ*_t over later lines",
-        0.5,
-        False,
-        "s_opt/‖g‖ ≈ 0.05, about constant, noisier late in training",
-    ),
-    _Spec(
-        "batch_size",
-        "A k× larger batch divides |δ| by k — a larger batch acts like a smaller learning "
-        "rate (Fig. 7).",
-        "largest |median_t (δ_bs/δ_B)/(B/bs) − 1| over the simulated batch sizes B/4 … 2B",
-        0.25,
-        False,
-        "δ ratio = 128/bs for bs 32…256 over the whole training",
-    ),
-    _Spec(
-        "noisy_directions",
-        "Lines along other mini-batches' directions from the same point look alike (Fig. 8).",
-        "median over noisy-direction lines of the median distance to the other directions "
-        "divided by the line's mean height on ±w",
-        0.1,
-        False,
-        "distances between the noisy lines are low",
-    ),
-)
-"""The claims, their metrics and thresholds (``docs/analysis.md`` gives the reasons)."""
-
-
-def evaluate_claims(
-    x: ClaimInputs, *, resamples: int = RESAMPLES, level: float = LEVEL
-) -> list[Claim]:
-    """Every claim of :data:`CLAIMS` judged on one run (see the module docstring).
-
-    Args:
-        x: The per-line arrays.
-        resamples: Bootstrap resamples per claim (0: no intervals, every verdict
-            inconclusive).
-        level: Level of the intervals.
-
-    Returns:
-        One :class:`Claim` per entry of :data:`CLAIMS`, in that order.
-    """
-    later = slice(x.later_from, None)
-    nan = np.full(len(x.s_opt), np.nan)
-
-    def col(name: str, values: np.ndarray) -> Column:
-        reps = x.replicates.get(name)
-        return (values, reps) if reps is not None and reps.shape[0] == len(values) else values
-
-    opt = col("impr:optimal", x.impr.get("optimal", nan))
-    out_key = "lambda_star_out"
-    positive = x.s_opt > 0
-    s_opt = col("s_opt", np.where(positive, x.s_opt, np.nan))
-    if isinstance(s_opt, tuple):  # the same lines in every replicate: those with s_opt > 0
-        s_opt = (s_opt[0], np.where(positive[:, None], s_opt[1], np.nan))
-    data: dict[str, tuple[tuple[Column, ...], Callable[..., float], str]] = {
-        "parabola": (
-            (col("fit_mae2", x.fit_mae2), col("fit_range", x.fit_range)),
-            _ratio_median,
-            "",
-        ),
-        "little_change": (
-            (x.consecutive[later], x.height[later]),
-            _ratio_median,
-            "",
-        ),
-        "constant_rate": (
-            (
-                _sliced(col(f"impr:{out_key}", x.impr.get(out_key, nan)), later),
-                _sliced(opt, later),
-            ),
-            _share,
-            "" if out_key in x.impr else "the out-of-sample λ* strategy was not computed",
-        ),
-        "trained_overshoots": (
-            (np.where(positive, x.s_update, np.nan), s_opt),
-            _ratio_median,
-            "",
-        ),
-        "batch_search_poor": (
-            (col("impr:exact_batch", x.impr.get("exact_batch", nan)), opt),
-            _share,
-            "",
-        ),
-        "proportional": ((_sliced(col("rate", x.rate), later),), _spread, ""),
-        "batch_size": (
-            tuple(x.delta_ratio[k] for k in sorted(x.delta_ratio)),
-            _worst_ratio,
-            "" if x.delta_ratio else "the batch-size simulation needs B and a size in B/4 … 2B",
-        ),
-        "noisy_directions": (
-            (x.noisy_ratio,),
-            _finite_median,
-            ""
-            if x.noisy_ratio.size
-            else "no noisy-direction lines were measured "
-            "(set measure.noisy_every and measure.noisy_directions)",
-        ),
-    }
-    claims = []
-    for spec in CLAIMS:
-        cols, stat, missing = data[spec.key]
-        n = len(_values(cols[0])) if cols else 0
-        need = 4 if spec.key == "noisy_directions" else MIN_LINES
-        value = float(stat(*(_values(c) for c in cols))) if cols and n else math.nan
-        low = high = math.nan
-        if missing:
-            verdict_, reason = "inconclusive", missing
-        elif resamples < 1:
-            verdict_, reason = "inconclusive", "no interval: the bootstrap was switched off"
-        elif n < need:
-            verdict_ = "inconclusive"
-            reason = f"only {n} {'lines' if need == MIN_LINES else 'items'} (needs ≥ {need})"
-        else:
-            block = 1 if spec.key == "noisy_directions" else None
-            low, high = block_bootstrap(cols, stat, resamples=resamples, level=level, block=block)
-            verdict_, reason = verdict(value, low, high, spec.threshold, spec.holds_above)
-        claims.append(
-            Claim(
-                key=spec.key,
-                claim=spec.claim,
-                metric=spec.metric,
-                value=_opt(value),
-                low=_opt(low),
-                high=_opt(high),
-                threshold=f"{'≥' if spec.holds_above else '≤'} {spec.threshold:g}",
-                paper=spec.paper,
-                verdict=verdict_,
-                reason=reason,
-                n=n,
-            )
-        )
-    return claims
+def _num(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _opt(x: float) -> float | None:

@@ -58,23 +58,6 @@ def noisy_distances(
     }
 
 
-def relative_spread(res: dict[str, Any]) -> np.ndarray:
-    """Per noisy-direction line: median distance to the other lines of its position / its height.
-
-    The dimensionless metric of the claim that lines along different mini-batches' directions
-    look alike (``steplines.analysis.claims``). Float ``[P·D]`` (NaN where undefined).
-    """
-    out = []
-    for mat, height in zip(res["matrices"], res["height"]):
-        d = mat.shape[0]
-        for i in range(d):
-            others = np.delete(mat[i], i)
-            others = others[np.isfinite(others)]
-            ok = others.size and height[i] > 0
-            out.append(float(np.median(others) / height[i]) if ok else np.nan)
-    return np.asarray(out, dtype=np.float64)
-
-
 def write_noisy_distances(
     run_dir: Path, out_dir: Path, window: float, mode: str
 ) -> dict[str, Any] | None:

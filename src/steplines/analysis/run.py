@@ -31,7 +31,7 @@ from steplines.analysis.bootstrap import (
     basic_interval,
     percentile_interval,
 )
-from steplines.analysis.claims import RESAMPLES, ClaimInputs, evaluate_claims
+from steplines.analysis.claims import RESAMPLES, ClaimData, evaluate_claims
 from steplines.analysis.estimators import (
     LABPAL_BATCHES,
     LabpalTap,
@@ -39,7 +39,7 @@ from steplines.analysis.estimators import (
     estimator_summary,
 )
 from steplines.analysis.lines import SummaryLines, lines_missing, load_summary
-from steplines.analysis.noisy import relative_spread, write_noisy_distances
+from steplines.analysis.noisy import write_noisy_distances
 from steplines.analysis.settings import (
     AnalysisSettings,
     analysis_tag,
@@ -85,6 +85,12 @@ FIT_DEGREES: tuple[int, ...] = (1, 2, 3, 4)
 
 FIRST_LINES = 50
 """Size of the "first lines" distance-matrix view (docs/method.md §6.2: first 50 lines)."""
+
+CLAIM_DATA = "claim_data.npz"
+"""The per-line columns the claims are judged on (:class:`ClaimData`), for pooling runs."""
+
+STEP_STAR = "step_star_in"
+"""One constant step length, the median ``s_opt`` (the claim ``norm_explains`` compares)."""
 
 
 def _num(x: Any) -> Any:
@@ -170,6 +176,7 @@ def analyze_run(
     resamples: int | None = None,
     level: float | None = None,
     line_resamples: int = RESAMPLES,
+    family: str = "none",
 ) -> dict[str, Path]:
     """Analyse ``run_dir`` and write its tables (``RUN/analysis/`` or ``RUN/analysis-<tag>/``).
 
@@ -190,6 +197,8 @@ def analyze_run(
             (:mod:`steplines.analysis.bootstrap`; default 200; 0 = no intervals).
         level: Override of the level of every interval (default 0.95).
         line_resamples: Resamples of the lines behind each claim's interval.
+        family: How the claims' verdicts are read together: ``none``, ``bonferroni`` or
+            ``holm`` (:mod:`steplines.analysis.claims`).
 
     Returns:
         Name → path of every file written: ``strategies``, ``fits``, ``derivatives``,
@@ -270,8 +279,9 @@ def analyze_run(
     sizes = [int(b) for b in batch_sizes if int(b) <= n_full]
     records = ((int(t), store.read_line(int(t))) for t in sl.lines)
     labpal = LabpalTap(store.n_direction, LABPAL_BATCHES, settings.mu, mode)
+    step_star = _step_star(sl, q, settings.mode)
     rows = ReplicateTap(
-        {k: m["step"] for k, m in strat.metrics.items()},
+        {k: m["step"] for k, m in strat.metrics.items()} | {STEP_STAR: step_star["step"]},
         sl.lines,
         mode=mode,
         window=settings.window,
@@ -347,30 +357,33 @@ def analyze_run(
         paths["directions"] = out_dir / "directions.npz"
 
     # ---------------------------------------------------------------- claims
+    data = _claim_data(
+        run_dir.name,
+        sl,
+        q,
+        shape,
+        strat,
+        step_star,
+        reps,
+        noisy,
+        _delta_ratios(bs_table, sl.lines, store.n_direction),
+        settings,
+        {"batch_size": int(store.n_direction), "epochs": _epochs(sl.lines, config)},
+    )
+    paths["claim_data"] = out_dir / CLAIM_DATA
+    data.save(paths["claim_data"])
     claims = evaluate_claims(
-        ClaimInputs(
-            later_from=shape.later_from,
-            fit_mae2=shape.mae[:, FIT_DEGREES.index(2)],
-            fit_range=shape.fit_range,
-            consecutive=np.concatenate([[np.nan], shape.consecutive]),
-            height=shape.height,
-            s_opt=q["s_opt"],
-            s_update=sl.s_update,
-            impr={k: m["improvement"] for k, m in strat.metrics.items()},
-            rate=rate_ratios(q["s_opt"], sl.direction_norm),
-            delta_ratio=_delta_ratios(bs_table, sl.lines, store.n_direction),
-            noisy_ratio=relative_spread(noisy) if noisy is not None else np.empty(0),
-            batch_size=store.n_direction,
-            replicates=_claim_replicates(reps, sl.direction_norm),
-        ),
+        [data],
         resamples=line_resamples if settings.resamples else 0,
         level=settings.level,
+        family=family,
     )
     paths["claims"] = out_dir / "claims.json"
     paths["claims"].write_text(
         json.dumps([c.to_json() for c in claims], indent=2, ensure_ascii=False) + "\n"
     )
     summary["claims"] = {c.key: c.verdict for c in claims}
+    summary["claims_family"] = family
     paths["settings"] = out_dir / "settings.json"
     paths["settings"].write_text(
         json.dumps(settings.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -436,6 +449,31 @@ class _Shape:
     consecutive: np.ndarray
     height: np.ndarray
     later_from: int
+    far: np.ndarray
+    far_any: np.ndarray
+
+
+def _far_distances(curves: np.ndarray, later_from: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distance of lines far apart in training (the contrast of Fig. 3).
+
+    Returns:
+        ``(far, far_any)``: ``far[t] = D(t, t + h)`` for the later lines ``t`` with ``t + h``
+        inside the run (else NaN), ``h`` half the later lines; ``far_any[t]`` the same for
+        every line, ``D(t, t − h)`` where ``t + h`` is past the end.
+    """
+    n = curves.shape[0]
+    h = max(1, (n - later_from) // 2)
+    partner = np.where(np.arange(n) + h < n, np.arange(n) + h, np.arange(n) - h)
+    far_any = np.full(n, np.nan)
+    ok = np.flatnonzero(partner >= 0)
+    if ok.size:
+        diff = np.abs(curves[ok] - curves[partner[ok]])
+        k = np.sum(np.isfinite(diff), axis=1)
+        with np.errstate(invalid="ignore"):
+            far_any[ok] = np.where(k > 0, np.nansum(diff, axis=1) / np.maximum(k, 1), np.nan)
+    index = np.arange(n)
+    far = np.where((index >= later_from) & (index + h < n), far_any, np.nan)
+    return far, far_any
 
 
 def _shape(sl: SummaryLines, settings: AnalysisSettings, max_matrix_lines: int) -> _Shape:
@@ -451,6 +489,7 @@ def _shape(sl: SummaryLines, settings: AnalysisSettings, max_matrix_lines: int) 
     first_matrix = pairwise_mae(curves, first_rows)
     consecutive = consecutive_distances(curves)
     later_from = FIRST_LINES if n >= 500 else math.ceil(0.1 * n)
+    far, far_any = _far_distances(curves, later_from)
     later = pairwise_mae(curves, rows[rows >= later_from])
     arrays = {
         "matrix": matrix,
@@ -511,6 +550,8 @@ def _shape(sl: SummaryLines, settings: AnalysisSettings, max_matrix_lines: int) 
         consecutive=consecutive,
         height=height,
         later_from=int(later_from),
+        far=far,
+        far_any=far_any,
     )
 
 
@@ -609,14 +650,103 @@ def _strategies(
     return _Strategies(table=table, derivatives=deriv, metrics=metrics, summary=summary)
 
 
-def _claim_replicates(reps: dict[str, np.ndarray], direction_norm: np.ndarray) -> dict[str, Any]:
-    """The row-bootstrap replicates under the names of :class:`ClaimInputs` fields."""
-    if not reps:
+def _step_star(sl: SummaryLines, q: dict[str, np.ndarray], mode: str) -> dict[str, np.ndarray]:
+    """One constant step length on every line, the median ``s_opt`` (in-sample): what the
+    update's norm must beat if it explains ``s_opt`` (claim ``norm_explains``)."""
+    ok = np.isfinite(q["s_opt"])
+    s_star = float(np.median(q["s_opt"][ok])) if ok.any() else math.nan
+    return strategy_metrics(sl, q, {STEP_STAR: np.full(len(sl), s_star)}, mode)[STEP_STAR]
+
+
+def _epochs(lines: np.ndarray, config: RunConfig | None) -> float | None:
+    """Training length in epochs at the last analysed line (None without a config)."""
+    if config is None or not len(lines):
+        return None
+    size = config.problem.train_size
+    if not size:
+        return None
+    return float((int(lines[-1]) + 1) * config.problem.batch_size / size)
+
+
+def _noisy_columns(
+    noisy: dict[str, Any] | None, lines: np.ndarray, far_any: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per noisy step: its step, the median D between its directions, and the far distance
+    of its own line (NaN where that line is not analysed)."""
+    if noisy is None:
         return {}
-    out = {k: v for k, v in reps.items() if k.startswith("impr:")}
-    out["fit_mae2"], out["fit_range"], out["s_opt"] = reps["mae2"], reps["range"], reps["s_opt"]
-    out["rate"] = rate_ratios(reps["s_opt"].astype(np.float64), direction_norm[:, None])
-    return out
+    steps = np.asarray(noisy["steps"], dtype=np.int64)
+    row = {int(t): i for i, t in enumerate(lines)}
+    far = np.array([far_any[row[int(t)]] if int(t) in row else np.nan for t in steps])
+    return {"step": steps.astype(np.float64), "median": noisy["median"], "far": far}
+
+
+def _claim_data(
+    name: str,
+    sl: SummaryLines,
+    q: dict[str, np.ndarray],
+    shape: _Shape,
+    strat: _Strategies,
+    step_star: dict[str, np.ndarray],
+    reps: dict[str, np.ndarray],
+    noisy: dict[str, Any] | None,
+    delta_ratio: dict[int, np.ndarray],
+    settings: AnalysisSettings,
+    meta: dict[str, Any],
+) -> ClaimData:
+    """The per-line columns every claim reads (:class:`ClaimData`), from the analysis' arrays."""
+    n = len(sl)
+    deg2 = FIT_DEGREES.index(2)
+    mae2, rng = shape.mae[:, deg2], shape.fit_range
+    consecutive = np.full(n, np.nan)
+    if n > 1:
+        adjacent = np.diff(sl.lines) == 1
+        consecutive[1:] = np.where(adjacent, shape.consecutive, np.nan)
+    impr = {k: m["improvement"] for k, m in strat.metrics.items()}
+    impr[STEP_STAR] = step_star["improvement"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        columns = {
+            "step": sl.lines.astype(np.float64),
+            "position": np.arange(n) / max(1, n - 1),
+            "later": (np.arange(n) >= shape.later_from).astype(np.float64),
+            "rel_fit2": mae2 / rng,
+            "mae1": shape.mae[:, FIT_DEGREES.index(1)],
+            "mae2": mae2,
+            "curvature": shape.coefs[:, deg2, 2],
+            "consecutive": consecutive,
+            "far": shape.far,
+            "s_opt": q["s_opt"],
+            "s_update": sl.s_update,
+            "direction_norm": sl.direction_norm,
+            "slope_batch": strat.derivatives["delta_batch"].to_numpy(np.float64),
+            "slope_full": q["delta_fd_full"],
+            **{f"impr:{k}": v for k, v in impr.items()},
+            **{f"delta_ratio:{bs}": v for bs, v in delta_ratio.items()},
+        }
+    replicates: dict[str, np.ndarray] = {}
+    if reps:
+        replicates = {k: v for k, v in reps.items() if k.startswith("impr:")}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            replicates["rel_fit2"] = reps["mae2"] / reps["range"]
+        replicates["s_opt"] = reps["s_opt"]
+        if "floor" in reps:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a line without replicates
+                columns["floor"] = np.nanmean(reps["floor"].astype(np.float64), axis=1)
+    rates = strat.summary["rates"]
+    return ClaimData(
+        name=name,
+        columns=columns,
+        replicates=replicates,
+        noisy=_noisy_columns(noisy, sl.lines, shape.far_any),
+        meta={
+            "plain_sgd": bool(settings.optimizer.plain_sgd),
+            "later_median": shape.summary["later_median"],
+            "lambda_star": rates["lambda_star_in"],
+            "lr": rates["trained"],
+            **meta,
+        },
+    )
 
 
 def _step_rules(settings: AnalysisSettings) -> StepRules:
