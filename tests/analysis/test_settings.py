@@ -35,6 +35,9 @@ def _same_json(old: Any, new: Any, where: str = "summary") -> None:
         for k, v in old.items():
             assert k in new, f"{where}.{k} is gone"
             _same_json(v, new[k], f"{where}.{k}")
+    elif isinstance(old, float) and isinstance(new, float):
+        # to round-off: least-squares fits round by the CPU's BLAS kernel
+        assert new == pytest.approx(old, rel=1e-9, abs=1e-12), f"{where}: {new!r} != {old!r}"
     else:
         assert new == old, f"{where}: {new!r} != {old!r}"
 
@@ -52,7 +55,10 @@ def test_paper_scale_reproduces_the_golden_tables(
         new = pd.read_csv(paths[name])
         if name == "strategies":  # the constant-rate strategies are new rows
             new = new[new.strategy.isin(set(old.strategy))].reset_index(drop=True)
-        pd.testing.assert_frame_equal(new[old.columns], old, check_exact=True, obj=name)
+        # to round-off: an ill-conditioned degree-4 fit rounds by the CPU's BLAS kernel
+        pd.testing.assert_frame_equal(
+            new[old.columns], old, check_exact=False, rtol=1e-9, atol=1e-9, obj=name
+        )
     _same_json(
         json.loads((golden / "summary.json").read_text()), json.loads(paths["summary"].read_text())
     )
