@@ -26,17 +26,17 @@ demo: install
 	$(BIN)/steplines run --preset demo --out $(RUN)
 
 test: install
-	$(BIN)/ruff check src tests bench examples docs/results
-	$(BIN)/ruff format --check src tests bench examples docs/results
+	$(BIN)/ruff check src tests bench examples docs/results docs/readme_numbers.py
+	$(BIN)/ruff format --check src tests bench examples docs/results docs/readme_numbers.py
 	$(BIN)/python -m pytest -q -n $(JOBS)
 
 lint: install
-	$(BIN)/ruff check src tests bench examples docs/results
-	$(BIN)/ruff format --check src tests bench examples docs/results
+	$(BIN)/ruff check src tests bench examples docs/results docs/readme_numbers.py
+	$(BIN)/ruff format --check src tests bench examples docs/results docs/readme_numbers.py
 
 format: install
-	$(BIN)/ruff format src tests bench examples docs/results
-	$(BIN)/ruff check --fix src tests bench examples docs/results
+	$(BIN)/ruff format src tests bench examples docs/results docs/readme_numbers.py
+	$(BIN)/ruff check --fix src tests bench examples docs/results docs/readme_numbers.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
