@@ -83,7 +83,11 @@ class ClaimData:
             give), ``s_opt``, ``s_update``, ``direction_norm``, ``slope_batch`` (``l_B'(0)``),
             ``slope_full`` (``l'(0)``, finite difference), ``impr:<strategy>``,
             ``delta_ratio:<bs>``.
-        replicates: Name → float ``[T, R]`` row-bootstrap replicates of some columns.
+        replicates: Name → float ``[T, R]`` row-bootstrap replicates of some columns. The
+            shares of the optimum draw them (a replicate re-minimises the line, and the basic
+            interval removes the depth that gains); statistics over lines of a line's own
+            value (shares of lines, slopes, medians) do not: the blocks of lines already carry
+            each line's measurement noise, and replicates would add it a second time.
         noisy: Per noisy-direction step: ``step``, ``median`` (median MAE between its
             directions' lines) and ``far`` (``D`` between the step's own line and the line
             half the run away: the scale of a real change).
@@ -298,12 +302,14 @@ class Spec:
 
     @property
     def interval(self) -> str:
-        """``percentile`` for a share of lines (range ``[0, 1]``) and the batch-size claim's
-        largest deviation, ``basic`` for the rest (sums, shares of the optimum, ratios, slopes):
-        near a bound of its range the basic interval's reflection covers worse
-        (``bench/claims_coverage.py``)."""
+        """``percentile`` for a share of lines (range ``[0, 1]``), the batch-size claim's
+        largest deviation and the log-log slope, ``basic`` for the rest (shares of the
+        optimum, whose replicates re-minimise each line, and ratios of distances): near a
+        bound of its range, or where a few lines carry a slope, the basic interval's
+        reflection covers worse (``bench/claims_coverage.py``)."""
         bounded = self.range.low is not None and self.range.high is not None
-        return "percentile" if bounded or self.key == "batch_size" else "basic"
+        reflect = not bounded and self.key not in ("batch_size", "proportional")
+        return "basic" if reflect else "percentile"
 
     @property
     def threshold(self) -> str:

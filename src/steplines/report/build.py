@@ -178,6 +178,8 @@ def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
     store = RunLayout(run_dir).lines_path
     if store.is_dir() and not (adir / "estimators.csv").is_file():
         return True  # made before the estimator analysis existed
+    if store.is_dir() and not (adir / "claim_data.npz").is_file():
+        return True  # made before the claims were tested as the paper states them
     if store.is_dir() and "direction_norm" not in _columns(adir / "derivatives.csv"):
         return True  # made before the renames of line-store schema 3 (update_norm)
     if store.is_dir():
