@@ -314,6 +314,11 @@ def pool_runs(
     for d in dirs:
         if not d.is_dir():
             raise RunDirError(f"{d} is not a directory; pass run directories")
+        layout = RunLayout(d)
+        adir = layout.analysis_dir(request_tag(d, mode, **options))
+        if not layout.lines_path.is_dir() and not analysis_current(d, adir, mode):
+            # said before any other run is analysed
+            raise RunDirError(f"{d} has no {layout.lines_path.name}; measure the run first")
     differ = setup_differences(dirs)
     if differ:
         raise ConfigError(
