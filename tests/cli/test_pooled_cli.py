@@ -125,3 +125,33 @@ def test_report_of_different_setups_is_not_pooled(seeds: list[Path], tmp_path: P
     other = seeded_run(tmp_path / "lr05", 4, lr=0.05)
     section = pooled_section([seeds[0], other], "corrected", "none")
     assert section["rows"] == [] and "train.lr" in section["note"]
+
+
+def test_run_with_seeds_makes_one_run_per_seed(tmp_path: Path) -> None:
+    from steplines.config import load_config
+
+    from support import TINY, cli
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.format(steps=2))
+    out = tmp_path / "seeds"
+    res = cli("run", "--config", str(cfg), "--seeds", "3,5", "--out", str(out), "--quiet")
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    for seed in (3, 5):
+        run = out / f"seed-{seed}"
+        assert load_config(path=run / "config.toml").train.seed == seed
+        assert (run / "lines.zarr").is_dir()
+    assert res.stdout.count("measured 2 new lines; 2/2 lines done") == 2
+    seeded = tmp_path / "seeded.toml"
+    seeded.write_text(TINY.format(steps=2).replace("[train]\n", "[train]\nseed = 4\n"))
+    for args, needle in (
+        (["--config", str(cfg), "--seeds", "1,x"], "distinct integers"),
+        (["--config", str(cfg), "--seeds", "1,1"], "distinct integers"),
+        (["--config", str(seeded), "--seeds", "1,2"], "train.seed"),
+        (["--config", str(cfg), "--seeds", "1,2", "--out", str(out / "seed-3")], "run directory"),
+    ):
+        if "--out" not in args:
+            args = [*args, "--out", str(tmp_path / "new")]
+        res = cli("run", *args)
+        assert res.returncode == 2 and needle in res.stderr, (args, res.stderr)
+    assert not (tmp_path / "new").exists()
