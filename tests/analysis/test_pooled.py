@@ -128,7 +128,7 @@ def test_bad_inputs_get_one_line(tmp_path: Path) -> None:
         analyze_runs([a, empty], tmp_path / "out")
     bare = tmp_path / "bare"
     bare.mkdir()
-    with pytest.raises(RunDirError, match="no config.toml"):
+    with pytest.raises(RunDirError, match=r"no config\.toml"):
         analyze_runs([a, bare], tmp_path / "out")
     with pytest.raises(ConfigError, match="given twice"):
         analyze_runs([a, a], tmp_path / "out")
