@@ -45,9 +45,7 @@ def _inside(x: float | None, rng: list[float | None]) -> bool:
 
 def test_pooled_claims_keep_every_interval_in_range_and_never_contradict() -> None:
     bench = _bench()
-    runs = [
-        bench.synthetic_run(60, seed=s, name=f"seed-{s}", run_effect=0.05) for s in (1, 2, 3)
-    ]
+    runs = [bench.synthetic_run(60, seed=s, name=f"seed-{s}", run_effect=0.05) for s in (1, 2, 3)]
     claims = pool_claims(runs, resamples=200)
     assert [c["key"] for c in claims] == [s.key for s in CLAIMS]
     opposite = {"holds": "does not hold", "does not hold": "holds"}
@@ -126,8 +124,7 @@ def test_bad_inputs_get_one_line(tmp_path: Path) -> None:
     (empty / "config.toml").write_text((a / "config.toml").read_text())
     with pytest.raises(RunDirError, match="measure the run first"):
         analyze_runs([a, empty], tmp_path / "out")
-    bare = tmp_path / "bare"
-    bare.mkdir()
+    bare = make_run(tmp_path / "bare", n_lines=6, write_config=False)
     with pytest.raises(RunDirError, match=r"no config\.toml"):
         analyze_runs([a, bare], tmp_path / "out")
     with pytest.raises(ConfigError, match="given twice"):
