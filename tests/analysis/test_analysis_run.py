@@ -116,7 +116,7 @@ def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
         "estimators",
         "distances",
         "claims",
-            "claim_data",
+        "claim_data",
         "settings",
         "bootstrap",
         "training",

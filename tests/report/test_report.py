@@ -201,6 +201,8 @@ def test_two_runs_side_by_side_as_the_paper_sets_them(built: Path, tmp_path: Pat
     header = re.search(r"<tr>(.*?)</tr>", table, re.S).group(1)
     assert "beta0.9" in header and "beta0<" in header.replace("</th>", "<")
     assert table.count('<td class="verdict') == 2 * len(CLAIMS)
+    # two setups (β 0 and 0.9): no pooled claims, and the page says why
+    assert 'id="pooled-claims"' not in html and "Not pooled" in html and "train.momentum" in html
     # l(0) of both runs, and Figs. 2, 3, 4, 6, 7 one row per run
     assert [Path(s).stem for s in _imgs(html)] == [
         f"compare_{n}" for n in ("l0", "lines", "distances", "fits", "strategies", "batch_size")
@@ -265,9 +267,13 @@ def test_claims_come_first_with_every_verdict(built: Path) -> None:
         assert f"<b>{c['verdict']}</b>" in row and c["threshold"] in row
         if c["value"] is not None:
             assert _f(c["value"]) in row
+        assert c["quote"][:30] in row.replace("&#39;", "'").replace("&#34;", '"')
     # 12 lines: fewer than a claim needs, and the page says why
     assert {c["verdict"] for c in claims} <= {"inconclusive", "not applicable"}
     assert "only 12 lines (needs ≥ 20)" in table
+    # the footer: how many claims at which level, and the minimum units
+    note = re.search(r'<p class="note" id="claims-note">(.*?)</p>', html, re.S).group(1)
+    assert "claims judged" in note and "at least 20 lines, 5 noisy steps" in note
 
 
 def test_another_mode_never_replaces_the_default_report(built: Path, tmp_path: Path) -> None:

@@ -116,16 +116,79 @@ def _trust_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--no-report", is_flag=True, help="skip the analysis and report.html at the end")
+@click.option(
+    "--seeds",
+    type=str,
+    default=None,
+    help="one run per seed, e.g. 1,2,3: OUT/seed-1, OUT/seed-2, … (train.seed set), then the "
+    "claims pooled over them in OUT/pooled/",
+)
 @_user_errors
-def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
+def run(out: Path, quiet: bool, no_report: bool, seeds: str | None, **kw: Any) -> None:
     """Train, measure every line, and write the run directory (resumes an existing one)."""
+    cfg = _resolve(**kw)
+    if seeds is None:
+        _run_one(cfg, out, quiet, no_report)
+        return
+    from ..errors import ConfigError
+
+    values = _parse_seeds(seeds, kw.get("config_file"))
+    if (out / "config.toml").is_file():
+        raise ConfigError(
+            f"--out {out} is a run directory; with --seeds give a new directory, which gets "
+            "one run per seed"
+        )
+    dirs = []
+    for seed in values:
+        one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
+        click.echo(f"seed {seed}:")
+        dirs.append(_run_one(one, out / f"seed-{seed}", quiet, no_report))
+    if no_report:
+        return
+    from ..analysis.pooled import analyze_runs
+    from ..report.pooled import pooled_text
+
+    written = analyze_runs(dirs, out / "pooled")
+    claims = json.loads((written / "claims.json").read_text())
+    summary = json.loads((written / "summary.json").read_text())
+    click.echo(pooled_text(claims, summary["family_note"]))
+    click.echo(f"pooled tables: {written}")
+    runs = " ".join(shlex.quote(str(d)) for d in dirs)
+    click.echo(f"pooled report: steplines report {runs}")
+
+
+def _parse_seeds(text: str, config_file: Path | None) -> list[int]:
+    """``--seeds 1,2,3`` → ``[1, 2, 3]`` (distinct integers; not with a file that sets one)."""
+    from ..errors import ConfigError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or len(set(values)) < len(values):
+        raise ConfigError(f"--seeds {text!r}: give distinct integers, e.g. 1,2,3")
+    if config_file is not None and Path(config_file).is_file():
+        import tomllib
+
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except (OSError, ValueError):
+            data = {}  # load_config has read it already; its own errors come from there
+        if "seed" in (data.get("train") or {}):
+            raise ConfigError(
+                f"--seeds and train.seed in {config_file} both set the seed; drop one of them"
+            )
+    return values
+
+
+def _run_one(cfg: RunConfig, out: Path, quiet: bool, no_report: bool) -> Path:
+    """One run of ``cfg`` into ``out`` (train, measure, analysis and report unless skipped)."""
     from ..errors import DivergenceError
     from ..measure import run_all
     from ..problems.problem import make_problem
     from ..report import build_report
     from ..rundir import RunDir, resolve_device
 
-    cfg = _resolve(**kw)
     # everything that can be checked is checked before the run directory is made: the
     # configuration (optimizer included), the device, the data and a user's problem
     resolve_device(cfg.measure.device, cfg.measure.precision)
@@ -147,6 +210,7 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
 
         click.echo(f"report: {build_report([rd.path])}")
         click.echo(claims_text(load_run(rd.path, reanalyze=False)))
+    return rd.path
 
 
 @main.command()

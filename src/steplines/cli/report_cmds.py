@@ -5,6 +5,7 @@ Both import only the analysis/plotting/report layers, never torch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,16 @@ def _options(
     }
 
 
+_FAMILY = click.option(
+    "--family",
+    type=click.Choice(["none", "bonferroni", "holm"]),
+    default="none",
+    show_default=True,
+    help="how the claims' verdicts are read together: none (each at --level), bonferroni or "
+    "holm (all together at --level)",
+)
+
+
 def core_table(run_dir: Path, mode: str, **options: Any) -> str:
     """The claims and core results of an analysed run as aligned plain-text rows."""
     from ..report.build import claims_text, core_results, load_run
@@ -98,17 +109,46 @@ def core_table(run_dir: Path, mode: str, **options: Any) -> str:
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_MODE
 @_settings_options
+@_FAMILY
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="several runs (seeds of one setup): where the pooled claims.json and summary.json go",
+)
 @_user_errors
-def analyze(run_dir: Path, mode: str, **kw: Any) -> None:
-    """Write RUN/analysis/ (tables, claims.json, summary.json) and print the claims."""
+def analyze(
+    run_dirs: tuple[Path, ...], mode: str, family: str, out: Path | None, **kw: Any
+) -> None:
+    """Write RUN/analysis/ (tables, claims.json, summary.json) and print the claims.
+
+    Several runs of one setup (seeds) with --out DIR: each run's analysis is made when
+    missing or stale, and the claims pooled over the runs go to DIR/claims.json and
+    DIR/summary.json.
+    """
     from ..analysis import analyze_run
 
     options = _options(**kw)
-    paths = analyze_run(run_dir, mode, **options)
-    click.echo(core_table(run_dir, mode, **options))
+    if len(run_dirs) > 1 or out is not None:
+        if out is None:
+            raise ConfigError(
+                f"{len(run_dirs)} runs: give --out DIR for the pooled claims "
+                "(e.g. --out pooled), or analyse one run at a time"
+            )
+        from ..analysis.pooled import analyze_runs
+        from ..report.pooled import pooled_text
+
+        written = analyze_runs(list(run_dirs), out, mode, family=family, **options)
+        claims = json.loads((written / "claims.json").read_text())
+        summary = json.loads((written / "summary.json").read_text())
+        click.echo(pooled_text(claims, summary["family_note"]))
+        click.echo(f"pooled tables: {written}")
+        return
+    paths = analyze_run(run_dirs[0], mode, family=family, **options)
+    click.echo(core_table(run_dirs[0], mode, **options))
     click.echo(f"tables: {paths['summary'].parent}")
 
 
@@ -116,6 +156,7 @@ def analyze(run_dir: Path, mode: str, **kw: Any) -> None:
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_MODE
 @_settings_options
+@_FAMILY
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -123,12 +164,16 @@ def analyze(run_dir: Path, mode: str, **kw: Any) -> None:
     help="HTML file to write (default: RUN/report.html; several runs: RUN_A/compare.html)",
 )
 @_user_errors
-def report(run_dirs: tuple[Path, ...], mode: str, out: Path | None, **kw: Any) -> None:
-    """Analyse when needed, draw every figure and write the HTML report; print its path."""
+def report(run_dirs: tuple[Path, ...], mode: str, family: str, out: Path | None, **kw: Any) -> None:
+    """Analyse when needed, draw every figure and write the HTML report; print its path.
+
+    Several runs of one setup (seeds): the comparison page also shows the claims pooled over
+    the runs, each run's verdict beside the pooled one.
+    """
     from ..report import build_report
 
     try:
-        path = build_report(list(run_dirs), out=out, mode=mode, **_options(**kw))
+        path = build_report(list(run_dirs), out=out, mode=mode, family=family, **_options(**kw))
     except OSError as exc:  # unwritable output directory and the like
         raise SteplinesError(f"cannot write the report ({exc}); choose another --out") from exc
     click.echo(str(path.resolve()))

@@ -25,8 +25,10 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
+from steplines.analysis.claims import family_note
 from steplines.analysis.lines import lines_missing, scheduled_lines
-from steplines.analysis.run import request_tag
+from steplines.analysis.pooled import pool_runs, rejudge, setup_differences
+from steplines.analysis.run import CLAIM_DATA, request_tag
 from steplines.analysis.settings import check_mode, match_preset
 from steplines.analysis.views import LineView, read_views
 from steplines.errors import RunDirError, SteplinesError
@@ -42,6 +44,7 @@ from steplines.plotting.estimators import plot_estimators
 from steplines.report.figures import FIGURES
 from steplines.report.numbers import fmt, overshoot, pct, read_json, span
 from steplines.report.paper import paper_values
+from steplines.report.pooled import claim_quantity, min_units_note, pooled_rows
 from steplines.report.templates import COMPARE_TEMPLATE, RUN_TEMPLATE
 from steplines.store import LineStore
 from steplines.store.run import PRECISION_CHECKS, RunLayout
@@ -55,9 +58,12 @@ __all__ = [
     "build_run_report",
     "claim_rows",
     "claims_matrix",
+    "claims_note",
     "claims_text",
     "core_results",
     "load_run",
+    "pooled_section",
+    "with_family",
 ]
 
 ANALYSIS_FILES = (
@@ -499,9 +505,21 @@ def claim_rows(run: RunData) -> list[dict[str, str]]:
                 "reason": str(c.get("reason", "")),
                 "paper": str(c.get("paper", "")),
                 "n": str(c.get("n", "")),
+                "quote": str(c.get("quote", "")),
+                "figure": str(c.get("figure", "")),
+                "quantity": claim_quantity(c),
             }
         )
     return rows
+
+
+def claims_note(run: RunData) -> str:
+    """How many claims were judged at which level (the family), and the minimum units."""
+    if not run.claims:
+        return ""
+    family = str(run.summary.get("claims_family") or "none")
+    level = float((run.summary.get("bootstrap") or {}).get("level") or 0.95)
+    return f"{family_note(run.claims, family, level)} {min_units_note()}"
 
 
 def claims_text(run: RunData) -> str:
@@ -510,13 +528,17 @@ def claims_text(run: RunData) -> str:
     if not rows:
         return "claims: not analysed (rerun 'steplines analyze RUN')"
     width = max(len(r["key"]) for r in rows)
-    lines = ["claims of the paper (verdict: value [95 % interval] vs threshold; reason):"]
+    lines = ["claims of the paper (verdict: value [interval] vs threshold; reason):"]
     for r in rows:
         why = "" if r["reason"].startswith("the interval") else f"; {r['reason']}"
+        if r["verdict"] == "not applicable":
+            lines.append(f"  {r['key'].ljust(width)}  {'NOT APPLICABLE':<14}  {r['reason']}")
+            continue
         lines.append(
-            f"  {r['key'].ljust(width)}  {r['verdict'].upper():<13}  {r['value']} vs "
+            f"  {r['key'].ljust(width)}  {r['verdict'].upper():<14}  {r['value']} vs "
             f"{r['threshold']}{why}"
         )
+    lines.append(claims_note(run))
     return "\n".join(lines)
 
 
@@ -1050,6 +1072,7 @@ def build_run_report(
             meta=_meta(run),
             core=core_results(run),
             claims=claim_rows(run),
+            claims_note=claims_note(run),
             settings_line=_settings_line(run),
             **_interval_note(run),
             paper_title=title,
@@ -1140,6 +1163,7 @@ def _compare_page(
     out: Path,
     mode: str,
     formats: Sequence[str] = ("png", "pdf"),
+    pooled: dict[str, Any] | None = None,
 ) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     header = [
@@ -1222,6 +1246,7 @@ def _compare_page(
             banners=banners + extra,
             figures=figs,
             claims=claims_matrix(runs),
+            pooled=pooled,
             book=_rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "",
         )
     )
@@ -1240,6 +1265,7 @@ def build_report(
     mode: str = "corrected",
     *,
     formats: Sequence[str] = ("png", "pdf"),
+    family: str = "none",
     **options: Any,
 ) -> Path:
     """Analyse (when needed), draw every figure and write the HTML report.
@@ -1254,6 +1280,9 @@ def build_report(
         mode: Analysis mode, ``corrected`` (default) or ``faithful``. Tables made in the other
             mode, missing, or older than the line store are recomputed.
         formats: Figure files written to ``RUN/figures/`` (PNG always: the page shows it).
+        family: How the claims' verdicts are read together (``none``, ``bonferroni``,
+            ``holm``). Several runs of one setup (seeds): the comparison page also shows the
+            claims pooled over them, with each run's verdict.
         options: ``scale``, ``window``, ``lambdas``, ``mu`` (:func:`load_run`). Any analysis
             but the run's default keeps its tables, figures and (default) page in
             ``RUN/analysis-<tag>/``, so it never replaces the default report.
@@ -1270,10 +1299,51 @@ def build_report(
     dirs = [Path(p) for p in run_dirs]
     if not dirs:
         raise RunDirError("no run directory given; pass at least one RUN")
-    runs = [load_run(p, mode, **options) for p in dirs]
+    runs = [with_family(load_run(p, mode, **options), family) for p in dirs]
     if len(runs) == 1:
         target = Path(out) if out is not None else _page(runs[0])
         return build_run_report(runs[0], target, mode, formats)
     pages = [build_run_report(run, _page(run), mode, formats) for run in runs]
     target = Path(out) if out is not None else RunLayout(dirs[0]).compare_path
-    return _compare_page(runs, pages, target, mode, formats)
+    pooled = pooled_section(dirs, mode, family, **options)
+    return _compare_page(runs, pages, target, mode, formats, pooled=pooled)
+
+
+def with_family(run: RunData, family: str) -> RunData:
+    """``run`` with its claims judged by ``family`` (from its ``claim_data.npz``) when its
+    tables were judged otherwise; ``claims.json`` is left as ``steplines analyze`` wrote it."""
+    if family == (run.summary.get("claims_family") or "none") or not run.claims:
+        return run
+    if not (run.analysis / CLAIM_DATA).is_file():
+        run.banners.append(
+            _banner(f"--family {family}: these tables predate it; rerun 'steplines analyze'.")
+        )
+        return run
+    run.claims = rejudge(run.analysis, family)
+    run.summary = {**run.summary, "claims_family": family}
+    return run
+
+
+def pooled_section(dirs: Sequence[Path], mode: str, family: str, **options: Any) -> dict[str, Any]:
+    """The claims pooled over ``dirs`` for the comparison page, or why they are not pooled:
+    ``{"rows", "runs", "note"}`` (rows empty when not pooled)."""
+    try:
+        differ = setup_differences(dirs)
+    except SteplinesError as exc:
+        return {"rows": [], "runs": [], "note": f"Not pooled: {exc}."}
+    if differ:
+        return {
+            "rows": [],
+            "runs": [],
+            "note": f"Not pooled: the runs are not one setup (their config.toml differ in "
+            f"{', '.join(differ)}; only train.seed may differ).",
+        }
+    try:
+        pooled = pool_runs(dirs, mode, family=family, reanalyze=False, **options)
+    except SteplinesError as exc:
+        return {"rows": [], "runs": [], "note": f"Not pooled: {exc}."}
+    return {
+        "rows": pooled_rows(pooled.claims),
+        "runs": [r["run"] for r in pooled.summary["runs"]],
+        "note": f"{pooled.note} {min_units_note()}",
+    }

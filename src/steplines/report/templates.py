@@ -57,17 +57,21 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 
 <h2 id="claims">Claims of the paper on this run</h2>
 {% if claims %}<table id="claims-table">
-<tr><th>claim</th><th>metric</th><th>this run [95 % interval]</th><th>holds if</th>
-<th>verdict</th><th>paper</th></tr>
-{% for c in claims %}<tr id="claim-{{ c.key }}"><td>{{ c.claim }}</td><td>{{ c.metric }}</td>
+<tr><th>claim</th><th>the paper says</th><th>metric</th><th>this run [interval]</th>
+<th>holds if</th><th>verdict</th><th>the paper's quantity: this run / paper</th></tr>
+{% for c in claims %}<tr id="claim-{{ c.key }}"><td>{{ c.claim }}</td>
+<td class="quote">“{{ c.quote }}” <span class="note">({{ c.figure }})</span></td>
+<td>{{ c.metric }}</td>
 <td class="num">{{ c.value }} <span class="note">({{ c.n }})</span></td><td>{{ c.threshold }}</td>
 <td class="verdict {{ c.css }}"><b>{{ c.verdict }}</b><br><span class="note">{{ c.reason }}</span>
-</td><td>{{ c.paper }}</td></tr>
+</td><td>{% if c.quantity %}{{ c.quantity }}<br>{% endif %}<span class="note">paper:
+{{ c.paper }}</span></td></tr>
 {% endfor %}</table>
-<p class="note">{{ settings_line }} Intervals ({{ level }}): a moving-block bootstrap over the
-lines (blocks of ⌈√T⌉ lines) that also resamples the full-batch rows of each drawn line
-({{ row_note }}); a claim whose interval straddles its threshold, or with fewer than 20 lines, is
-inconclusive. Metrics and thresholds: docs/analysis.md, "Claims".</p>
+<p class="note">{{ settings_line }} Intervals ({{ level }}): a bootstrap over non-circular
+blocks of lines (single noisy steps for the noisy-direction claim) that also resamples the
+full-batch rows of each drawn line ({{ row_note }}); a claim whose interval straddles its
+threshold is inconclusive. Metrics and thresholds: docs/analysis.md, "Claims".</p>
+<p class="note" id="claims-note">{{ claims_note }}</p>
 {% else %}<div class="banner">No claims: these tables predate them; rerun
 <code>steplines analyze RUN</code>.</div>{% endif %}
 
@@ -233,6 +237,26 @@ full report.</p>
 {% endfor %}</table>
 <p class="note">Each cell: the verdict, this run's value [interval] (lines). Each run's own report
 gives the metrics, reasons and the paper's values.</p>
+{% if pooled %}<h2 id="pooled">Claims pooled over the runs</h2>
+{% if pooled.rows %}<table id="pooled-claims">
+<tr><th>claim</th><th>the paper says</th><th>the paper's quantity: each run / paper</th>
+<th>pooled [interval]</th><th>holds if</th><th>pooled verdict</th>
+{% for n in pooled.runs %}<th>{{ n }}</th>{% endfor %}</tr>
+{% for c in pooled.rows %}<tr id="pooled-{{ c.key }}"><td>{{ c.claim }}<br>
+<span class="note">{{ c.metric }}</span></td>
+<td class="quote">“{{ c.quote }}” <span class="note">({{ c.figure }})</span></td>
+<td>{% if c.quantity %}{{ c.quantity }}<br>{% endif %}<span class="note">paper:
+{{ c.paper }}</span></td>
+<td class="num">{{ c.value }} <span class="note">({{ c.n }})</span></td><td>{{ c.threshold }}</td>
+<td class="verdict {{ c.css }}"><b>{{ c.verdict }}</b><br><span class="note">{{ c.reason }}</span>
+</td>{% for r in c.runs %}<td class="verdict {{ r.css }} per-run"><b>{{ r.verdict }}</b><br>
+<span class="note">{{ r.value }} ({{ r.n }})</span></td>{% endfor %}</tr>
+{% endfor %}</table>
+<p class="note">Pooled intervals resample the runs, then blocks of lines in each drawn run,
+then each line's full-batch rows, so that they include the variation between seeds. A pooled
+verdict is never "holds" where a run's own is "does not hold", or the reverse: the runs then
+disagree and the pooled verdict is inconclusive.</p>{% endif %}
+<p class="note" id="pooled-note">{{ pooled.note }}</p>{% endif %}
 
 <h2>Numbers</h2>
 <table id="compare-results">
