@@ -84,10 +84,11 @@ def quantity_table(claims: list[dict]) -> list[str]:
         if not q:
             continue
         values = q["value"] if isinstance(q["value"], list) else [q["value"]]
-        rows.append(
-            f"| {c['key']} | {_cell(q['name'])} | {_cell(q['paper'])} "
-            f"| {', '.join(fmt(v) for v in values)} |"
-        )
+        shown = ", ".join(fmt(v) for v in values)
+        if q.get("noise_floor") is not None:
+            floors = q["noise_floor"] if isinstance(q["noise_floor"], list) else [q["noise_floor"]]
+            shown += f" (noise floor: {', '.join(fmt(v) for v in floors)})"
+        rows.append(f"| {c['key']} | {_cell(q['name'])} | {_cell(q['paper'])} | {shown} |")
     return rows
 
 

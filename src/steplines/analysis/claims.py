@@ -62,6 +62,9 @@ steps (a step with all its directions) of the noisy-direction claim, runs of a p
 FAMILIES = ("none", "bonferroni", "holm")
 """How the verdicts of all claims are read together (module docstring)."""
 
+DISTANCE_CLAIMS = ("little_change", "noisy_directions")
+"""Claims about distances between lines: their ``quantity`` carries the run's noise floor."""
+
 VERDICTS = ("holds", "does not hold", "inconclusive", "not applicable")
 
 
@@ -733,7 +736,8 @@ def _judge(spec: Spec, runs: Sequence[ClaimData], resamples: int, seed: int) -> 
     if resamples < 1:
         out.reason = "no interval: the bootstrap was switched off"
     elif n < need:
-        out.reason = f"only {n} {spec.unit} (needs ≥ {need})"
+        unit = spec.unit if n != 1 else spec.unit.rstrip("s").replace("lines", "line")
+        out.reason = f"only {n} {unit} (needs ≥ {need})"
     elif len(runs) > 1 and len(runs) < MIN_UNITS["runs"]:
         out.reason = f"only {len(runs)} runs pooled (needs ≥ {MIN_UNITS['runs']})"
     elif not math.isfinite(res.estimate) or res.replicates.size == 0:
@@ -897,13 +901,18 @@ def _quantity(spec: Spec, runs: Sequence[ClaimData]) -> dict[str, Any] | None:
     if spec.quantity is None:
         return None
     name, fn = spec.quantity
-    values = []
+    values, floors = [], []
     for d in runs:
         try:
             values.append(fn(d))
         except (KeyError, ValueError):
             values.append(None)
-    return {"name": name, "paper": spec.paper, "value": values[0] if len(runs) == 1 else values}
+        floors.append(_num(median(d.columns.get("floor", _NONE))))
+    one = len(runs) == 1
+    out = {"name": name, "paper": spec.paper, "value": values[0] if one else values}
+    if spec.key in DISTANCE_CLAIMS:  # the MAE measurement noise alone puts between two lines
+        out["noise_floor"] = floors[0] if one else floors
+    return out
 
 
 def family_note(claims: Sequence[Claim | dict[str, Any]], family: str, level: float) -> str:
@@ -912,6 +921,8 @@ def family_note(claims: Sequence[Claim | dict[str, Any]], family: str, level: fl
     judged = [c for c in rows if c["verdict"] in ("holds", "does not hold", "inconclusive")]
     m = sum(c.get("p_holds") is not None for c in judged)
     each = rows[0]["level"] if rows else level
+    if m == 0:
+        return "no claim judged: every claim lacks units or does not apply to this run."
     if family == "bonferroni":
         how = (
             f"each interval at {each:.4g} (Bonferroni), so that all {m} hold together at {level:g}"

@@ -6,9 +6,10 @@ step). Its interval comes from a **hierarchical bootstrap** that resamples what 
 
 1. **runs** (seeds) with replacement — the variation between trajectories of one setup;
 2. within each drawn run, its **units**: lines in blocks of ``L = ⌈√T⌉`` consecutive lines
-   (the non-circular moving-block bootstrap, Künsch 1989: neighbouring lines are alike, and a
-   block never wraps the end of training onto its start), noisy-direction steps one at a time
-   (a step with all its directions is one unit);
+   (the non-overlapping block bootstrap, Carlstein 1986: neighbouring lines are alike, a block
+   never wraps the end of training onto its start, and unlike moving blocks every line, the
+   first and the last too, is drawn equally often), noisy-direction steps one at a time (a step
+   with all its directions is one unit);
 3. for a column that carries row-bootstrap replicates ``[T, R]``
    (:mod:`steplines.analysis.bootstrap`), each drawn line takes one replicate at random (the
    same replicate for every column of that line), so each line's full-batch sampling error is
@@ -304,9 +305,12 @@ def _draw(
         if n_runs > 1
         else np.zeros((resamples, 1), dtype=np.int64)
     )
-    per_run = [_units(rng, t, resamples, blocks) + offsets[r] for r, t in enumerate(lengths)]
-    width = int(np.max(np.asarray(lengths)[chosen].sum(axis=1)))
-    out = np.full((resamples, width), sentinel, dtype=np.int64)
+    per_run = []
+    for r, t in enumerate(lengths):
+        u = _units(rng, t, resamples, blocks)
+        per_run.append(np.where(u >= 0, u + offsets[r], sentinel))
+    widths = np.asarray([p.shape[1] for p in per_run])
+    out = np.full((resamples, int(np.max(widths[chosen].sum(axis=1)))), sentinel, dtype=np.int64)
     for s in range(resamples):
         parts = [per_run[r][s] for r in chosen[s]]
         row = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
@@ -315,11 +319,18 @@ def _draw(
 
 
 def _units(rng: np.random.Generator, t: int, resamples: int, blocks: bool) -> np.ndarray:
-    """``[S, t]`` unit indices of one run: non-circular blocks of ``⌈√t⌉``, or one by one."""
+    """``[S, ≥ t]`` unit indices of one run (−1: no unit).
+
+    Blocks: the run cut into consecutive blocks of ``⌈√t⌉`` lines (the last one shorter),
+    ``⌈t/L⌉`` of them drawn with replacement (the non-overlapping block bootstrap, Carlstein
+    1986): every line is equally likely to be drawn, the first and the last ones too (a moving
+    block would draw the ends less often, and a circular one wraps the end onto the start).
+    """
     if t == 0:
         return np.empty((resamples, 0), dtype=np.int64)
     length = max(1, math.ceil(math.sqrt(t))) if blocks else 1
     n_blocks = math.ceil(t / length)
-    starts = rng.integers(0, t - length + 1, size=(resamples, n_blocks))
-    idx = starts[:, :, None] + np.arange(length)[None, None, :]
-    return idx.reshape(resamples, -1)[:, :t]
+    table = np.arange(n_blocks * length).reshape(n_blocks, length)
+    table = np.where(table < t, table, -1)
+    drawn = rng.integers(0, n_blocks, size=(resamples, n_blocks))
+    return table[drawn].reshape(resamples, -1)
