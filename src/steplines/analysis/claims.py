@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -233,17 +234,27 @@ def share_gain(a: np.ndarray, b: np.ndarray, opt: np.ndarray) -> np.ndarray:
 
 
 @_quiet
-def loglog_slope(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Least-squares slope of ``log y`` on ``log x`` over the units with both positive:
-    ``y ∝ x^slope``, so 1 is proportional."""
-    ok = np.isfinite(y) & np.isfinite(x) & (y > 0) & (x > 0)
+def loglog_slope(y: np.ndarray, x: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Least-squares slope of ``log y`` on ``log x`` within runs (each run's own means taken
+    out, so seeds may differ in the constant), over the units with both positive:
+    ``y = c_run·x^slope``, so 1 is proportional."""
+    ok = np.isfinite(y) & np.isfinite(x) & (y > 0) & (x > 0) & np.isfinite(run)
     ly = np.where(ok, np.log(np.where(ok, y, 1.0)), 0.0)
     lx = np.where(ok, np.log(np.where(ok, x, 1.0)), 0.0)
-    n = np.sum(ok, axis=-1)
-    mx, my = np.sum(lx, axis=-1) / n, np.sum(ly, axis=-1) / n
-    dx = np.where(ok, lx - mx[..., None], 0.0)
-    dy = np.where(ok, ly - my[..., None], 0.0)
+    dx, dy = np.zeros_like(lx), np.zeros_like(ly)
+    for r in np.unique(run[ok]):
+        g = ok & (run == r)
+        n = np.sum(g, axis=-1, keepdims=True)
+        mx = np.sum(np.where(g, lx, 0.0), axis=-1, keepdims=True) / np.maximum(n, 1)
+        my = np.sum(np.where(g, ly, 0.0), axis=-1, keepdims=True) / np.maximum(n, 1)
+        dx = np.where(g, lx - mx, dx)
+        dy = np.where(g, ly - my, dy)
     return np.sum(dx * dy, axis=-1) / np.sum(dx * dx, axis=-1)
+
+
+def _run_id(d: ClaimData) -> np.ndarray:
+    """A number naming the run, per line (the groups of :func:`loglog_slope`)."""
+    return np.full(len(d), float(zlib.crc32(d.name.encode())))
 
 
 @_quiet
@@ -589,9 +600,9 @@ CLAIMS: tuple[Spec, ...] = (
         "proportional to the directional derivative (−||g||) of the direction defining "
         "mini-batch loss.",
         "§5, Fig. 6 (lower right)",
-        "least-squares slope of log s_opt on log ‖m_t‖ over lines (s_opt > 0): 1 is "
-        "proportional, 0 no relation",
-        lambda d: (_positive_s_opt(d), d.col("direction_norm")),
+        "least-squares slope of log s_opt on log ‖m_t‖ over lines (s_opt > 0), within each "
+        "run: 1 is proportional, 0 no relation",
+        lambda d: (_positive_s_opt(d), d.col("direction_norm"), _run_id(d)),
         loglog_slope,
         Range(None, None),
         0.5,
@@ -922,7 +933,11 @@ def family_note(claims: Sequence[Claim | dict[str, Any]], family: str, level: fl
     m = sum(c.get("p_holds") is not None for c in judged)
     each = rows[0]["level"] if rows else level
     if m == 0:
-        return "no claim judged: every claim lacks units or does not apply to this run."
+        asked = {"bonferroni": " (Bonferroni asked for)", "holm": " (Holm asked for)"}
+        return (
+            "0 claims judged: each lacks units or does not apply to this run"
+            f"{asked.get(family, '')}."
+        )
     if family == "bonferroni":
         how = (
             f"each interval at {each:.4g} (Bonferroni), so that all {m} hold together at {level:g}"
