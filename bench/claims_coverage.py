@@ -143,7 +143,13 @@ def population(runs: int = 1, lines: int = 100_000, run_effect: float = 0.0) -> 
     """Each claim's statistic on the population (a very long run, or many runs)."""
     n = max(1, lines // runs)
     data = [
-        synthetic_run(n, seed=10_000 + r, noisy_steps=max(5, 20_000 // runs), run_effect=run_effect)
+        synthetic_run(
+            n,
+            seed=10_000 + r,
+            noisy_steps=max(5, 20_000 // runs),
+            run_effect=run_effect,
+            name=f"population-{r}",
+        )
         for r in range(runs)
     ]
     out = {}
