@@ -8,14 +8,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import zarr
 from click.testing import CliRunner
 
 from steplines.cli.main import main
+from steplines.errors import RunDirError
 from steplines.measure import measure_lines
 from steplines.rundir import RunDir
 from steplines.store import LineStore
+from steplines.store.noisy import NoisyDirectionStore
 from steplines.verify import verify_run
 
 from support import TINY, assert_same_store, steplines
@@ -27,7 +31,8 @@ CPU = torch.device("cpu")
 def measured(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repair")
     cfg = root / "tiny.toml"
-    cfg.write_text(TINY.format(steps=8))
+    # with noisy directions at steps 0 and 4: directions.zarr is covered too
+    cfg.write_text(TINY.format(steps=8) + "noisy_every = 4\nnoisy_directions = 2\n")
     steplines("run", "--config", str(cfg), "--out", str(root / "run"), "--quiet", check=True)
     return root / "run"
 
@@ -60,7 +65,7 @@ def test_a_deleted_mean_chunk_is_found_and_repaired(measured: Path, tmp_path: Pa
     report = verify_run(rd, replay=False)
     assert sorted(report.corrupt) == list(range(8))
     assert "train_mean does not match" in report.corrupt[5]
-    assert "lr differs from the trajectory record" in report.corrupt[1]
+    assert report.corrupt[1].startswith("lr")
     _redo(rd, list(range(8)))
     assert verify_run(rd, replay=False).ok
     assert_same_store(measured, rd.path)
@@ -108,3 +113,107 @@ def test_measure_after_a_killed_training_makes_the_store(measured: Path, tmp_pat
     shutil.rmtree(rd.lines_path)  # killed before training made the store (it does so at the end)
     assert measure_lines(rd, rd.load_problem(), CPU) == 8
     assert_same_store(measured, rd.path)
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def _noisy(rd: RunDir) -> NoisyDirectionStore:
+    return NoisyDirectionStore.open(rd.layout.directions_path)
+
+
+def test_a_fresh_run_verifies_ok_with_its_replay(measured: Path) -> None:
+    code, out = _cli("verify", str(measured))
+    assert code == 0 and out.strip().splitlines()[-1] == "OK", out
+    assert "not checked" not in out and "corrupt" not in out
+
+
+def test_a_run_without_its_trajectory_is_not_ok(measured: Path, tmp_path: Path) -> None:
+    rd = _copy(measured, tmp_path)
+    shutil.rmtree(rd.trajectory.path)
+    code, out = _cli("verify", str(rd.path))
+    assert code == 1 and "not checked: trajectory: lines 0-7" in out and "OK" not in out, out
+    code, out = _cli("verify", str(rd.path), "--no-replay")  # skipped on request: said so
+    assert code == 0 and "skipped on request" in out and "OK (replay skipped)" in out, out
+    code, out = _cli("info", str(rd.path))
+    assert code == 0 and "warning:" in out and "cannot be replayed" in out, out
+
+
+def test_missing_end_checkpoints_are_not_replayed_silently(measured: Path, tmp_path: Path) -> None:
+    rd = _copy(measured, tmp_path)
+    rd.trajectory.checkpoint_path(8).unlink()
+    report = verify_run(rd, replay=True)
+    assert not report.ok and any("not checked" in u or "4" in u for u in report.unchecked)
+
+
+def test_edited_summary_values_are_caught_and_refused_by_the_analysis(
+    measured: Path, tmp_path: Path
+) -> None:
+    from steplines.analysis.run import analyze_run
+
+    rd = _copy(measured, tmp_path)
+    w = LineStore.open(rd.lines_path, mode="r+")
+    w._arrays["train_indices"][2] = np.asarray(w._arrays["train_indices"][2])[::-1]
+    w._arrays["est_curvature"][6] = -16.16
+    report = verify_run(rd, replay=False)
+    assert sorted(report.corrupt) == [2, 6], report.corrupt
+    with pytest.raises(RunDirError, match=r"line 2 cannot be trusted.*--redo 2,6"):
+        analyze_run(rd.path)
+    assert _redo(rd, [2, 6]) == 2
+    assert verify_run(rd, replay=False).ok
+    assert_same_store(measured, rd.path)
+
+
+def test_noisy_direction_damage_is_caught_and_each_printed_repair_works(
+    measured: Path, tmp_path: Path
+) -> None:
+    rd = _copy(measured, tmp_path)
+    g = zarr.open_group(str(rd.layout.directions_path), mode="r+")
+    g["train_mean"][1, 0, 3] = 5.0  # an edited value: the position checksum
+    report = verify_run(rd, replay=False)
+    assert list(report.corrupt) == [4] and "checksum" in report.corrupt[4]
+    with pytest.raises(RunDirError, match="--redo 4"):
+        _noisy(rd).read(4)
+    assert _redo(rd, [4]) == 1
+    assert verify_run(rd, replay=False).ok
+    # a deleted array: verify names it, and the --redo it prints repairs it
+    shutil.rmtree(rd.layout.directions_path / "grad_norm")
+    code, out = _cli("verify", str(rd.path), "--no-replay")
+    assert code == 1 and "grad_norm" in out and "--redo 0,4" in out, out
+    code, out = _cli("measure", str(rd.path), "--redo", "0,4", "--quiet")
+    assert code == 0, out
+    assert verify_run(rd, replay=False).ok
+    assert LineStore.open(rd.lines_path).done().all()
+    want = NoisyDirectionStore.open(measured / "directions.zarr").read(4)
+    got = _noisy(rd).read(4)
+    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+
+
+def test_a_deleted_done_chunk_of_directions_is_refilled_by_measure(
+    measured: Path, tmp_path: Path
+) -> None:
+    rd = _copy(measured, tmp_path)
+    (rd.layout.directions_path / "done" / "c" / "1").unlink()
+    report = verify_run(rd, replay=False)
+    assert list(report.corrupt) == [4] and "done flag" in report.corrupt[4]
+    code, out = _cli("measure", str(rd.path), "--quiet")
+    assert code == 0, out
+    assert _noisy(rd).done().all() and verify_run(rd, replay=False).ok
+
+
+def test_a_deleted_directions_store_is_not_ok_and_measure_rebuilds_it(
+    measured: Path, tmp_path: Path
+) -> None:
+    from steplines.analysis.noisy import noisy_distances
+
+    rd = _copy(measured, tmp_path)
+    shutil.rmtree(rd.layout.directions_path)
+    report = verify_run(rd, replay=False)
+    assert sorted(report.corrupt) == [0, 4] and "missing" in report.corrupt[0]
+    with pytest.raises(RunDirError, match=r"directions\.zarr is missing"):
+        noisy_distances(rd.path)
+    code, out = _cli("measure", str(rd.path), "--quiet")
+    assert code == 0 and verify_run(rd, replay=False).ok, out

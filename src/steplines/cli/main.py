@@ -292,6 +292,10 @@ def verify(
         click.echo(f"missing lines: {format_lines(report.missing)}")
     if report.replay_error:
         click.echo(f"trajectory: {report.replay_error}")
+    for what in report.unchecked:
+        click.echo(f"not checked: {what}")
+    for what in report.skipped:
+        click.echo(f"skipped on request: {what}")
     run_arg = shlex.quote(str(rd.path))
     extra = " --trust-problem" if rd.config.problem.factory else ""
     if report.corrupt:
@@ -302,8 +306,10 @@ def verify(
     if report.missing:
         click.echo(f"measure the missing lines with: steplines measure {run_arg}{extra}")
     if report.ok:
-        click.echo("OK")
+        click.echo("OK" + (" (replay skipped)" if report.skipped else ""))
     else:
+        if report.unchecked and not (report.corrupt or report.missing or report.replay_error):
+            click.echo("NOT VERIFIED: a check could not run (see 'not checked' above)")
         sys.exit(1)
 
 
@@ -324,6 +330,29 @@ def _done_summary(rd: Any) -> str:
     except StoreDamagedError as err:  # another shard's chunk: say so, do not fail
         done, note = store.done(tolerant=True), f" ({err})"
     return f"{int(done.sum())}/{done.size} lines done{note}"
+
+
+def _info_warnings(rd: Any, out: dict[str, Any]) -> list[str]:
+    """What ``info`` warns about: a run that cannot be replayed, resumed or re-measured."""
+    if rd.config.probe is not None:
+        return []
+    recorded, done = int(out["steps_recorded"]), int(out.get("lines_done", 0))
+    traj = rd.trajectory
+    warnings = []
+    if not traj.path.exists():
+        warnings.append(
+            f"{traj.path} is missing: this run cannot be replayed, resumed or re-measured "
+            "(steplines verify reports it as not checked)"
+        )
+    elif done and recorded < done:
+        warnings.append(
+            f"only {recorded} steps of the trajectory are recorded but {done} lines are done "
+            "(checkpoints or step records deleted?): those lines cannot be replayed or "
+            "re-measured"
+        )
+    elif recorded < int(out["steps"]) and not traj.checkpoint_path(0).exists():
+        warnings.append(f"{traj.checkpoint_path(0).name} is missing: training cannot resume")
+    return warnings
 
 
 def _dir_bytes(path: Path) -> int:
@@ -365,13 +394,20 @@ def info(run_dir: Path, as_json: bool) -> None:
     else:
         out.update(lines_done=0, lines=steps)
     out["trajectory_bytes"] = _dir_bytes(rd.trajectory.path) if rd.trajectory.path.exists() else 0
+    warnings = _info_warnings(rd, out)
+    if warnings:
+        out["warnings"] = warnings
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
     for k, v in out.items():
+        if k == "warnings":
+            continue
         if k.endswith("_bytes"):
             v = f"{v / 2**20:.1f} MiB"
         click.echo(f"{k:>16}: {v}")
+    for w in warnings:
+        click.echo(f"warning: {w}")
 
 
 @main.command("lr-grid")

@@ -18,7 +18,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-import zarr
 
 from ..errors import ReplayMismatchError, RunDirError
 from ..live import LineProgress, LiveLog, line_summary, record_summary
@@ -27,7 +26,6 @@ from ..problems.problem import Problem
 from ..rundir import RunDir
 from ..store import LineRecord, LineStore, StoreDamagedError
 from ..store.lines import format_lines
-from ..store.noisy import NoisyDirectionStore
 from ..trajectory.loop import Trainer
 from ..trajectory.storage import TrajectoryDir
 from .background import BackgroundWriter, Prefetcher
@@ -110,7 +108,13 @@ def measure_lines(
         for c, _ in {s for s in all_segments if any(s[0] <= t < s[1] for t in redo)}:
             traj.load_checkpoint(c, torch.device("cpu"))
             traj.load_records(c)
-    todo = [s for s in segments if s[0] < recorded and not done[s[0] : min(s[1], recorded)].all()]
+    noisy_missing = _noisy_missing(run, recorded)
+    todo = [
+        s
+        for s in segments
+        if s[0] < recorded
+        and (not done[s[0] : min(s[1], recorded)].all() or noisy_missing & set(range(*s)))
+    ]
     with segment_locks(run.path, [c for c, _ in todo]):
         if redo:
             store.reset_damaged_chunks(redo)
@@ -120,6 +124,17 @@ def measure_lines(
         return _measure_segments(
             run, problem, device, store, todo, done, recorded, progress, workers_ok
         )
+
+
+def _noisy_missing(run: RunDir, recorded: int) -> set[int]:
+    """Recorded steps whose noisy-direction lines are due but not done (a lost ``done``
+    chunk included): their segments are measured even when all their lines are done."""
+    every = run.config.measure.noisy_every
+    path = run.layout.directions_path
+    if not every or not path.exists():
+        return set()
+    done = open_or_create_direction_store(run)._read_tolerant("done", {})
+    return {p * every for p in np.flatnonzero(~done) if p * every < recorded}
 
 
 def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
@@ -132,7 +147,7 @@ def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
     path = run.layout.directions_path
     if not every or not path.exists():
         return
-    store = NoisyDirectionStore(zarr.open_group(str(path), mode="r+" if redo else "r"))
+    store = open_or_create_direction_store(run)  # recreates a missing or unreadable array
     bad = store.check(every)
     wanted = set(redo or ())
     undecodable = [p * every for p, why in bad.items() if "decoded" in why]

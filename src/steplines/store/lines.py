@@ -33,6 +33,13 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from steplines.errors import RunDirError
+from steplines.store.integrity import (
+    DIGESTED,
+    format_lines,
+    record_digest,
+    row_mean,
+    val_indices_digest,
+)
 from steplines.store.schema import (
     ARRAYS,
     ARRAYS_BY_NAME,
@@ -54,6 +61,7 @@ __all__ = [
     "LineStore",
     "StoreDamagedError",
     "first_match",
+    "format_lines",
 ]
 
 
@@ -68,18 +76,6 @@ class LineCorruptError(RunDirError):
 class StoreDamagedError(RunDirError):
     """A chunk of a ``[T]`` or ``[T, K]`` array (``done``, the means, the scalars) cannot be
     decoded; the message names the array, its lines and the ``--redo`` that repairs them."""
-
-
-def format_lines(lines: list[int]) -> str:
-    """``[3, 4, 5, 9]`` → ``"3-5,9"``."""
-    parts, i = [], 0
-    while i < len(lines):
-        j = i
-        while j + 1 < len(lines) and lines[j + 1] == lines[j] + 1:
-            j += 1
-        parts.append(str(lines[i]) if i == j else f"{lines[i]}-{lines[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 @dataclass(frozen=True)
@@ -139,11 +135,8 @@ def _checksum(train: np.ndarray, val: np.ndarray, direction: np.ndarray) -> int:
 
 
 def _row_mean(losses: np.ndarray) -> np.ndarray:
-    """Mean over rows in float64; NaN for zero rows (no warning)."""
-    if losses.shape[0] == 0:
-        return np.full(losses.shape[1], np.nan)
-    with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN losses are data, not errors
-        return losses.astype(np.float64).mean(axis=0)
+    """The store's mean line: :func:`steplines.store.integrity.row_mean`."""
+    return row_mean(losses)
 
 
 def first_match(positions: np.ndarray, value: float) -> int:
@@ -284,6 +277,7 @@ class LineStore:
                     "lines_per_chunk": lines_per_chunk,
                 },
                 "run": run_attrs,
+                "val_indices_crc32": val_indices_digest(val_indices),
             }
         )
         return cls(path, zarr.open_group(path, mode="r+", zarr_format=3), "r+")
@@ -384,6 +378,24 @@ class LineStore:
         return all(name in self._arrays for name in ESTIMATOR_ARRAYS)
 
     @property
+    def val_indices_crc32(self) -> int | None:
+        """CRC32 of ``val_indices`` taken at creation (None: a store older than schema 4)."""
+        crc = self._attrs.get("val_indices_crc32")
+        return None if crc is None else int(crc)
+
+    def read_row(self, name: str, t: int) -> np.ndarray:
+        """Row ``t`` of array ``name`` as stored (its fill value for an array the store lacks).
+
+        Raises:
+            Exception: the chunk cannot be decoded (zarr's codec error).
+        """
+        t = self._check_t(t)
+        if name not in self._arrays:
+            spec = ARRAYS_BY_NAME[name]
+            return np.full(spec.shape(self._sizes)[1:], spec.fill, dtype=spec.np_dtype)
+        return np.asarray(self._arrays[name][t])
+
+    @property
     def val_indices(self) -> np.ndarray:
         """int64 ``[M]`` validation sample ids."""
         return np.asarray(self._arrays["val_indices"][:])
@@ -465,13 +477,17 @@ class LineStore:
         a["train_indices"][t : t + 1] = np.asarray(record.train_indices, np.int64)[None]
         a["direction_indices"][t : t + 1] = np.asarray(record.direction_indices, np.int64)[None]
 
+        stored: dict[str, Any] = {
+            "train_indices": np.asarray(record.train_indices, np.int64),
+            "direction_indices": np.asarray(record.direction_indices, np.int64),
+        }
         row = np.full(K, np.nan)
         row[:k] = pos
-        a["positions"][t] = row
+        a["positions"][t] = stored["positions"] = row
         for name, mean_name in MEANS.items():
             row = np.full(K, np.nan)
             row[:k] = _row_mean(getattr(record, name))
-            a[mean_name][t] = row
+            a[mean_name][t] = stored[mean_name] = row
 
         s_update = float(record.s_update)
         scalars: dict[str, float | int] = {
@@ -492,6 +508,10 @@ class LineStore:
                 scalars[name] = float(getattr(record, name))
         for name, value in scalars.items():
             a[name][t] = value
+        if "record_checksum" in a:  # schema >= 4: a CRC of everything above, as stored
+            stored.update(scalars)
+            present = {name: stored[name] for name in DIGESTED if name in a}
+            a["record_checksum"][t] = record_digest(present)
         a["done"][t] = True
 
     def invalidate(self, lines: list[int]) -> None:
