@@ -129,6 +129,7 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     # everything that can be checked is checked before the run directory is made: the
     # configuration (optimizer included), the device, the data and a user's problem
     resolve_device(cfg.measure.device, cfg.measure.precision)
+    _check_recorded_problem(out, cfg)
     problem = make_problem(cfg.problem)
     rd = RunDir.prepare(out, cfg)
     rd.check_problem_source(problem.source)
@@ -162,6 +163,7 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 
     cfg = _resolve(**kw)
     device = resolve_device(cfg.measure.device, cfg.measure.precision)
+    _check_recorded_problem(out, cfg)
     problem = make_problem(cfg.problem)  # checked before the run directory is made
     rd = RunDir.prepare(out, cfg)
     rd.check_problem_source(problem.source)
@@ -311,6 +313,27 @@ def verify(
         if report.unchecked and not (report.corrupt or report.missing or report.replay_error):
             click.echo("NOT VERIFIED: a check could not run (see 'not checked' above)")
         sys.exit(1)
+
+
+def _check_recorded_problem(out: Path, cfg: Any) -> None:
+    """Into an existing run directory that recorded a user problem's SHA-256 (a received run,
+    resumed or repaired with ``--config RUN/config.toml --out RUN``), import that problem only
+    if its file still has that SHA-256: checked before anything is imported.
+
+    Raises:
+        ConfigError: the file differs or is not found (nothing imported).
+    """
+    if not cfg.problem.factory or not (Path(out) / "config.toml").is_file():
+        return
+    from ..problems.problem import check_problem_file, resolve_problem_spec
+    from ..rundir import RunDir
+
+    try:
+        recorded = RunDir.open(out).recorded_problem_source() or {}
+    except Exception:  # not a run directory: RunDir.prepare says so
+        return
+    if sha := recorded.get("sha256"):
+        check_problem_file(resolve_problem_spec(cfg.problem.factory), sha)
 
 
 def _done_count(rd: Any) -> int:
