@@ -334,6 +334,9 @@ def export_lines(
                 "lines with --lines, or use --to parquet or csv, which stream one line at a time"
             )
     out = Path(out) if out is not None else default_path(run, to, what)
+    if out.is_dir():  # checked before anything is written: no stray file beside it
+        name = default_path(run, to, what).name
+        raise RunDirError(f"--out {out} is a directory; pass a file name, e.g. --out {out / name}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -254,3 +254,25 @@ def test_measure_backend_and_its_old_spelling(tmp_path: Path) -> None:
     for option in ("--backend", "--engine"):
         _cli_error(["measure", missing, option, "local"], "not a steplines run directory")
     _cli_error(["measure", missing, "--backend", "ray", "--engine", "local"], "disagree")
+
+
+def test_a_huge_step_count_is_refused_before_the_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "huge"
+    _cli_error(
+        ["run", "--preset", "demo", "--steps", "1000000000", "--out", str(out)],
+        "train.steps",
+        "10000000",
+    )
+    assert not out.exists()
+
+
+def test_export_out_an_existing_directory_is_one_line_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    from analysis_fixtures import make_run
+
+    run = make_run(tmp_path / "run", n_lines=2)
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    _cli_error(["export", str(run), "--to", "csv", "--out", str(adir)], "is a directory")
+    assert list(adir.iterdir()) == [] and not (tmp_path / "adir.json").exists()
