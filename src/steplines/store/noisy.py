@@ -208,8 +208,6 @@ class NoisyDirectionStore:
             return "a chunk cannot be decoded"
         if step != p * every:
             return f"step {step} recorded for position {p} (expected {p * every})"
-        if crc is not None and crc != position_digest(step, values):
-            return "its values differ from the checksum taken when it was written"
         pos = values["positions"]
         means = [values[name] for name in FIELDS_3D[1:]]
         scalars = [values[name] for name in FIELDS_2D]
@@ -221,6 +219,8 @@ class NoisyDirectionStore:
                 return f"mean lines of direction {j} missing"
         if any(np.isnan(x).any() for x in scalars):
             return "grad_norm or s_update missing"
+        if crc is not None and crc != position_digest(step, values):
+            return "its values differ from the checksum taken when it was written"
         return None
 
     def check(self, every: int, lines_done: np.ndarray | None = None) -> dict[int, str]:
