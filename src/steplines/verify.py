@@ -45,6 +45,9 @@ class VerifyReport:
         unchecked: checks that could not run and were not skipped on request (each one line
             naming the check and why); the run is then not OK.
         skipped: checks skipped on request (``--no-replay``), for the report.
+        files: damaged side files that hold no measured data (``provenance.json``,
+            ``trajectory/eval_*.json``, ``live.jsonl``), each one line with its repair; they
+            do not make the run not OK.
     """
 
     checked: int = 0
@@ -54,6 +57,7 @@ class VerifyReport:
     replay_error: str | None = None
     unchecked: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -102,7 +106,7 @@ def verify_run(run: RunDir, replay: bool = True, problem: Problem | None = None)
     refuses to import a user's problem the run directory names (pass one you loaded with
     ``--problem``/``--trust-problem``).
     """
-    report = VerifyReport()
+    report = VerifyReport(files=_check_files(run))
     cfg, traj = run.config, run.trajectory
     recorded = traj.recorded_steps(cfg.train.steps, cfg.train.checkpoint_every)
     if not run.lines_path.exists():
@@ -159,6 +163,51 @@ def verify_run(run: RunDir, replay: bool = True, problem: Problem | None = None)
     return report
 
 
+def _check_files(run: RunDir) -> list[str]:
+    """The damaged side files of ``run`` (no measured data in them), each with its repair."""
+    import json
+    import shlex
+
+    out = []
+    arg = shlex.quote(str(run.path))
+    prov = run.provenance_path
+    if prov.exists() and run.read_provenance() is None:
+        out.append(
+            f"{prov} is damaged (not JSON: cut off?); the next `steplines measure {arg}` "
+            "writes it again (versions and device of that invocation)"
+        )
+    for path in run.layout.eval_paths():
+        try:
+            ok = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            out.append(
+                f"{path} is damaged (not JSON: cut off?); it holds eval-mode metrics for the "
+                f"report only: delete it (the report then leaves that checkpoint out)"
+            )
+    live = run.path / "live.jsonl"
+    if live.exists():
+        try:
+            raw = live.read_bytes().splitlines()
+        except OSError:
+            raw = []
+        bad = 0
+        for line in raw:
+            try:
+                ok = isinstance(json.loads(line), dict)
+            except ValueError:
+                ok = False
+            bad += not ok
+        if bad:
+            out.append(
+                f"{live} is damaged ({bad} of {len(raw)} records cannot be read: cut off?); it "
+                "is the measurement's progress log only: delete it, or keep it (readers skip "
+                "those records)"
+            )
+    return out
+
+
 def _check_directions(run: RunDir, done: np.ndarray) -> dict[int, str]:
     """Lines whose noisy-direction position is damaged or missing: ``{t: why}``."""
     path = run.layout.directions_path
@@ -206,7 +255,7 @@ def _replay_trajectory(
             trainer.load_state_dict(traj.load_checkpoint(c, device))
             for t, rec in zip(range(c, end), traj.load_records(c)):
                 trainer.step(t, rec.rows, rec.aug_seed, rec.dropout_seed)
-            check_replay(trainer, traj.load_checkpoint(end, device), end)
+            check_replay(trainer, traj.load_checkpoint(end, device), end, traj, c)
     except SteplinesError as err:
         return str(err), unreplayed
     return None, unreplayed
