@@ -298,6 +298,8 @@ def verify(
         click.echo(f"not checked: {what}")
     for what in report.skipped:
         click.echo(f"skipped on request: {what}")
+    for what in report.files:
+        click.echo(f"damaged file: {what}")
     run_arg = shlex.quote(str(rd.path))
     extra = " --trust-problem" if rd.config.problem.factory else ""
     if report.corrupt:
