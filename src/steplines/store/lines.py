@@ -32,6 +32,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from steplines.atomic import write_atomic
 from steplines.errors import RunDirError
 from steplines.store.integrity import (
     DIGESTED,
@@ -50,6 +51,7 @@ from steplines.store.schema import (
     SCHEMA_VERSION,
     STORE_FORMAT,
     SUMMARY,
+    ArraySpec,
     array_attributes,
     dimension_names,
 )
@@ -176,7 +178,10 @@ class LineStore:
             if spec.since > version:
                 continue  # introduced after this store was made: absent, reads as fill
             disk_name = spec.name_in(version)
-            arr = group.get(disk_name)
+            try:
+                arr = group.get(disk_name)
+            except Exception as exc:  # its zarr.json is cut off or not JSON
+                arr = self._rebuild_metadata(spec, disk_name, version, exc)
             if not isinstance(arr, zarr.Array):
                 raise RunDirError(
                     f"{self._path} is an incomplete line store (array {disk_name!r} is missing); "
@@ -184,6 +189,39 @@ class LineStore:
                 )
             self._arrays[spec.name] = arr
             self._disk_names[spec.name] = disk_name
+
+    def _rebuild_metadata(
+        self, spec: ArraySpec, disk_name: str, version: int, exc: Exception
+    ) -> Any:
+        """The array whose ``zarr.json`` cannot be read: rewritten from the store's layout
+        (opened ``r+`` by ``measure``; its chunks are untouched, and verify then checks them
+        line by line), else :class:`StoreDamagedError` naming the file and that repair."""
+        import shlex
+        import tempfile
+
+        meta = self._path / disk_name / "zarr.json"
+        if self._mode != "r+" or version != SCHEMA_VERSION:
+            run = shlex.quote(str(self._path.parent))
+            raise StoreDamagedError(
+                f"{meta} is damaged ({type(exc).__name__}: cut off?); rewrite it from the "
+                f"store's layout with: steplines measure {run} (its data is kept), then check "
+                f"the data with: steplines verify {run}"
+            ) from None
+        with tempfile.TemporaryDirectory(dir=self._path.parent, prefix=".rebuild-") as tmp:
+            group = zarr.open_group(Path(tmp) / "g.zarr", mode="w-", zarr_format=3)
+            group.create_array(
+                spec.name,
+                shape=spec.shape(self._sizes),
+                chunks=spec.chunks(self._sizes, self._lines_per_chunk),
+                dtype=spec.np_dtype,
+                fill_value=spec.fill,
+                compressors=_compressor(),
+                dimension_names=dimension_names(spec),
+                attributes=array_attributes(spec),
+            )
+            write_atomic(meta, (Path(tmp) / "g.zarr" / spec.name / "zarr.json").read_bytes())
+        self._group = zarr.open_group(self._path, mode="r+", zarr_format=3)
+        return self._group.get(disk_name)
 
     # ------------------------------------------------------------------ creation / opening
 
