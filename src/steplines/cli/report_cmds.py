@@ -105,7 +105,9 @@ def core_table(run_dir: Path, mode: str, **options: Any) -> str:
 def analyze(run_dir: Path, mode: str, **kw: Any) -> None:
     """Write RUN/analysis/ (tables, claims.json, summary.json) and print the claims."""
     from ..analysis import analyze_run
+    from ..atomic import watch_work_dirs
 
+    watch_work_dirs(run_dir)  # an interrupted analysis leaves no .analysis.tmp-PID
     options = _options(**kw)
     paths = analyze_run(run_dir, mode, **options)
     click.echo(core_table(run_dir, mode, **options))
@@ -125,8 +127,10 @@ def analyze(run_dir: Path, mode: str, **kw: Any) -> None:
 @_user_errors
 def report(run_dirs: tuple[Path, ...], mode: str, out: Path | None, **kw: Any) -> None:
     """Analyse when needed, draw every figure and write the HTML report; print its path."""
+    from ..atomic import watch_work_dirs
     from ..report import build_report
 
+    watch_work_dirs(*run_dirs)
     try:
         path = build_report(list(run_dirs), out=out, mode=mode, **_options(**kw))
     except OSError as exc:  # unwritable output directory and the like

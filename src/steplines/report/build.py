@@ -29,6 +29,7 @@ from steplines.analysis.lines import lines_missing, scheduled_lines
 from steplines.analysis.run import request_tag
 from steplines.analysis.settings import check_mode, match_preset
 from steplines.analysis.views import LineView, read_views
+from steplines.atomic import temporary_path
 from steplines.errors import RunDirError, SteplinesError
 from steplines.locks import held_locks
 from steplines.plotting import (
@@ -1077,7 +1078,7 @@ def _book(page: Path, formats: Sequence[str]) -> Iterator[PdfPages | None]:
         yield None
         return
     target = page.with_suffix(".pdf")
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = temporary_path(target)  # per process; a killed one's is removed here
     with PdfPages(tmp, metadata={"CreationDate": None}) as book:
         yield book
     os.replace(tmp, target)
