@@ -4,7 +4,8 @@ Every small file (``config.toml``, ``provenance.json``, the trajectory's JSON, c
 records) is written through :func:`write_atomic`: the data goes to a temporary file in the same
 directory, is flushed and fsynced, and is renamed over the target with :func:`os.replace`. A
 killed process or a full disk therefore leaves either the old file or the new one, never a
-cut-off file (a stray ``.NAME.*.tmp`` is harmless and removed by the next write of NAME).
+cut-off file (a stray ``.NAME.PID.tmp`` of a killed process is harmless and removed by the
+next write of NAME: :func:`temporary_path`).
 
 :func:`append_line` appends one line to a log in a single ``write`` (lines of concurrent
 writers do not interleave); readers ignore a torn last line (:func:`read_json_lines`).
@@ -106,7 +107,7 @@ def write_atomic(path: Path, data: bytes | str | Callable[[IO[bytes]], Any]) -> 
         OSError: the file cannot be written (the target is left as it was).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)  # a killed writer's leftover is removed here
     try:
         with open(tmp, "wb") as f:
             if callable(data):
@@ -120,6 +121,8 @@ def write_atomic(path: Path, data: bytes | str | Callable[[IO[bytes]], Any]) -> 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    finally:
+        _OURS.discard(tmp)
     _fsync_dir(path.parent)
 
 

@@ -133,6 +133,9 @@ def run(out: Path, quiet: bool, no_report: bool, **kw: Any) -> None:
     problem = make_problem(cfg.problem)
     rd = RunDir.prepare(out, cfg)
     rd.check_problem_source(problem.source)
+    from ..atomic import watch_work_dirs
+
+    watch_work_dirs(rd.path)  # Ctrl-C in the closing analysis leaves no .analysis.tmp-PID
     try:
         _, measured = run_all(rd, progress=not quiet, problem=problem)
     except DivergenceError:

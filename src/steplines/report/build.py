@@ -29,7 +29,7 @@ from steplines.analysis.lines import lines_missing, scheduled_lines
 from steplines.analysis.run import request_tag
 from steplines.analysis.settings import check_mode, match_preset
 from steplines.analysis.views import LineView, read_views
-from steplines.atomic import temporary_path
+from steplines.atomic import temporary_path, write_atomic
 from steplines.errors import RunDirError, SteplinesError
 from steplines.locks import held_locks
 from steplines.plotting import (
@@ -1064,7 +1064,7 @@ def build_run_report(
             version=_version(),
         )
     )
-    out.write_text(html, encoding="utf-8")
+    write_atomic(out, html)  # a reader (or a killed report) never leaves half a page
     return out
 
 
@@ -1224,7 +1224,7 @@ def _compare_page(
             book=_rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "",
         )
     )
-    out.write_text(html, encoding="utf-8")
+    write_atomic(out, html)  # a reader (or a killed report) never leaves half a page
     return out
 
 

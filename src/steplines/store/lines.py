@@ -200,8 +200,14 @@ class LineStore:
         import tempfile
 
         meta = self._path / disk_name / "zarr.json"
-        if self._mode != "r+" or version != SCHEMA_VERSION:
-            run = shlex.quote(str(self._path.parent))
+        run = shlex.quote(str(self._path.parent))
+        if version != SCHEMA_VERSION:  # older layouts are read, never rewritten
+            raise StoreDamagedError(
+                f"{meta} is damaged ({type(exc).__name__}: cut off?) in a schema "
+                f"{version} store; restore it from a copy of the run, or measure again into a "
+                "new run directory"
+            ) from None
+        if self._mode != "r+":
             raise StoreDamagedError(
                 f"{meta} is damaged ({type(exc).__name__}: cut off?); rewrite it from the "
                 f"store's layout with: steplines measure {run} (its data is kept), then check "
