@@ -182,7 +182,7 @@ def test_tampered_checkpoint_is_a_replay_mismatch(
     state["model"][name] = state["model"][name] + 1e-3
     torch.save(state, ck)
     res = cli("measure", str(run), "--quiet")
-    _one_line_error(res, "step 4", "differ from the checkpoint")
+    _one_line_error(res, "step 4", "differ from the checkpoint", "checkpoint_0000004.pt is damaged")
     info = cli("info", str(run), "--json", check=True)
     assert '"lines_done": 4' in info.stdout  # the lines of the good segment are kept
     # a truncated checkpoint or record file: one line naming it and the fix

@@ -398,8 +398,9 @@ def _diagnose(
         path = traj.checkpoint_path(step)  # type: ignore[union-attr]
         run = shlex.quote(str(path.parent.parent))
         return (
-            f"{path} is damaged: the state replayed from step {start} reproduces the recorded "
-            f"batch losses, the checkpoint does not; delete it and record it again with: "
+            f"{path} is damaged ({what}, but the state replayed from step {start} reproduces "
+            f"the recorded batch losses and the checkpoint does not); delete it and record it "
+            f"again with: "
             f"steplines train --config {run}/config.toml --out {run} (training again gives "
             "identical data; the lines measured before are kept)"
         )
