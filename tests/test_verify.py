@@ -144,11 +144,12 @@ def test_a_loadable_damaged_checkpoint_is_named_and_redo_keeps_the_good_lines(
     measured: Path, tmp_path: Path
 ) -> None:
     rd = _copy(measured, tmp_path)
-    for step in (8, 4):  # line 5's segment: its end checkpoint, then its start one
+    # line 5's segment: its end checkpoint, then its start one; line 1's: the initial state
+    for step, line in ((8, "5"), (4, "5"), (0, "1")):
         ck = rd.trajectory.checkpoint_path(step)
         good = ck.read_bytes()
         _nudge(ck)
-        code, out = _cli("measure", str(rd.path), "--redo", "5", "--quiet")
+        code, out = _cli("measure", str(rd.path), "--redo", line, "--quiet")
         assert code == 2 and len(out.strip().splitlines()) == 1, out
         assert f"checkpoint_{step:07d}.pt is damaged" in out, out
         assert "steplines train --config" in out and "not reproducible" not in out, out

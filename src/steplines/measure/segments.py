@@ -384,7 +384,10 @@ def _diagnose(
     damaged: bool | None = None
     if traj is not None and start is not None:
         try:
-            if start == step:  # the segment's first step: was its start checkpoint damaged?
+            if start == step == 0:  # the initial state is made from the seed: make it again
+                fresh = Trainer(trainer.problem, trainer.cfg, trainer.device, trainer.dtype)
+                damaged = _checkpoint_damaged(fresh, traj, 0)
+            elif start == step:  # the segment's first step: was its start checkpoint damaged?
                 every = trainer.cfg.checkpoint_every
                 if step >= every and _same_batch_losses(trainer, traj, step - every, step):
                     damaged = _checkpoint_damaged(trainer, traj, step)
@@ -397,8 +400,9 @@ def _diagnose(
     if damaged:
         path = traj.checkpoint_path(step)  # type: ignore[union-attr]
         run = shlex.quote(str(path.parent.parent))
+        origin = "made from the seed" if step == 0 else f"replayed from step {start}"
         return (
-            f"{path} is damaged ({what}, but the state replayed from step {start} reproduces "
+            f"{path} is damaged ({what}, but the state {origin} reproduces "
             f"the recorded batch losses and the checkpoint does not); delete it and record it "
             f"again with: "
             f"steplines train --config {run}/config.toml --out {run} (training again gives "
