@@ -96,6 +96,7 @@ def measure_lines(
             {*segments, *(s for s in all_segments if any(s[0] <= t < s[1] for t in redo))}
         )
     store = LineStore.open(run.lines_path, mode="r+")
+    store.repair_val_indices()  # written once at creation: rewritten if damaged
     # a damaged [T]/[T, K] chunk of the lines this process writes is repaired only by
     # measuring them again (--redo); other shards' chunks are theirs to check
     store.check_chunks(allowed=redo, lines=(t for c, e in segments for t in range(c, e)))

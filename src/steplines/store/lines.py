@@ -444,6 +444,24 @@ class LineStore:
         """int64 ``[M]`` validation sample ids."""
         return np.asarray(self._arrays["val_indices"][:])
 
+    def repair_val_indices(self) -> bool:
+        """Rewrite ``val_indices`` when they cannot be decoded or differ from the checksum
+        taken at creation, and ``0..M-1`` (what steplines stores) has that checksum; return
+        whether they were rewritten. Called by ``measure``: the repair ``verify`` prints."""
+        want = self.val_indices_crc32
+        if self._mode != "r+" or want is None or not self.n_val:
+            return False
+        try:
+            if val_indices_digest(self.val_indices) == want:
+                return False
+        except Exception:  # an undecodable chunk
+            pass
+        canonical = np.arange(self.n_val, dtype=np.int64)
+        if val_indices_digest(canonical) != want:
+            return False
+        self._arrays["val_indices"][:] = canonical
+        return True
+
     # ------------------------------------------------------------------ writing
 
     def _check_t(self, t: int) -> int:
