@@ -296,3 +296,13 @@ def test_a_deleted_directions_store_is_not_ok_and_measure_rebuilds_it(
         noisy_distances(rd.path)
     code, out = _cli("measure", str(rd.path), "--quiet")
     assert code == 0 and verify_run(rd, replay=False).ok, out
+
+
+def test_damaged_val_indices_are_rewritten_by_measure(measured: Path, tmp_path: Path) -> None:
+    rd = _copy(measured, tmp_path)
+    (rd.lines_path / "val_indices" / "c" / "0").unlink()  # written once, at creation
+    report = verify_run(rd, replay=False)
+    assert "val_indices" in report.corrupt[0], report.corrupt
+    assert _redo(rd, []) == 0  # measure: nothing to measure, but the indices are rewritten
+    assert verify_run(rd, replay=False).ok
+    assert_same_store(measured, rd.path)
