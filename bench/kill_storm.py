@@ -366,7 +366,9 @@ def chunk_faults(rng: random.Random, root: Path, ref: Path, results: list) -> No
                 repairs = [
                     line.split(": ", 1)[1]
                     for line in out.splitlines()
-                    if line.startswith(("re-measure with:", "measure the missing lines with:"))
+                    if line.startswith(
+                        ("re-measure with:", "measure the missing lines with:", "rewrite")
+                    )
                 ]
                 for command in repairs:
                     call(shlex.split(command)[1:])

@@ -303,6 +303,8 @@ def test_damaged_val_indices_are_rewritten_by_measure(measured: Path, tmp_path: 
     (rd.lines_path / "val_indices" / "c" / "0").unlink()  # written once, at creation
     report = verify_run(rd, replay=False)
     assert "val_indices" in report.corrupt[0], report.corrupt
+    code, out = _cli("verify", str(rd.path), "--no-replay")
+    assert code == 1 and f"rewrite val_indices with: steplines measure {rd.path}" in out, out
     assert _redo(rd, []) == 0  # measure: nothing to measure, but the indices are rewritten
     assert verify_run(rd, replay=False).ok
     assert_same_store(measured, rd.path)

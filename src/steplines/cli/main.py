@@ -305,7 +305,10 @@ def verify(
         click.echo(f"damaged file: {what}")
     run_arg = shlex.quote(str(rd.path))
     extra = " --trust-problem" if rd.config.problem.factory else ""
-    if report.corrupt:
+    if report.corrupt and all(w.startswith("val_indices:") for w in report.corrupt.values()):
+        # written once at creation: measure rewrites them, no line needs measuring again
+        click.echo(f"rewrite val_indices with: steplines measure {run_arg}{extra}")
+    elif report.corrupt:
         click.echo(
             f"re-measure with: steplines measure {run_arg} --redo "
             f"{format_lines(sorted(report.corrupt))}{extra}"
