@@ -4,7 +4,8 @@ Every small file (``config.toml``, ``provenance.json``, the trajectory's JSON, c
 records) is written through :func:`write_atomic`: the data goes to a temporary file in the same
 directory, is flushed and fsynced, and is renamed over the target with :func:`os.replace`. A
 killed process or a full disk therefore leaves either the old file or the new one, never a
-cut-off file (a stray ``.NAME.*.tmp`` is harmless and removed by the next write of NAME).
+cut-off file (a stray ``.NAME.PID.tmp`` of a killed process is harmless and removed by the
+next write of NAME: :func:`temporary_path`).
 
 :func:`append_line` appends one line to a log in a single ``write`` (lines of concurrent
 writers do not interleave); readers ignore a torn last line (:func:`read_json_lines`).
@@ -19,7 +20,69 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["append_line", "read_json_lines", "write_atomic"]
+__all__ = [
+    "append_line",
+    "read_json_lines",
+    "remove_own_temporaries",
+    "temporary_path",
+    "watch_work_dirs",
+    "write_atomic",
+]
+
+# temporaries this process has named, and directories where it may leave an analysis work
+# directory (removed on Ctrl-C or an error by the CLI: remove_own_temporaries)
+_OURS: set[Path] = set()
+_WORK_DIRS: set[Path] = set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def temporary_path(target: Path) -> Path:
+    """A temporary name beside ``target`` that no other process uses: ``.NAME.PID.tmp``.
+
+    Leftovers of processes that are gone (killed while writing ``target``) are removed first;
+    the name is remembered so that :func:`remove_own_temporaries` can remove it when the
+    command is interrupted. Rename the finished file over ``target`` with :func:`os.replace`.
+    """
+    target = Path(target)
+    for old in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = old.name[len(target.name) + 2 : -4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                old.unlink()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    _OURS.add(tmp)
+    return tmp
+
+
+def watch_work_dirs(*directories: Path) -> None:
+    """Let :func:`remove_own_temporaries` remove this process's analysis work directories
+    (``.NAME.tmp-PID``) in ``directories`` (run directories the command analyses)."""
+    _WORK_DIRS.update(Path(d) for d in directories)
+
+
+def remove_own_temporaries() -> None:
+    """Remove this process's temporaries (called when a command is interrupted or fails):
+    every name :func:`temporary_path` gave out that was not renamed into place, and the
+    analysis work directories ``.NAME.tmp-PID`` in the directories of
+    :func:`watch_work_dirs`. Those of a killed process are removed by the next run."""
+    import shutil
+
+    for tmp in list(_OURS):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _OURS.discard(tmp)
+    for directory in _WORK_DIRS:
+        for work in Path(directory).glob(f".*.tmp-{os.getpid()}"):
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -44,7 +107,7 @@ def write_atomic(path: Path, data: bytes | str | Callable[[IO[bytes]], Any]) -> 
         OSError: the file cannot be written (the target is left as it was).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)  # a killed writer's leftover is removed here
     try:
         with open(tmp, "wb") as f:
             if callable(data):
@@ -58,6 +121,8 @@ def write_atomic(path: Path, data: bytes | str | Callable[[IO[bytes]], Any]) -> 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    finally:
+        _OURS.discard(tmp)
     _fsync_dir(path.parent)
 
 

@@ -112,6 +112,11 @@ class ProblemConfig(_Section):
         return v
 
 
+MAX_STEPS = 10_000_000
+"""Most training steps a run may have: every line is preallocated in the stores, and a
+larger count is a typo that would fill memory before the first step."""
+
+
 class TrainConfig(_Section):
     """How the trajectory is produced: optimizer, schedule, steps, seed, checkpoints.
 
@@ -128,7 +133,7 @@ class TrainConfig(_Section):
     milestones: tuple[int, ...] = ()
     gamma: float = Field(default=0.1, gt=0)
     optimizer_kwargs: dict[str, Any] = Field(default_factory=dict)
-    steps: int = Field(default=100, gt=0)
+    steps: int = Field(default=100, gt=0, le=MAX_STEPS)
     seed: int = 1
     checkpoint_every: int = Field(default=100, gt=0)
     cpu_threads: int | None = Field(default=None, ge=1)

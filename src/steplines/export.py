@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from steplines.atomic import temporary_path
 from steplines.errors import ConfigError, RunDirError, SteplinesError
 from steplines.schedule import parse_steps
 from steplines.store import LineStore
@@ -334,8 +335,11 @@ def export_lines(
                 "lines with --lines, or use --to parquet or csv, which stream one line at a time"
             )
     out = Path(out) if out is not None else default_path(run, to, what)
+    if out.is_dir():  # checked before anything is written: no stray file beside it
+        name = default_path(run, to, what).name
+        raise RunDirError(f"--out {out} is a directory; pass a file name, e.g. --out {out / name}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(out)  # per process; a killed export's leftover is removed here
     try:
         if to == "netcdf":
             open_lines(run, steps, what).to_netcdf(tmp, engine="scipy", format="NETCDF3_64BIT")

@@ -21,9 +21,8 @@ import numpy as np
 from .errors import SteplinesError
 from .rundir import RunDir
 from .store import LineStore
-from .store.lines import _row_mean as row_mean
-from .store.lines import format_lines
-from .store.schema import MEANS, SCALARS
+from .store.integrity import bad_lines, format_lines
+from .store.schema import SCALARS
 from .trajectory.loop import StepRecord
 
 if TYPE_CHECKING:
@@ -43,6 +42,12 @@ class VerifyReport:
         damaged: array → line ranges of its chunks that cannot be decoded (their lines are
             in ``corrupt`` too).
         replay_error: the first trajectory mismatch or damaged trajectory file.
+        unchecked: checks that could not run and were not skipped on request (each one line
+            naming the check and why); the run is then not OK.
+        skipped: checks skipped on request (``--no-replay``), for the report.
+        files: damaged side files that hold no measured data (``provenance.json``,
+            ``trajectory/eval_*.json``, ``live.jsonl``), each one line with its repair; they
+            do not make the run not OK.
     """
 
     checked: int = 0
@@ -50,11 +55,19 @@ class VerifyReport:
     missing: list[int] = field(default_factory=list)
     damaged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     replay_error: str | None = None
+    unchecked: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Whether nothing is corrupt, missing or unreproducible."""
-        return not self.corrupt and not self.missing and self.replay_error is None
+        """Whether nothing is corrupt, missing, unreproducible or left unchecked."""
+        return (
+            not self.corrupt
+            and not self.missing
+            and self.replay_error is None
+            and not self.unchecked
+        )
 
 
 # The store's scalars that the trajectory records too: they must be the replayed step's.
@@ -63,50 +76,6 @@ _RECORDED = tuple(name for name in SCALARS if name in {f.name for f in fields(St
 
 def _same(a: float, b: float) -> bool:
     return bool(a == b or (np.isnan(a) and np.isnan(b)))
-
-
-def _check_line(
-    store: LineStore,
-    t: int,
-    summary: dict[str, np.ndarray],
-    record: StepRecord | None = None,
-    estimators: bool = False,
-) -> str | None:
-    if not store.verify_line(t):
-        return "checksum mismatch or undecodable chunk"
-    k = int(summary["n_positions"][t])
-    pos = summary["positions"][t]
-    if not (0 < k <= store.n_positions):
-        return f"n_positions {k} out of range"
-    if not np.isfinite(pos[:k]).all() or np.any(np.diff(pos[:k]) < 0):
-        return "positions not finite and sorted"
-    if not np.isnan(pos[k:]).all():
-        return "positions beyond n_positions are not NaN"
-    z, u = int(summary["zero_index"][t]), int(summary["update_index"][t])
-    if not (0 <= z < k and 0 <= u < k) or pos[z] != 0.0:
-        return "s = 0 or s_update column missing"
-    if int(summary["n_passes"][t]) < 1:
-        return "n_passes missing"
-    line = store.read_line(t, verify=False)
-    for name in ("train_losses", "val_losses", "direction_losses"):
-        if not np.isfinite(getattr(line, name)[:, z]).all():
-            return f"{name} not finite at s = 0"
-    # the mean lines the analysis reads must be the means of the checksummed losses
-    for name, mean_name in MEANS.items():
-        got, want = summary[mean_name][t], row_mean(getattr(line, name))
-        if not (np.array_equal(got[:k], want, equal_nan=True) and np.isnan(got[k:]).all()):
-            return f"{mean_name} does not match the per-sample losses"
-    if pos[u] != summary["s_update"][t]:
-        return "s_update does not match its position"
-    if record is not None:  # the scalars must be the trajectory's (replay is bitwise)
-        for name in _RECORDED:
-            if not _same(float(summary[name][t]), float(getattr(record, name))):
-                return f"{name} differs from the trajectory record"
-    if estimators and store.has_estimator_inputs and pos[u] != 0.0:
-        for name in ("est_slope_update", "est_curvature"):
-            if np.isnan(summary[name][t]):
-                return f"{name} missing"
-    return None
 
 
 def _records(run: RunDir, recorded: int) -> tuple[dict[int, StepRecord], str | None]:
@@ -128,62 +97,142 @@ def _records(run: RunDir, recorded: int) -> tuple[dict[int, StepRecord], str | N
 def verify_run(run: RunDir, replay: bool = True, problem: Problem | None = None) -> VerifyReport:
     """Verify every finished line of ``run`` (and, with ``replay``, its trajectory).
 
+    Every check that cannot run (no trajectory records for done lines, no checkpoint to
+    replay a segment against, no noisy-direction store that the configuration asks for) is
+    listed in :attr:`VerifyReport.unchecked`, which makes the report not OK; a replay skipped
+    on request is listed in :attr:`VerifyReport.skipped` instead.
+
     ``problem``: the run's problem for the replay; None = :meth:`RunDir.load_problem`, which
     refuses to import a user's problem the run directory names (pass one you loaded with
     ``--problem``/``--trust-problem``).
     """
-    report = VerifyReport()
+    report = VerifyReport(files=_check_files(run))
     cfg, traj = run.config, run.trajectory
     recorded = traj.recorded_steps(cfg.train.steps, cfg.train.checkpoint_every)
     if not run.lines_path.exists():
         report.missing = list(range(recorded))
+        if recorded == 0:
+            report.unchecked.append(
+                f"lines: {run.lines_path.name} and the trajectory are missing: nothing to "
+                f"check; run: steplines train --config {run.path}/config.toml --out {run.path}"
+            )
         return report
     store = LineStore.open(run.lines_path)
     report.damaged = store.damaged_chunks()
+    summary = store.read_summary(tolerant=True)
+    done = summary["done"].astype(bool)
+    report.checked = int(done.sum())
+    report.corrupt = bad_lines(store, deep=True, estimators=cfg.measure.estimators)
     for name, ranges in report.damaged.items():
         for a, b in ranges:
             for t in range(a, b):
-                report.corrupt.setdefault(t, f"chunk of {name} cannot be decoded")
-    summary = store.read_summary(tolerant=True)
-    done = summary["done"].astype(bool)
+                report.corrupt.setdefault(t, f"{name}: chunk cannot be decoded")
     records, records_error = _records(run, recorded)
-    for t in np.flatnonzero(done):
-        t = int(t)
-        if t in report.corrupt:
-            continue
-        report.checked += 1
-        try:
-            why = _check_line(store, t, summary, records.get(t), cfg.measure.estimators)
-        except Exception as err:
-            why = f"unreadable ({type(err).__name__})"
-        if why:
-            report.corrupt[t] = why
+    if cfg.probe is None:
+        for t in map(int, np.flatnonzero(done)):
+            if t in report.corrupt or t not in records:
+                continue
+            for name in _RECORDED:  # the scalars must be the trajectory's (replay is bitwise)
+                if not _same(float(summary[name][t]), float(getattr(records[t], name))):
+                    report.corrupt[t] = f"{name}: differs from the trajectory record"
+                    break
+        unrecorded = [int(t) for t in np.flatnonzero(done) if int(t) not in records]
+        if unrecorded and records_error is None:
+            (report.unchecked if replay else report.skipped).append(
+                f"trajectory: lines {format_lines(unrecorded)} are measured but {traj.path} "
+                "does not cover them (checkpoints or step records deleted?), so their scalars "
+                "cannot be checked against the records and they cannot be replayed, resumed "
+                "or re-measured"
+            )
+    report.corrupt = dict(sorted(report.corrupt.items()))
     report.missing = [t for t in range(recorded) if not done[t] and t not in report.corrupt]
-    for t, why in _check_directions(run).items():
+    for t, why in _check_directions(run, done).items():
         report.corrupt.setdefault(t, why)
     report.replay_error = records_error
-    if replay and cfg.probe is None and records_error is None:
-        report.replay_error = _replay_trajectory(run, recorded, problem)
+    if cfg.probe is not None:
+        return report
+    if not replay:
+        report.skipped.append("replay of the trajectory (--no-replay)")
+    elif records_error is None:
+        report.replay_error, unreplayed = _replay_trajectory(run, recorded, problem)
+        if unreplayed:
+            report.unchecked.append(
+                f"replay: segments starting at steps {format_lines(unreplayed)} have no "
+                f"checkpoint at their end in {traj.path}, so they were not replayed"
+            )
     return report
 
 
-def _check_directions(run: RunDir) -> dict[int, str]:
-    """Lines whose noisy-direction position is damaged: ``{t: why}``."""
+def _check_files(run: RunDir) -> list[str]:
+    """The damaged side files of ``run`` (no measured data in them), each with its repair."""
+    import json
+    import shlex
+
+    out = []
+    arg = shlex.quote(str(run.path))
+    prov = run.provenance_path
+    if prov.exists() and run.read_provenance() is None:
+        out.append(
+            f"{prov} is damaged (not JSON: cut off?); the next `steplines measure {arg}` "
+            "writes it again (versions and device of that invocation)"
+        )
+    for path in run.layout.eval_paths():
+        try:
+            ok = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            out.append(
+                f"{path} is damaged (not JSON: cut off?); it holds eval-mode metrics for the "
+                f"report only: delete it (the report then leaves that checkpoint out)"
+            )
+    live = run.path / "live.jsonl"
+    if live.exists():
+        try:
+            raw = live.read_bytes().splitlines()
+        except OSError:
+            raw = []
+        bad = 0
+        for line in raw:
+            try:
+                ok = isinstance(json.loads(line), dict)
+            except ValueError:
+                ok = False
+            bad += not ok
+        if bad:
+            out.append(
+                f"{live} is damaged ({bad} of {len(raw)} records cannot be read: cut off?); it "
+                "is the measurement's progress log only: delete it, or keep it (readers skip "
+                "those records)"
+            )
+    return out
+
+
+def _check_directions(run: RunDir, done: np.ndarray) -> dict[int, str]:
+    """Lines whose noisy-direction position is damaged or missing: ``{t: why}``."""
     path = run.layout.directions_path
     every = run.config.measure.noisy_every
-    if not every or not path.exists():
+    if not every:
         return {}
     from .store.noisy import NoisyDirectionStore
 
+    if not path.exists():
+        return {
+            int(t): f"noisy directions: {path.name} is missing"
+            for t in np.flatnonzero(done)
+            if int(t) % every == 0
+        }
     return {
         p * every: f"noisy directions: {why}"
-        for p, why in NoisyDirectionStore.open(path).check(every).items()
+        for p, why in NoisyDirectionStore.check_path(path, every, done).items()
     }
 
 
-def _replay_trajectory(run: RunDir, recorded: int, problem: Problem | None) -> str | None:
-    """Replay every complete segment (training only); the first mismatch, or None."""
-    from .errors import SteplinesError
+def _replay_trajectory(
+    run: RunDir, recorded: int, problem: Problem | None
+) -> tuple[str | None, list[int]]:
+    """Replay every complete segment (training only): the first mismatch or None, and the
+    starts of the recorded segments that could not be replayed (no end checkpoint)."""
     from .measure import check_replay, run_dtype
     from .rundir import resolve_device
     from .trajectory.loop import Trainer
@@ -193,14 +242,20 @@ def _replay_trajectory(run: RunDir, recorded: int, problem: Problem | None) -> s
     run.use_cpu_threads(device)
     problem = problem if problem is not None else run.load_problem()
     trainer = Trainer(problem, cfg.train, device, run_dtype(cfg))
+    unreplayed: list[int] = []
     try:
         for c, end in traj.segments(cfg.train.steps, cfg.train.checkpoint_every):
-            if end > recorded or not traj.checkpoint_path(end).exists():
+            if c >= recorded:
                 break
+            if not traj.checkpoint_path(c).exists() or not traj.checkpoint_path(end).exists():
+                # the last segment of a diverged run has no end checkpoint: nothing to check
+                if traj.divergence() is None or end <= recorded:
+                    unreplayed.append(c)
+                continue
             trainer.load_state_dict(traj.load_checkpoint(c, device))
             for t, rec in zip(range(c, end), traj.load_records(c)):
                 trainer.step(t, rec.rows, rec.aug_seed, rec.dropout_seed)
-            check_replay(trainer, traj.load_checkpoint(end, device), end)
+            check_replay(trainer, traj.load_checkpoint(end, device), end, traj, c)
     except SteplinesError as err:
-        return str(err)
-    return None
+        return str(err), unreplayed
+    return None, unreplayed

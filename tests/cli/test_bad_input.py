@@ -182,7 +182,7 @@ def test_tampered_checkpoint_is_a_replay_mismatch(
     state["model"][name] = state["model"][name] + 1e-3
     torch.save(state, ck)
     res = cli("measure", str(run), "--quiet")
-    _one_line_error(res, "step 4", "differ from the checkpoint")
+    _one_line_error(res, "step 4", "differ from the checkpoint", "checkpoint_0000004.pt is damaged")
     info = cli("info", str(run), "--json", check=True)
     assert '"lines_done": 4' in info.stdout  # the lines of the good segment are kept
     # a truncated checkpoint or record file: one line naming it and the fix
@@ -254,3 +254,25 @@ def test_measure_backend_and_its_old_spelling(tmp_path: Path) -> None:
     for option in ("--backend", "--engine"):
         _cli_error(["measure", missing, option, "local"], "not a steplines run directory")
     _cli_error(["measure", missing, "--backend", "ray", "--engine", "local"], "disagree")
+
+
+def test_a_huge_step_count_is_refused_before_the_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "huge"
+    _cli_error(
+        ["run", "--preset", "demo", "--steps", "1000000000", "--out", str(out)],
+        "train.steps",
+        "10000000",
+    )
+    assert not out.exists()
+
+
+def test_export_out_an_existing_directory_is_one_line_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    from analysis_fixtures import make_run
+
+    run = make_run(tmp_path / "run", n_lines=2)
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    _cli_error(["export", str(run), "--to", "csv", "--out", str(adir)], "is a directory")
+    assert list(adir.iterdir()) == [] and not (tmp_path / "adir.json").exists()

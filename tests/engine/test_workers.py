@@ -120,3 +120,22 @@ def test_workers_config_is_validated() -> None:
         MeasureConfig(workers=0)
     with pytest.raises(ValueError, match="workers"):
         MeasureConfig(workers="many")
+
+
+def test_a_worker_whose_parent_is_gone_exits_without_a_traceback() -> None:
+    """The parent was killed while the worker computed: its reply meets a closed pipe
+    (BrokenPipeError), and the worker returns quietly instead of printing a traceback."""
+    import os
+    import pickle
+    from multiprocessing.connection import Connection
+
+    from steplines.engine.workers import _Link, _serve
+
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    os.close(from_worker_r)  # the parent is gone: nobody reads the reply
+    parent = Connection(to_worker_w, readable=False)
+    parent.send(pickle.dumps("not an evaluator"))  # calling it fails: an error reply is sent
+    parent.send((None, None, None, None, None))
+    parent.close()
+    _serve(_Link(to_worker_r, from_worker_w))  # before the fix: BrokenPipeError

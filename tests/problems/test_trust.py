@@ -138,3 +138,30 @@ def test_trusted_user_run_measures_and_verifies_from_elsewhere(
     assert "4/4 lines done" in res.stdout
     res = cli("verify", "../r", "--problem", str(tmp_path / "up.py") + ":make_problem")
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr
+
+
+def test_a_dotted_factory_imports_no_parent_package_before_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "evilpkg"
+    pkg.mkdir()
+    marker = tmp_path / "init_ran.txt"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (pkg / "mod.py").write_text("def make(): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = RunConfig.model_validate({"problem": {"factory": "evilpkg.mod:make"}})
+    (run / "config.toml").write_text(cfg.to_toml())
+    source = {"spec": "evilpkg.mod:make", "file": str(pkg / "mod.py"), "sha256": "0" * 64}
+    (run / "provenance.json").write_text(json.dumps({"problem_source": source}))
+    with pytest.raises(ConfigError, match=r"mod\.py has SHA-256 .*nothing was imported"):
+        RunDir.open(run).load_problem(trust=True)
+    assert not marker.exists()
+
+
+def test_the_printed_train_repair_checks_the_sha_before_importing(tmp_path: Path) -> None:
+    run, _, marker = _received_run(tmp_path, sha="0" * 64)
+    res = cli("train", "--config", str(run / "config.toml"), "--out", str(run))
+    assert res.returncode == 2 and "nothing was imported" in res.stderr, res.stderr
+    assert not marker.exists()

@@ -27,6 +27,7 @@ import numpy as np
 from steplines.errors import ConfigError
 from steplines.schedule import schedule_mask
 from steplines.store import LineStore
+from steplines.store.integrity import refuse_bad_lines
 
 if TYPE_CHECKING:
     from steplines.config import RunConfig
@@ -119,7 +120,13 @@ def from_arrays(
 
 
 def load_summary(store: LineStore, mode: str) -> SummaryLines:
-    """Read the summary arrays of the done lines of ``store`` (no per-sample data)."""
+    """Read the summary arrays of the done lines of ``store`` (no per-sample data).
+
+    Raises:
+        RunDirError: a done line that ``steplines verify`` would reject (one line naming it,
+            the array and the ``--redo`` that repairs it).
+    """
+    refuse_bad_lines(store)
     summary = store.read_summary()
     return from_arrays(summary, mode, store.n_train, store.n_direction)
 

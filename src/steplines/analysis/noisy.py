@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from steplines.analysis.shape import pairwise_mae, shape_curves
+from steplines.errors import RunDirError
 from steplines.store.noisy import NoisyDirectionStore
 from steplines.store.run import RunLayout
 
@@ -30,10 +31,18 @@ def noisy_distances(
         the scale of its distances), ``s_opt [P, D]`` (position of each line's full-batch
         minimum), ``window``.
     """
-    path = RunLayout(run_dir).directions_path
+    layout = RunLayout(run_dir)
+    path = layout.directions_path
+    config = layout.config_or_none()
+    every = config.measure.noisy_every if config is not None else 0
     if not path.exists():
+        if every:  # configured, but the store is gone: not "not configured"
+            raise RunDirError(
+                f"{path} is missing though the run measures noisy directions; repair with: "
+                f"steplines measure {run_dir}"
+            )
         return None
-    d = NoisyDirectionStore.open(path).read()
+    d = NoisyDirectionStore.open(path).read(every or None)
     if d["steps"].size == 0:
         return None
     mats, medians, heights, s_opt = [], [], [], []

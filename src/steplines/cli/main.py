@@ -192,9 +192,13 @@ def _run_one(cfg: RunConfig, out: Path, quiet: bool, no_report: bool) -> Path:
     # everything that can be checked is checked before the run directory is made: the
     # configuration (optimizer included), the device, the data and a user's problem
     resolve_device(cfg.measure.device, cfg.measure.precision)
+    _check_recorded_problem(out, cfg)
     problem = make_problem(cfg.problem)
     rd = RunDir.prepare(out, cfg)
     rd.check_problem_source(problem.source)
+    from ..atomic import watch_work_dirs
+
+    watch_work_dirs(rd.path)  # Ctrl-C in the closing analysis leaves no .analysis.tmp-PID
     try:
         _, measured = run_all(rd, progress=not quiet, problem=problem)
     except DivergenceError:
@@ -226,6 +230,7 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
 
     cfg = _resolve(**kw)
     device = resolve_device(cfg.measure.device, cfg.measure.precision)
+    _check_recorded_problem(out, cfg)
     problem = make_problem(cfg.problem)  # checked before the run directory is made
     rd = RunDir.prepare(out, cfg)
     rd.check_problem_source(problem.source)
@@ -356,9 +361,18 @@ def verify(
         click.echo(f"missing lines: {format_lines(report.missing)}")
     if report.replay_error:
         click.echo(f"trajectory: {report.replay_error}")
+    for what in report.unchecked:
+        click.echo(f"not checked: {what}")
+    for what in report.skipped:
+        click.echo(f"skipped on request: {what}")
+    for what in report.files:
+        click.echo(f"damaged file: {what}")
     run_arg = shlex.quote(str(rd.path))
     extra = " --trust-problem" if rd.config.problem.factory else ""
-    if report.corrupt:
+    if report.corrupt and all(w.startswith("val_indices:") for w in report.corrupt.values()):
+        # written once at creation: measure rewrites them, no line needs measuring again
+        click.echo(f"rewrite val_indices with: steplines measure {run_arg}{extra}")
+    elif report.corrupt:
         click.echo(
             f"re-measure with: steplines measure {run_arg} --redo "
             f"{format_lines(sorted(report.corrupt))}{extra}"
@@ -366,9 +380,32 @@ def verify(
     if report.missing:
         click.echo(f"measure the missing lines with: steplines measure {run_arg}{extra}")
     if report.ok:
-        click.echo("OK")
+        click.echo("OK" + (" (replay skipped)" if report.skipped else ""))
     else:
+        if report.unchecked and not (report.corrupt or report.missing or report.replay_error):
+            click.echo("NOT VERIFIED: a check could not run (see 'not checked' above)")
         sys.exit(1)
+
+
+def _check_recorded_problem(out: Path, cfg: Any) -> None:
+    """Into an existing run directory that recorded a user problem's SHA-256 (a received run,
+    resumed or repaired with ``--config RUN/config.toml --out RUN``), import that problem only
+    if its file still has that SHA-256: checked before anything is imported.
+
+    Raises:
+        ConfigError: the file differs or is not found (nothing imported).
+    """
+    if not cfg.problem.factory or not (Path(out) / "config.toml").is_file():
+        return
+    from ..problems.problem import check_problem_file, resolve_problem_spec
+    from ..rundir import RunDir
+
+    try:
+        recorded = RunDir.open(out).recorded_problem_source() or {}
+    except Exception:  # not a run directory: RunDir.prepare says so
+        return
+    if sha := recorded.get("sha256"):
+        check_problem_file(resolve_problem_spec(cfg.problem.factory), sha)
 
 
 def _done_count(rd: Any) -> int:
@@ -388,6 +425,29 @@ def _done_summary(rd: Any) -> str:
     except StoreDamagedError as err:  # another shard's chunk: say so, do not fail
         done, note = store.done(tolerant=True), f" ({err})"
     return f"{int(done.sum())}/{done.size} lines done{note}"
+
+
+def _info_warnings(rd: Any, out: dict[str, Any]) -> list[str]:
+    """What ``info`` warns about: a run that cannot be replayed, resumed or re-measured."""
+    if rd.config.probe is not None:
+        return []
+    recorded, done = int(out["steps_recorded"]), int(out.get("lines_done", 0))
+    traj = rd.trajectory
+    warnings = []
+    if not traj.path.exists():
+        warnings.append(
+            f"{traj.path} is missing: this run cannot be replayed, resumed or re-measured "
+            "(steplines verify reports it as not checked)"
+        )
+    elif done and recorded < done:
+        warnings.append(
+            f"only {recorded} steps of the trajectory are recorded but {done} lines are done "
+            "(checkpoints or step records deleted?): those lines cannot be replayed or "
+            "re-measured"
+        )
+    elif recorded < int(out["steps"]) and not traj.checkpoint_path(0).exists():
+        warnings.append(f"{traj.checkpoint_path(0).name} is missing: training cannot resume")
+    return warnings
 
 
 def _dir_bytes(path: Path) -> int:
@@ -429,13 +489,20 @@ def info(run_dir: Path, as_json: bool) -> None:
     else:
         out.update(lines_done=0, lines=steps)
     out["trajectory_bytes"] = _dir_bytes(rd.trajectory.path) if rd.trajectory.path.exists() else 0
+    warnings = _info_warnings(rd, out)
+    if warnings:
+        out["warnings"] = warnings
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
     for k, v in out.items():
+        if k == "warnings":
+            continue
         if k.endswith("_bytes"):
             v = f"{v / 2**20:.1f} MiB"
         click.echo(f"{k:>16}: {v}")
+    for w in warnings:
+        click.echo(f"warning: {w}")
 
 
 @main.command("lr-grid")

@@ -130,7 +130,9 @@ def analyze(
     DIR/summary.json.
     """
     from ..analysis import analyze_run
+    from ..atomic import watch_work_dirs
 
+    watch_work_dirs(*run_dirs)  # an interrupted analysis leaves no .analysis.tmp-PID
     options = _options(**kw)
     if len(run_dirs) > 1 or out is not None:
         if out is None:
@@ -170,8 +172,10 @@ def report(run_dirs: tuple[Path, ...], mode: str, family: str, out: Path | None,
     Several runs of one setup (seeds): the comparison page also shows the claims pooled over
     the runs, each run's verdict beside the pooled one.
     """
+    from ..atomic import watch_work_dirs
     from ..report import build_report
 
+    watch_work_dirs(*run_dirs)
     try:
         path = build_report(list(run_dirs), out=out, mode=mode, family=family, **_options(**kw))
     except OSError as exc:  # unwritable output directory and the like

@@ -107,9 +107,13 @@ def _serve(link: _Link) -> None:
         try:
             out = ev(_tensors(theta), _tensors(direction), _tensors(buffers), positions, batches)
         except Exception as err:  # reported to the parent, which raises it as one line
-            link.send(("error", f"{type(err).__name__}: {err}"))
+            reply: tuple = ("error", f"{type(err).__name__}: {err}")
         else:
-            link.send(("ok", out.numpy()))
+            reply = ("ok", out.numpy())
+        try:
+            link.send(reply)
+        except OSError:  # BrokenPipeError: the parent is gone (killed): exit without a word
+            return
 
 
 def _worker_main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
 from ..engine.common import EvalBatch, trainable_parameters
@@ -12,6 +11,7 @@ from ..engine.line import Evaluate, GridSpec, measure_line
 from ..problems.problem import Problem
 from ..rundir import RunDir
 from ..seeding import derive_seed
+from ..store.integrity import row_mean
 from ..trajectory.loop import LineAnchor, Trainer, gradients
 from .batches import LineBatches
 from .stores import open_or_create_direction_store
@@ -96,16 +96,15 @@ class NoisyDirections:
                 EvalBatch(x, y, seed),
                 spec,
             )
-            with np.errstate(over="ignore", invalid="ignore"):
-                lines.append(
-                    {
-                        "positions": samples.positions,
-                        "train_mean": samples.train.astype(np.float64).mean(0),
-                        "val_mean": samples.val.astype(np.float64).mean(0),
-                        "direction_mean": samples.direction.astype(np.float64).mean(0),
-                        "grad_norm": norm,
-                        "s_update": s_upd,
-                    }
-                )
+            lines.append(
+                {
+                    "positions": samples.positions,
+                    "train_mean": row_mean(samples.train),
+                    "val_mean": row_mean(samples.val),
+                    "direction_mean": row_mean(samples.direction),
+                    "grad_norm": norm,
+                    "s_update": s_upd,
+                }
+            )
         self.store.write_position(t // self.every, t, lines)
         self._done[t // self.every] = True

@@ -18,16 +18,14 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-import zarr
 
-from ..errors import ReplayMismatchError, RunDirError
+from ..errors import ReplayMismatchError, RunDirError, SteplinesError
 from ..live import LineProgress, LiveLog, line_summary, record_summary
 from ..locks import segment_locks, train_lock
 from ..problems.problem import Problem
 from ..rundir import RunDir
 from ..store import LineRecord, LineStore, StoreDamagedError
 from ..store.lines import format_lines
-from ..store.noisy import NoisyDirectionStore
 from ..trajectory.loop import Trainer
 from ..trajectory.storage import TrajectoryDir
 from .background import BackgroundWriter, Prefetcher
@@ -98,28 +96,65 @@ def measure_lines(
             {*segments, *(s for s in all_segments if any(s[0] <= t < s[1] for t in redo))}
         )
     store = LineStore.open(run.lines_path, mode="r+")
+    store.repair_val_indices()  # written once at creation: rewritten if damaged
     # a damaged [T]/[T, K] chunk of the lines this process writes is repaired only by
     # measuring them again (--redo); other shards' chunks are theirs to check
     store.check_chunks(allowed=redo, lines=(t for c, e in segments for t in range(c, e)))
     if not redo:
         _reset_directions(run, None)  # only checks
     done = store.done(tolerant=True)
+    if redo and not done.any() and not store.damaged_chunks():
+        # --redo re-measures finished lines; measuring a whole run is not what was asked
+        raise RunDirError(
+            f"{run.path} has no measured line yet, so there is nothing to --redo; measure "
+            f"it with: steplines measure {shlex.quote(str(run.path))}"
+        )
     if redo:
         done[redo] = False
         # validate before invalidating: a damaged checkpoint or record leaves good lines alone
         for c, _ in {s for s in all_segments if any(s[0] <= t < s[1] for t in redo)}:
             traj.load_checkpoint(c, torch.device("cpu"))
             traj.load_records(c)
-    todo = [s for s in segments if s[0] < recorded and not done[s[0] : min(s[1], recorded)].all()]
+    noisy_missing = _noisy_missing(run, recorded)
+    todo = [
+        s
+        for s in segments
+        if s[0] < recorded
+        and (not done[s[0] : min(s[1], recorded)].all() or noisy_missing & set(range(*s)))
+    ]
     with segment_locks(run.path, [c for c, _ in todo]):
         if redo:
+            # only what is lost already (undecodable chunks, damaged noisy positions) is
+            # reset; the other lines of ``redo`` stay as they are until their segment's
+            # replay check has passed (``hold``): a failed check leaves them untouched
             store.reset_damaged_chunks(redo)
-            store.invalidate(redo)
             _reset_directions(run, redo)
         done = store.done()  # another writer may have finished lines before we locked
+        if redo:
+            done[redo] = False
         return _measure_segments(
-            run, problem, device, store, todo, done, recorded, progress, workers_ok
+            run,
+            problem,
+            device,
+            store,
+            todo,
+            done,
+            recorded,
+            progress,
+            workers_ok,
+            hold=set(redo or ()),
         )
+
+
+def _noisy_missing(run: RunDir, recorded: int) -> set[int]:
+    """Recorded steps whose noisy-direction lines are due but not done (a lost ``done``
+    chunk included): their segments are measured even when all their lines are done."""
+    every = run.config.measure.noisy_every
+    path = run.layout.directions_path
+    if not every or not path.exists():
+        return set()
+    done = open_or_create_direction_store(run)._read_tolerant("done", {})
+    return {p * every for p in np.flatnonzero(~done) if p * every < recorded}
 
 
 def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
@@ -132,7 +167,7 @@ def _reset_directions(run: RunDir, redo: list[int] | None) -> None:
     path = run.layout.directions_path
     if not every or not path.exists():
         return
-    store = NoisyDirectionStore(zarr.open_group(str(path), mode="r+" if redo else "r"))
+    store = open_or_create_direction_store(run)  # recreates a missing or unreadable array
     bad = store.check(every)
     wanted = set(redo or ())
     undecodable = [p * every for p, why in bad.items() if "decoded" in why]
@@ -157,6 +192,7 @@ def _measure_segments(
     recorded: int,
     progress: bool,
     workers_ok: bool,
+    hold: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> int:
     cfg, traj = run.config, run.trajectory
     dtype = run_dtype(cfg)
@@ -189,7 +225,7 @@ def _measure_segments(
             for c, end in todo:
                 e = min(end, recorded)
                 measured += _measure_segment(
-                    trainer, traj, c, e, done, noisy, batches, measurer, writer, bar
+                    trainer, traj, c, e, done, noisy, batches, measurer, writer, bar, hold
                 )
     finally:
         measurer.close()
@@ -234,8 +270,16 @@ def _measure_segment(
     measurer: LineMeasurer,
     writer: BackgroundWriter,
     bar: LineProgress,
+    hold: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> int:
+    """Replay segment [c, end) and measure its lines that are not ``done``.
+
+    Lines in ``hold`` (re-measured on request, their old data still in the store) are kept
+    in memory and written only after the end checkpoint has been reproduced: a failed check
+    leaves their old data in place.
+    """
     device = trainer.device
+    held: list[tuple[int, LineRecord, dict]] = []
     measured = 0
     last = time.perf_counter()
     trainer.load_state_dict(traj.load_checkpoint(c, device))
@@ -255,11 +299,13 @@ def _measure_segment(
                 t, rec.rows, rec.aug_seed, rec.dropout_seed, keep_anchor=want
             )
             if replay.batch_loss != rec.batch_loss:
-                raise ReplayMismatchError(
+                what = (
                     f"replaying step {t} gave batch loss {replay.batch_loss!r}, recorded "
-                    f"{rec.batch_loss!r}; the run directory was made with other code or "
-                    "hardware — measure it where it was trained"
+                    f"{rec.batch_loss!r}"
                 )
+                if t != c:  # only the first step can blame a checkpoint (the start one)
+                    raise ReplayMismatchError(_diagnose(trainer, None, t, None, what))
+                raise ReplayMismatchError(_diagnose(trainer, traj, c, c, what))
             if anchor is None:
                 continue
             train, val, direction, rows = prefetch.get(t)
@@ -271,21 +317,98 @@ def _measure_segment(
             record = measurer(anchor, train, val, direction, rows)
             now = time.perf_counter()
             summary = record_summary(t, record, now - start)
-            writer.put(t, record, summary)
+            if t in hold:
+                held.append((t, record, summary))
+            else:
+                writer.put(t, record, summary)
             measured += 1
             bar.update(now - last, summary)  # the ETA counts replay and data too
             last = now
     if traj.checkpoint_path(end).exists():
-        check_replay(trainer, traj.load_checkpoint(end, device), end)
+        check_replay(trainer, traj.load_checkpoint(end, device), end, traj, c)
+    for item in held:
+        writer.put(*item)
     log.info("segment [%d, %d) measured", c, end)
     return measured
 
 
-def check_replay(trainer: Trainer, expected: dict, step: int) -> None:
+def check_replay(
+    trainer: Trainer,
+    expected: dict,
+    step: int,
+    traj: TrajectoryDir | None = None,
+    start: int | None = None,
+) -> None:
+    """The replayed state must equal checkpoint ``step`` bit for bit.
+
+    ``traj`` and ``start`` (where the replay began) let a mismatch be diagnosed: a damaged
+    checkpoint (the replay reproduces the recorded batch losses, the file does not) is named
+    with its repair instead of being called not reproducible.
+    """
     got = trainer.model.state_dict()
     for name, ref in expected["model"].items():
         if not torch.equal(got[name], ref):
-            raise ReplayMismatchError(
-                f"replayed parameters at step {step} differ from the checkpoint ({name}); the "
-                "trajectory is not reproducible here — measure on the machine that trained it"
-            )
+            what = f"replayed parameters at step {step} differ from the checkpoint ({name})"
+            raise ReplayMismatchError(_diagnose(trainer, traj, step, start, what))
+
+
+def _same_batch_losses(trainer: Trainer, traj: TrajectoryDir, c: int, end: int) -> bool:
+    """Replay [c, end) from checkpoint c: whether every recorded batch loss is reproduced."""
+    trainer.load_state_dict(traj.load_checkpoint(c, trainer.device))
+    for t, rec in zip(range(c, end), traj.load_records(c)):
+        replay, _ = trainer.step(t, rec.rows, rec.aug_seed, rec.dropout_seed)
+        if replay.batch_loss != rec.batch_loss:
+            return False
+    return True
+
+
+def _checkpoint_damaged(trainer: Trainer, traj: TrajectoryDir, step: int) -> bool | None:
+    """With the replayed state at ``step`` in ``trainer``: whether checkpoint ``step`` is
+    damaged (the replayed state reproduces the recorded batch loss of ``step``, the
+    checkpoint's state does not); None when there is no record of ``step`` to tell."""
+    if not traj.records_path(step).exists():
+        return None
+    rec = traj.load_records(step)[0]
+    replay, _ = trainer.step(step, rec.rows, rec.aug_seed, rec.dropout_seed)
+    if replay.batch_loss != rec.batch_loss:
+        return False
+    trainer.load_state_dict(traj.load_checkpoint(step, trainer.device))
+    loaded, _ = trainer.step(step, rec.rows, rec.aug_seed, rec.dropout_seed)
+    return loaded.batch_loss != rec.batch_loss
+
+
+def _diagnose(
+    trainer: Trainer, traj: TrajectoryDir | None, step: int, start: int | None, what: str
+) -> str:
+    """The one-line message of a replay mismatch at checkpoint ``step``: a damaged checkpoint
+    with its repair, or a trajectory that this machine does not reproduce."""
+    damaged: bool | None = None
+    if traj is not None and start is not None:
+        try:
+            if start == step == 0:  # the initial state is made from the seed: make it again
+                fresh = Trainer(trainer.problem, trainer.cfg, trainer.device, trainer.dtype)
+                damaged = _checkpoint_damaged(fresh, traj, 0)
+            elif start == step:  # the segment's first step: was its start checkpoint damaged?
+                every = trainer.cfg.checkpoint_every
+                if step >= every and _same_batch_losses(trainer, traj, step - every, step):
+                    damaged = _checkpoint_damaged(trainer, traj, step)
+            else:  # the replay from ``start`` reproduced every batch loss up to ``step``
+                damaged = _checkpoint_damaged(trainer, traj, step)
+                if damaged is None and step - start >= 2:
+                    damaged = True
+        except (SteplinesError, RuntimeError, ValueError):
+            damaged = None
+    if damaged:
+        path = traj.checkpoint_path(step)  # type: ignore[union-attr]
+        run = shlex.quote(str(path.parent.parent))
+        origin = "made from the seed" if step == 0 else f"replayed from step {start}"
+        return (
+            f"{path} is damaged ({what}, but the state {origin} reproduces "
+            f"the recorded batch losses and the checkpoint does not); delete it and record it "
+            f"again with: "
+            f"steplines train --config {run}/config.toml --out {run} (training again gives "
+            "identical data; the lines measured before are kept)"
+        )
+    return (
+        f"{what}; the trajectory is not reproducible here — measure on the machine that trained it"
+    )

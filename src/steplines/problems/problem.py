@@ -286,18 +286,33 @@ def resolve_problem_spec(spec: str) -> str:
 def problem_file(spec: str) -> Path | None:
     """The file a spec would import, found **without executing it** (None: not found).
 
-    A dotted module name imports its parent packages to find the file (as Python must).
+    A dotted module name is looked up package by package on ``sys.path`` with the path finder
+    alone: no parent package's ``__init__.py`` runs (``importlib.util.find_spec`` would import
+    them), so a received run's code is never executed before its SHA-256 is checked.
     """
+    import importlib.machinery
+
     mod_name, _ = _split_spec(spec)
     if _is_path(mod_name):
         path = Path(mod_name).expanduser()
         return path.resolve() if path.is_file() else None
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
-    try:
-        found = importlib.util.find_spec(mod_name)
-    except (ImportError, ValueError):
-        return None
+    parts = mod_name.split(".")
+    search: list[str] | None = None  # None: sys.path
+    found = None
+    for i in range(len(parts)):
+        try:
+            found = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), search)
+        except (ImportError, ValueError):
+            return None
+        if found is None:
+            return None
+        locations = found.submodule_search_locations
+        if i < len(parts) - 1:
+            if locations is None:
+                return None
+            search = list(locations)
     origin = found.origin if found is not None else None
     return Path(origin) if origin and Path(origin).is_file() else None
 

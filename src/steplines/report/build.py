@@ -31,6 +31,7 @@ from steplines.analysis.pooled import pool_runs, rejudge, setup_differences
 from steplines.analysis.run import CLAIM_DATA, request_tag
 from steplines.analysis.settings import check_mode, match_preset
 from steplines.analysis.views import LineView, read_views
+from steplines.atomic import temporary_path, write_atomic
 from steplines.errors import RunDirError, SteplinesError
 from steplines.locks import held_locks
 from steplines.plotting import (
@@ -1088,7 +1089,7 @@ def build_run_report(
             version=_version(),
         )
     )
-    out.write_text(html, encoding="utf-8")
+    write_atomic(out, html)  # a reader (or a killed report) never leaves half a page
     return out
 
 
@@ -1102,7 +1103,7 @@ def _book(page: Path, formats: Sequence[str]) -> Iterator[PdfPages | None]:
         yield None
         return
     target = page.with_suffix(".pdf")
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = temporary_path(target)  # per process; a killed one's is removed here
     with PdfPages(tmp, metadata={"CreationDate": None}) as book:
         yield book
     os.replace(tmp, target)
@@ -1250,7 +1251,7 @@ def _compare_page(
             book=_rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "",
         )
     )
-    out.write_text(html, encoding="utf-8")
+    write_atomic(out, html)  # a reader (or a killed report) never leaves half a page
     return out
 
 

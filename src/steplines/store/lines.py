@@ -32,7 +32,15 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from steplines.atomic import write_atomic
 from steplines.errors import RunDirError
+from steplines.store.integrity import (
+    DIGESTED,
+    format_lines,
+    record_digest,
+    row_mean,
+    val_indices_digest,
+)
 from steplines.store.schema import (
     ARRAYS,
     ARRAYS_BY_NAME,
@@ -43,6 +51,7 @@ from steplines.store.schema import (
     SCHEMA_VERSION,
     STORE_FORMAT,
     SUMMARY,
+    ArraySpec,
     array_attributes,
     dimension_names,
 )
@@ -54,6 +63,7 @@ __all__ = [
     "LineStore",
     "StoreDamagedError",
     "first_match",
+    "format_lines",
 ]
 
 
@@ -68,18 +78,6 @@ class LineCorruptError(RunDirError):
 class StoreDamagedError(RunDirError):
     """A chunk of a ``[T]`` or ``[T, K]`` array (``done``, the means, the scalars) cannot be
     decoded; the message names the array, its lines and the ``--redo`` that repairs them."""
-
-
-def format_lines(lines: list[int]) -> str:
-    """``[3, 4, 5, 9]`` → ``"3-5,9"``."""
-    parts, i = [], 0
-    while i < len(lines):
-        j = i
-        while j + 1 < len(lines) and lines[j + 1] == lines[j] + 1:
-            j += 1
-        parts.append(str(lines[i]) if i == j else f"{lines[i]}-{lines[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 @dataclass(frozen=True)
@@ -139,11 +137,8 @@ def _checksum(train: np.ndarray, val: np.ndarray, direction: np.ndarray) -> int:
 
 
 def _row_mean(losses: np.ndarray) -> np.ndarray:
-    """Mean over rows in float64; NaN for zero rows (no warning)."""
-    if losses.shape[0] == 0:
-        return np.full(losses.shape[1], np.nan)
-    with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN losses are data, not errors
-        return losses.astype(np.float64).mean(axis=0)
+    """The store's mean line: :func:`steplines.store.integrity.row_mean`."""
+    return row_mean(losses)
 
 
 def first_match(positions: np.ndarray, value: float) -> int:
@@ -183,7 +178,10 @@ class LineStore:
             if spec.since > version:
                 continue  # introduced after this store was made: absent, reads as fill
             disk_name = spec.name_in(version)
-            arr = group.get(disk_name)
+            try:
+                arr = group.get(disk_name)
+            except Exception as exc:  # its zarr.json is cut off or not JSON
+                arr = self._rebuild_metadata(spec, disk_name, version, exc)
             if not isinstance(arr, zarr.Array):
                 raise RunDirError(
                     f"{self._path} is an incomplete line store (array {disk_name!r} is missing); "
@@ -191,6 +189,45 @@ class LineStore:
                 )
             self._arrays[spec.name] = arr
             self._disk_names[spec.name] = disk_name
+
+    def _rebuild_metadata(
+        self, spec: ArraySpec, disk_name: str, version: int, exc: Exception
+    ) -> Any:
+        """The array whose ``zarr.json`` cannot be read: rewritten from the store's layout
+        (opened ``r+`` by ``measure``; its chunks are untouched, and verify then checks them
+        line by line), else :class:`StoreDamagedError` naming the file and that repair."""
+        import shlex
+        import tempfile
+
+        meta = self._path / disk_name / "zarr.json"
+        run = shlex.quote(str(self._path.parent))
+        if version != SCHEMA_VERSION:  # older layouts are read, never rewritten
+            raise StoreDamagedError(
+                f"{meta} is damaged ({type(exc).__name__}: cut off?) in a schema "
+                f"{version} store; restore it from a copy of the run, or measure again into a "
+                "new run directory"
+            ) from None
+        if self._mode != "r+":
+            raise StoreDamagedError(
+                f"{meta} is damaged ({type(exc).__name__}: cut off?); rewrite it from the "
+                f"store's layout with: steplines measure {run} (its data is kept), then check "
+                f"the data with: steplines verify {run}"
+            ) from None
+        with tempfile.TemporaryDirectory(dir=self._path.parent, prefix=".rebuild-") as tmp:
+            group = zarr.open_group(Path(tmp) / "g.zarr", mode="w-", zarr_format=3)
+            group.create_array(
+                spec.name,
+                shape=spec.shape(self._sizes),
+                chunks=spec.chunks(self._sizes, self._lines_per_chunk),
+                dtype=spec.np_dtype,
+                fill_value=spec.fill,
+                compressors=_compressor(),
+                dimension_names=dimension_names(spec),
+                attributes=array_attributes(spec),
+            )
+            write_atomic(meta, (Path(tmp) / "g.zarr" / spec.name / "zarr.json").read_bytes())
+        self._group = zarr.open_group(self._path, mode="r+", zarr_format=3)
+        return self._group.get(disk_name)
 
     # ------------------------------------------------------------------ creation / opening
 
@@ -284,6 +321,7 @@ class LineStore:
                     "lines_per_chunk": lines_per_chunk,
                 },
                 "run": run_attrs,
+                "val_indices_crc32": val_indices_digest(val_indices),
             }
         )
         return cls(path, zarr.open_group(path, mode="r+", zarr_format=3), "r+")
@@ -384,9 +422,45 @@ class LineStore:
         return all(name in self._arrays for name in ESTIMATOR_ARRAYS)
 
     @property
+    def val_indices_crc32(self) -> int | None:
+        """CRC32 of ``val_indices`` taken at creation (None: a store older than schema 4)."""
+        crc = self._attrs.get("val_indices_crc32")
+        return None if crc is None else int(crc)
+
+    def read_row(self, name: str, t: int) -> np.ndarray:
+        """Row ``t`` of array ``name`` as stored (its fill value for an array the store lacks).
+
+        Raises:
+            Exception: the chunk cannot be decoded (zarr's codec error).
+        """
+        t = self._check_t(t)
+        if name not in self._arrays:
+            spec = ARRAYS_BY_NAME[name]
+            return np.full(spec.shape(self._sizes)[1:], spec.fill, dtype=spec.np_dtype)
+        return np.asarray(self._arrays[name][t])
+
+    @property
     def val_indices(self) -> np.ndarray:
         """int64 ``[M]`` validation sample ids."""
         return np.asarray(self._arrays["val_indices"][:])
+
+    def repair_val_indices(self) -> bool:
+        """Rewrite ``val_indices`` when they cannot be decoded or differ from the checksum
+        taken at creation, and ``0..M-1`` (what steplines stores) has that checksum; return
+        whether they were rewritten. Called by ``measure``: the repair ``verify`` prints."""
+        want = self.val_indices_crc32
+        if self._mode != "r+" or want is None or not self.n_val:
+            return False
+        try:
+            if val_indices_digest(self.val_indices) == want:
+                return False
+        except Exception:  # an undecodable chunk
+            pass
+        canonical = np.arange(self.n_val, dtype=np.int64)
+        if val_indices_digest(canonical) != want:
+            return False
+        self._arrays["val_indices"][:] = canonical
+        return True
 
     # ------------------------------------------------------------------ writing
 
@@ -465,13 +539,17 @@ class LineStore:
         a["train_indices"][t : t + 1] = np.asarray(record.train_indices, np.int64)[None]
         a["direction_indices"][t : t + 1] = np.asarray(record.direction_indices, np.int64)[None]
 
+        stored: dict[str, Any] = {
+            "train_indices": np.asarray(record.train_indices, np.int64),
+            "direction_indices": np.asarray(record.direction_indices, np.int64),
+        }
         row = np.full(K, np.nan)
         row[:k] = pos
-        a["positions"][t] = row
+        a["positions"][t] = stored["positions"] = row
         for name, mean_name in MEANS.items():
             row = np.full(K, np.nan)
             row[:k] = _row_mean(getattr(record, name))
-            a[mean_name][t] = row
+            a[mean_name][t] = stored[mean_name] = row
 
         s_update = float(record.s_update)
         scalars: dict[str, float | int] = {
@@ -492,6 +570,10 @@ class LineStore:
                 scalars[name] = float(getattr(record, name))
         for name, value in scalars.items():
             a[name][t] = value
+        if "record_checksum" in a:  # schema >= 4: a CRC of everything above, as stored
+            stored.update(scalars)
+            present = {name: stored[name] for name in DIGESTED if name in a}
+            a["record_checksum"][t] = record_digest(present)
         a["done"][t] = True
 
     def invalidate(self, lines: list[int]) -> None:

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the layout below. Bump it on any change that an old reader would misread.
 
 History: 1 — the per-sample line store; 2 — adds the ``[T]`` estimator arrays
@@ -32,10 +32,11 @@ History: 1 — the per-sample line store; 2 — adds the ``[T]`` estimator array
 versions 1 and 2 are still read and resumed (``READABLE_VERSIONS``), in their own layout: their
 missing arrays read as their fill value (NaN, "not measured") and writers leave them out; a
 renamed array is read and written under the name it has in that store
-(:meth:`ArraySpec.name_in`).
+(:meth:`ArraySpec.name_in`); 4 — adds ``record_checksum`` (a CRC32 of each line's summary
+values and index rows, taken at write time) and the group attribute ``val_indices_crc32``.
 """
 
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
 """Store versions this code opens. Every array lists the version that introduced it
 (:attr:`ArraySpec.since`; arrays newer than a store are absent from it) and the names it had
 in older versions (:attr:`ArraySpec.renamed`)."""
@@ -311,6 +312,17 @@ ARRAYS: tuple[ArraySpec, ...] = (
         "segment",
         "zlib.crc32 over the C-contiguous float32 bytes of train_losses, val_losses, "
         "direction_losses of line t (first n_positions columns), in that order.",
+    ),
+    ArraySpec(
+        "record_checksum",
+        "int64",
+        ("T",),
+        -1,
+        "segment",
+        "zlib.crc32 over line t's stored row of every [T] and [T, K] array and of "
+        "train_indices and direction_indices (steplines.store.integrity.record_digest), taken "
+        "at write time; -1: not written.",
+        since=4,
     ),
     ArraySpec(
         "done",
