@@ -151,9 +151,10 @@ def with_exact_inputs(run: Path, n: int = 48, m: int = 4, b: int = 16) -> None:
 
 def make_version_1(store_path: Path) -> None:
     """Turn a store into what steplines wrote before schema version 2 (no ``est_*`` arrays,
-    ``direction_norm`` under its old name ``update_norm``)."""
-    for name in ESTIMATOR_ARRAYS:
-        shutil.rmtree(store_path / name)
+    ``direction_norm`` under its old name ``update_norm``, no schema-4 ``record_checksum``)."""
+    for name in (*ESTIMATOR_ARRAYS, "record_checksum"):
+        if (store_path / name).exists():
+            shutil.rmtree(store_path / name)
     for spec in ARRAYS:
         if spec.name_in(1) != spec.name:
             (store_path / spec.name).rename(store_path / spec.name_in(1))
