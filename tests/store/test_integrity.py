@@ -3,10 +3,12 @@ reads (issue 21): a sound store is never called corrupt, a damaged one always is
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from steplines.errors import RunDirError
 from steplines.store import LineRecord, LineStore
@@ -131,3 +133,23 @@ def test_a_flipped_index_chunk_is_named(tmp_path: Path) -> None:
     chunk.write_bytes(bytes(data))
     assert list(bad_lines(store)) == [2]  # it still decodes: the record checksum catches it
     assert bad_lines(store)[2].startswith(("train_indices", "record_checksum"))
+
+
+def _as_schema_3(path: Path) -> None:
+    """What a writer before schema 4 left: no record checksums, schema_version 3."""
+    shutil.rmtree(path / "record_checksum")
+    group = zarr.open_group(path, mode="r+")
+    group.attrs["schema_version"] = 3
+    group.attrs.pop("val_indices_crc32", None)
+
+
+def test_an_older_writers_round_off_is_no_damage(tmp_path: Path) -> None:
+    """Before schema 4 the mean's summation order followed the array's layout: a store whose
+    train_mean is one ULP off the recomputation verifies clean; a real edit still fails."""
+    store = _store(tmp_path / "lines.zarr", np.random.default_rng(3))
+    _as_schema_3(store.path)
+    _edit(store, "train_mean", 2, lambda r: np.nextafter(r, np.inf))
+    assert bad_lines(LineStore.open(store.path), deep=True) == {}
+    _edit(store, "train_mean", 4, lambda r: r * 1.001)
+    bad = bad_lines(LineStore.open(store.path), deep=True)
+    assert list(bad) == [4] and "train_mean" in bad[4]
