@@ -32,7 +32,7 @@ from steplines.analysis.claims import (
 )
 from steplines.analysis.run import CLAIM_DATA, analyze_run, request_tag
 from steplines.errors import ConfigError, RunDirError
-from steplines.store.run import RunLayout
+from steplines.store.run import RunLayout, store_mtime
 
 __all__ = [
     "Pooled",
@@ -44,7 +44,6 @@ __all__ = [
     "pool_runs",
     "rejudge",
     "setup_differences",
-    "store_mtime",
 ]
 
 SETUP_FREE = ("train.seed", "train.cpu_threads")
@@ -68,17 +67,6 @@ class Pooled:
     def note(self) -> str:
         """How many claims were judged at which level (:func:`family_note`)."""
         return str(self.summary["family_note"])
-
-
-def store_mtime(store: Path) -> float:
-    """Newest modification time of the store's metadata and done mask (written last per line)."""
-    times = [store.stat().st_mtime]
-    for sub in (store / "zarr.json", store / "done"):
-        if sub.exists():
-            times.append(sub.stat().st_mtime)
-            if sub.is_dir():
-                times.extend(p.stat().st_mtime for p in sub.rglob("*") if p.is_file())
-    return max(times)
 
 
 def analysis_current(run_dir: Path, adir: Path, mode: str) -> bool:

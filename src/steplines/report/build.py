@@ -48,7 +48,7 @@ from steplines.report.paper import paper_values
 from steplines.report.pooled import claim_quantity, min_units_note, pooled_rows
 from steplines.report.templates import COMPARE_TEMPLATE, RUN_TEMPLATE
 from steplines.store import LineStore
-from steplines.store.run import PRECISION_CHECKS, RunLayout
+from steplines.store.run import PRECISION_CHECKS, RunLayout, store_mtime
 
 if TYPE_CHECKING:
     from steplines.config import RunConfig
@@ -153,17 +153,6 @@ class RunData:
         return float(np.median(lr)) if lr.size else None
 
 
-def _store_mtime(store: Path) -> float:
-    """Newest modification time of the store's metadata and done mask (written last per line)."""
-    times = [store.stat().st_mtime]
-    for sub in (store / "zarr.json", store / "done"):
-        if sub.exists():
-            times.append(sub.stat().st_mtime)
-            if sub.is_dir():
-                times.extend(p.stat().st_mtime for p in sub.rglob("*") if p.is_file())
-    return max(times)
-
-
 def _columns(csv: Path) -> list[str]:
     """The header of a CSV table (empty if it cannot be read)."""
     try:
@@ -191,7 +180,7 @@ def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
         return True  # made before the renames of line-store schema 3 (update_norm)
     if store.is_dir():
         oldest = min((adir / f).stat().st_mtime for f in ANALYSIS_FILES)
-        return oldest < _store_mtime(store)
+        return oldest < store_mtime(store)
     return False
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "TRAJECTORY_META",
     "RunLayout",
     "eval_file",
+    "store_mtime",
 ]
 
 CONFIG = "config.toml"
@@ -233,3 +234,15 @@ class RunLayout:
     def export_path(self) -> Path:
         """``export/``: where ``steplines export`` writes by default."""
         return self.path / EXPORT
+
+
+def store_mtime(store: Path) -> float:
+    """Newest modification time of a line store's metadata and done mask (written last per
+    line): an analysis older than this is stale."""
+    times = [store.stat().st_mtime]
+    for sub in (store / "zarr.json", store / "done"):
+        if sub.exists():
+            times.append(sub.stat().st_mtime)
+            if sub.is_dir():
+                times.extend(p.stat().st_mtime for p in sub.rglob("*") if p.is_file())
+    return max(times)
