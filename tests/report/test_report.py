@@ -291,6 +291,17 @@ def test_another_mode_never_replaces_the_default_report(built: Path, tmp_path: P
     srcs = _imgs(html)
     assert srcs and all(s.startswith("run/analysis-faithful-paper/figures/") for s in srcs)
     assert all((tmp_path / s).is_file() for s in srcs)
+    # the page now exists: kept unless --force, and a directory is refused writing nothing
+    before = out.read_bytes()
+    res = CliRunner().invoke(report, ["--mode", "faithful", "--out", str(out), str(run)])
+    assert res.exit_code == 2 and "--force" in res.stderr and res.stderr.count("\n") == 1
+    assert out.read_bytes() == before
+    res = CliRunner().invoke(report, ["--mode", "faithful", "--force", "--out", str(out), str(run)])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "adir").mkdir()
+    res = CliRunner().invoke(report, ["--out", str(tmp_path / "adir"), str(run)])
+    assert res.exit_code == 2 and "is a directory" in res.stderr
+    assert not (tmp_path / "adir.pdf").exists() and not any((tmp_path / "adir").iterdir())
 
 
 def test_an_adamw_run_is_not_analysed_as_sgd_momentum(tmp_path: Path) -> None:

@@ -44,10 +44,12 @@ __all__ = [
     "LEVEL",
     "MIN_UNITS",
     "RESAMPLES",
+    "VERDICTS",
     "Claim",
     "ClaimData",
     "Spec",
     "evaluate_claims",
+    "family_note",
 ]
 
 RESAMPLES = 1000
@@ -67,6 +69,7 @@ DISTANCE_CLAIMS = ("little_change", "noisy_directions")
 """Claims about distances between lines: their ``quantity`` carries the run's noise floor."""
 
 VERDICTS = ("holds", "does not hold", "inconclusive", "not applicable")
+"""The verdicts a claim can get (module docstring)."""
 
 
 # ---------------------------------------------------------------------------- the data

@@ -165,19 +165,43 @@ def analyze(
     default=None,
     help="HTML file to write (default: RUN/report.html; several runs: RUN_A/compare.html)",
 )
+@click.option("--force", is_flag=True, help="replace an existing --out file (and its .pdf)")
 @_user_errors
-def report(run_dirs: tuple[Path, ...], mode: str, family: str, out: Path | None, **kw: Any) -> None:
+def report(
+    run_dirs: tuple[Path, ...],
+    mode: str,
+    family: str,
+    out: Path | None,
+    force: bool,
+    **kw: Any,
+) -> None:
     """Analyse when needed, draw every figure and write the HTML report; print its path.
 
     Several runs of one setup (seeds): the comparison page also shows the claims pooled over
-    the runs, each run's verdict beside the pooled one.
+    the runs, each run's verdict beside the pooled one. An --out that exists is kept unless
+    --force; a directory as --out is refused before anything is written.
     """
     from ..atomic import watch_work_dirs
     from ..report import build_report
 
+    if out is not None:
+        _check_out(out, force)
     watch_work_dirs(*run_dirs)
     try:
         path = build_report(list(run_dirs), out=out, mode=mode, family=family, **_options(**kw))
     except OSError as exc:  # unwritable output directory and the like
         raise SteplinesError(f"cannot write the report ({exc}); choose another --out") from exc
     click.echo(str(path.resolve()))
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse a directory as ``--out``, and an existing page or PDF without ``--force``."""
+    if out.is_dir():
+        raise SteplinesError(
+            f"--out {out} is a directory; give a file, e.g. --out {out}/report.html"
+        )
+    taken = [p for p in (out, out.with_suffix(".pdf")) if p.exists()]
+    if taken and not force:
+        raise SteplinesError(
+            f"{taken[0]} exists; pass --force to replace it, or choose another --out"
+        )
