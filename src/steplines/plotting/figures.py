@@ -73,6 +73,14 @@ _MAX_POINTS = 2000
 # ------------------------------------------------------------------------------ helpers
 
 
+def _sig3(text: str) -> str:
+    """A number of a strategy's name in the tables' format (3 significant digits)."""
+    try:
+        return f"{float(text):.3g}"
+    except ValueError:
+        return text
+
+
 def _figure(rows: int, cols: int, width: float = 4.6, height: float = 3.4) -> Figure:
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     fig.subplots(rows, cols, squeeze=False)
@@ -117,9 +125,9 @@ def strategy_label(
         return "constant λ* (out-of-sample)"
     if name.startswith("sgd_lambda_"):
         rest = name[len("sgd_lambda_") :]
-        if rest.endswith("_accum"):
-            return f"SGD λ = {rest[: -len('_accum')]} (−λ·D_t)"
-        return f"SGD λ = {rest}"
+        accum = rest.endswith("_accum")
+        lam = _sig3(rest[: -len("_accum")] if accum else rest)
+        return f"SGD λ = {lam} (−λ·D_t)" if accum else f"SGD λ = {lam}"
     if name == "pal":
         return f"PAL µ = {mu:.3g}"
     if name == "fbpal":
@@ -431,7 +439,7 @@ def plot_approximations(
         )
     if s_lam > 0:
         parabolas.append(
-            (f"SGD λ = {lam:g}", "orange", -delta_batch / (2 * s_lam), delta_batch, s_lam)
+            (f"SGD λ = {lam:.3g}", "orange", -delta_batch / (2 * s_lam), delta_batch, s_lam)
         )
     parabolas.append((f"PAL µ = {mu:g}", "blue", a_pal, delta_batch, s_pal))
     for label, color, a, b, vertex in parabolas:
@@ -645,7 +653,7 @@ def plot_strategies(
     x, y = _smooth(ratio, dl, smoothing, mode)
     axes[5].plot(x[::step], y[::step], color="red", lw=1.2, label=rlabel)
     if lr is not None and momentum == 0:
-        axes[5].axhline(lr, color="black", lw=0.8, ls=":", label=f"SGD λ = {lr:g}")
+        axes[5].axhline(lr, color="black", lw=0.8, ls=":", label=f"SGD λ = {lr:.3g}")
     titles = (
         "update step (smoothed)",
         "distance to the full-batch minimum (smoothed)",
@@ -718,7 +726,7 @@ def plot_batch_size(
     )
     ref_ma = moving_average(ref.to_numpy(float), min(smoothing, max(ref.size, 1)), mode)
     for ax, strat, title in (
-        (ax_sgd, "sgd", "SGD (original)" + (f" λ = {lr:g}" if lr else "")),
+        (ax_sgd, "sgd", "SGD (original)" + (f" λ = {lr:.3g}" if lr else "")),
         (ax_pal, "pal", f"PAL µ = {mu:g}"),
     ):
         for bs in sizes:
