@@ -5,7 +5,7 @@ Mutschler & Zell (2021) explain SGD by a handful of claims about the lines. Each
 per-unit columns (:class:`ClaimData`: a run's per-line values, and per noisy-direction step):
 
 * the statistic's value on the run (or on all runs together) and its interval from the
-  hierarchical bootstrap of :mod:`steplines.analysis.resample` (runs, then non-circular blocks
+  hierarchical bootstrap of :mod:`steplines.analysis.resample` (runs, then non-overlapping blocks
   of lines or single noisy steps, then each line's row replicates), on a scale that keeps the
   interval inside the range the statistic can take;
 * a verdict against the claim's threshold: **holds** when the whole interval lies on the

@@ -67,9 +67,9 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 </td><td>{% if c.quantity %}{{ c.quantity }}<br>{% endif %}<span class="note">paper:
 {{ c.paper }}</span></td></tr>
 {% endfor %}</table>
-<p class="note">{{ settings_line }} Intervals ({{ level }}): a bootstrap over non-circular
+<p class="note">{{ settings_line }} Intervals ({{ level }}): a bootstrap over non-overlapping
 blocks of lines (single noisy steps for the noisy-direction claim) that also resamples the
-full-batch rows of each drawn line ({{ row_note }}); a claim whose interval straddles its
+full-batch rows of each drawn line for the shares of the optimum ({{ row_note }}); a claim whose interval straddles its
 threshold is inconclusive. Metrics and thresholds: docs/analysis.md, "Claims".</p>
 <p class="note" id="claims-note">{{ claims_note }}</p>
 {% else %}<div class="banner">No claims: these tables predate them; rerun
