@@ -70,7 +70,8 @@ a line search perspective”. Analysis mode: <b>{{ mode }}</b>{% if mode == "cor
 <p class="note">{{ settings_line }} Intervals ({{ level }}): a bootstrap over non-overlapping
 blocks of lines (single noisy steps for the noisy-direction claim) that also resamples the
 full-batch rows of each drawn line for the shares of the optimum ({{ row_note }}); a claim
-whose interval straddles its threshold is inconclusive. Metrics and thresholds: docs/analysis.md, "Claims".</p>
+whose interval straddles its threshold is inconclusive. Metrics and thresholds:
+docs/analysis.md, "Claims".</p>
 <p class="note" id="claims-note">{{ claims_note }}</p>
 {% else %}<div class="banner">No claims: these tables predate them; rerun
 <code>steplines analyze RUN</code>.</div>{% endif %}
