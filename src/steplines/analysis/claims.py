@@ -65,9 +65,6 @@ steps (a step with all its directions) of the noisy-direction claim, runs of a p
 FAMILIES = ("none", "bonferroni", "holm")
 """How the verdicts of all claims are read together (module docstring)."""
 
-DISTANCE_CLAIMS = ("little_change", "noisy_directions")
-"""Claims about distances between lines: their ``quantity`` carries the run's noise floor."""
-
 VERDICTS = ("holds", "does not hold", "inconclusive", "not applicable")
 """The verdicts a claim can get (module docstring)."""
 
@@ -308,6 +305,13 @@ class Spec:
         paper: The paper's own number (or words) for the claim.
         quantity: The paper's quantity on this run: ``(name, fn(run) → value)``.
         unit: ``lines`` or ``noisy steps``.
+        interval: ``basic`` (shares of the optimum, whose replicates re-minimise each line,
+            and ratios of distances) or ``percentile`` (shares of lines, the batch-size
+            claim's largest deviation, the log-log slope): near a bound of its range, or where
+            a few lines carry a slope, the basic interval's reflection covers worse
+            (``bench/claims_coverage.py``).
+        floor: A claim about distances between lines: its ``quantity`` carries the run's
+            noise floor beside the paper's MAE.
         interval: ``basic`` (the bias-correcting interval, for sums, shares and ratios) or
             ``percentile`` (for quantiles and maxima, where the basic interval's reflection
             covers worse: ``bench/claims_coverage.py``).
@@ -326,17 +330,8 @@ class Spec:
     paper: str
     quantity: tuple[str, Callable[[ClaimData], float | None]] | None = None
     unit: str = "lines"
-
-    @property
-    def interval(self) -> str:
-        """``percentile`` for a share of lines (range ``[0, 1]``), the batch-size claim's
-        largest deviation and the log-log slope, ``basic`` for the rest (shares of the
-        optimum, whose replicates re-minimise each line, and ratios of distances): near a
-        bound of its range, or where a few lines carry a slope, the basic interval's
-        reflection covers worse (``bench/claims_coverage.py``)."""
-        bounded = self.range.low is not None and self.range.high is not None
-        reflect = not bounded and self.key not in ("batch_size", "proportional")
-        return "basic" if reflect else "percentile"
+    interval: str = "basic"
+    floor: bool = False
 
     @property
     def threshold(self) -> str:
@@ -447,6 +442,7 @@ CLAIMS: tuple[Spec, ...] = (
         None,
         "ResNet-18: degree-2 MAE ≤ 0.005 on every line, degree-1 ≤ 0.07 (Fig. 11)",
         _stat_of("largest degree-2 MAE over lines", _max, "mae2"),
+        interval="percentile",
     ),
     Spec(
         "positive_curvature",
@@ -462,6 +458,7 @@ CLAIMS: tuple[Spec, ...] = (
         None,
         "l(s) ≈ as² + bs + c with a > 0",
         _stat_of("median curvature a", median, "curvature"),
+        interval="percentile",
     ),
     Spec(
         "parabola_not_line",
@@ -491,6 +488,7 @@ CLAIMS: tuple[Spec, ...] = (
         0.5,
         "later pairs ≈ 0.01 apart (MAE, ResNet-20; 0.005 ResNet-18), the first ~10 lines most",
         ("median MAE of all later pairs", _meta("later_median")),
+        floor=True,
     ),
     Spec(
         "noisy_directions",
@@ -511,6 +509,7 @@ CLAIMS: tuple[Spec, ...] = (
             lambda d: _num(median(d.noisy.get("median", _NONE))),
         ),
         unit="noisy steps",
+        floor=True,
     ),
     Spec(
         "batch_steeper",
@@ -529,6 +528,7 @@ CLAIMS: tuple[Spec, ...] = (
             "median l_B'(0) − l'(0)",
             lambda d: _num(median(d.columns["slope_batch"] - d.columns["slope_full"])),
         ),
+        interval="percentile",
     ),
     Spec(
         "fbpal_near_optimal",
@@ -591,6 +591,7 @@ CLAIMS: tuple[Spec, ...] = (
         None,
         "0.1 / 0.05 ≈ 2 (the same number as λ/λ*)",
         ("median s_update / s_opt", lambda d: _num(median_ratio(*_overshoot(d)))),
+        interval="percentile",
     ),
     Spec(
         "batch_search_poor",
@@ -622,6 +623,7 @@ CLAIMS: tuple[Spec, ...] = (
         1.5,
         "s_opt/‖g‖ ≈ 0.05, about constant, noisier late in training",
         _stat_of("median λ*_t = s_opt/‖m_t‖", median_ratio, "s_opt", "direction_norm"),
+        interval="percentile",
     ),
     Spec(
         "norm_explains",
@@ -655,6 +657,7 @@ CLAIMS: tuple[Spec, ...] = (
         None,
         0.25,
         "δ ratio = 128/bs for bs 32 … 256 over the whole training (plain SGD only)",
+        interval="percentile",
     ),
     Spec(
         "curvature_falls",
@@ -934,7 +937,7 @@ def _quantity(spec: Spec, runs: Sequence[ClaimData]) -> dict[str, Any] | None:
         floors.append(_num(median(d.columns.get("floor", _NONE))))
     one = len(runs) == 1
     out = {"name": name, "paper": spec.paper, "value": values[0] if one else values}
-    if spec.key in DISTANCE_CLAIMS:  # the MAE measurement noise alone puts between two lines
+    if spec.floor:  # the MAE measurement noise alone puts between two lines
         out["noise_floor"] = floors[0] if one else floors
     return out
 

@@ -31,6 +31,7 @@ from steplines.analysis.claims import (
     family_note,
 )
 from steplines.analysis.run import CLAIM_DATA, analyze_run, request_tag
+from steplines.atomic import write_atomic
 from steplines.errors import ConfigError, RunDirError
 from steplines.store.run import RunLayout, store_mtime
 
@@ -371,6 +372,4 @@ def analyze_runs(
 
 
 def _write(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")

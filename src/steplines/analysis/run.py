@@ -370,19 +370,8 @@ def analyze_run(
         settings,
         {"batch_size": int(store.n_direction), "epochs": _epochs(sl.lines, config)},
     )
-    paths["claim_data"] = out_dir / CLAIM_DATA
-    data.save(paths["claim_data"])
-    claims = evaluate_claims(
-        [data],
-        resamples=line_resamples if settings.resamples else 0,
-        level=settings.level,
-        family=family,
-    )
-    paths["claims"] = out_dir / "claims.json"
-    paths["claims"].write_text(
-        json.dumps([c.to_json() for c in claims], indent=2, ensure_ascii=False) + "\n"
-    )
-    summary["claims"] = {c.key: c.verdict for c in claims}
+    claim_paths, summary["claims"] = _write_claims(out_dir, data, settings, line_resamples, family)
+    paths |= claim_paths
     summary["claims_family"] = family
     paths["settings"] = out_dir / "settings.json"
     paths["settings"].write_text(
@@ -666,6 +655,25 @@ def _epochs(lines: np.ndarray, config: RunConfig | None) -> float | None:
     if not size:
         return None
     return float((int(lines[-1]) + 1) * config.problem.batch_size / size)
+
+
+def _write_claims(
+    out_dir: Path, data: ClaimData, settings: AnalysisSettings, line_resamples: int, family: str
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Write ``claim_data.npz`` and ``claims.json`` (the claims judged on this run alone);
+    return their paths and each claim's verdict."""
+    paths = {"claim_data": out_dir / CLAIM_DATA, "claims": out_dir / "claims.json"}
+    data.save(paths["claim_data"])
+    claims = evaluate_claims(
+        [data],
+        resamples=line_resamples if settings.resamples else 0,
+        level=settings.level,
+        family=family,
+    )
+    paths["claims"].write_text(
+        json.dumps([c.to_json() for c in claims], indent=2, ensure_ascii=False) + "\n"
+    )
+    return paths, {c.key: c.verdict for c in claims}
 
 
 def _noisy_columns(

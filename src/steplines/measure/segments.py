@@ -45,6 +45,26 @@ def shard_segments(
     return segments if shard is None else segments[shard[0] :: shard[1]]
 
 
+def _check_redo(
+    run: RunDir,
+    store: LineStore,
+    done: np.ndarray,
+    redo: list[int],
+    all_segments: list[tuple[int, int]],
+) -> None:
+    """Refuse a ``--redo`` with nothing measured yet, and load every checkpoint and record it
+    needs before a line is touched: a damaged one leaves the good lines alone."""
+    if not done.any() and not store.damaged_chunks():
+        # --redo re-measures finished lines; measuring a whole run is not what was asked
+        raise RunDirError(
+            f"{run.path} has no measured line yet, so there is nothing to --redo; measure "
+            f"it with: steplines measure {shlex.quote(str(run.path))}"
+        )
+    for c, _ in {s for s in all_segments if any(s[0] <= t < s[1] for t in redo)}:
+        run.trajectory.load_checkpoint(c, torch.device("cpu"))
+        run.trajectory.load_records(c)
+
+
 def measure_lines(
     run: RunDir,
     problem: Problem,
@@ -103,18 +123,9 @@ def measure_lines(
     if not redo:
         _reset_directions(run, None)  # only checks
     done = store.done(tolerant=True)
-    if redo and not done.any() and not store.damaged_chunks():
-        # --redo re-measures finished lines; measuring a whole run is not what was asked
-        raise RunDirError(
-            f"{run.path} has no measured line yet, so there is nothing to --redo; measure "
-            f"it with: steplines measure {shlex.quote(str(run.path))}"
-        )
     if redo:
+        _check_redo(run, store, done, redo, all_segments)
         done[redo] = False
-        # validate before invalidating: a damaged checkpoint or record leaves good lines alone
-        for c, _ in {s for s in all_segments if any(s[0] <= t < s[1] for t in redo)}:
-            traj.load_checkpoint(c, torch.device("cpu"))
-            traj.load_records(c)
     noisy_missing = _noisy_missing(run, recorded)
     todo = [
         s
