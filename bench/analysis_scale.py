@@ -233,17 +233,18 @@ def _peak_mib() -> float:
 def child(step: str, run_dir: Path) -> dict[str, Any]:
     """Run one step in this (fresh) process; return seconds and peak RSS (MiB)."""
     from steplines.analysis import analyze_run
+    from steplines.analysis.settings import AnalysisRequest
     from steplines.report import build_report
 
     baseline = _peak_mib()  # after the imports
     info: dict[str, Any] = {"step": step}
     start = time.perf_counter()
     if step in ("corrected", "faithful"):
-        analyze_run(run_dir, step)
+        analyze_run(run_dir, AnalysisRequest(step))
     elif step == "report":
         summary = run_dir / "analysis" / "summary.json"
         before = summary.stat().st_mtime_ns if summary.is_file() else None
-        build_report([run_dir], mode="corrected")
+        build_report([run_dir])
         after = summary.stat().st_mtime_ns if summary.is_file() else None
         info["reused_analysis"] = before is not None and before == after
     elif step == "preload":

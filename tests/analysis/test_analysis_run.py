@@ -15,7 +15,9 @@ import zarr
 
 from steplines.analysis import analyze_run, batch_size_rows, simulate_batch
 from steplines.analysis.batch_size import per_sample_slopes
+from steplines.analysis.settings import AnalysisRequest
 from steplines.analysis.strategies import stencil_columns
+from steplines.analysis.tables import FILES, MANIFEST
 from steplines.errors import ConfigError, RunDirError
 from steplines.store import SCHEMA_VERSION, LineStore
 
@@ -107,8 +109,10 @@ EXPECTED = {
 @pytest.mark.parametrize("mode", ["corrected", "faithful"])
 def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
     run = make_run(tmp_path / "run", n_lines=7, skip=(3,))
-    paths = analyze_run(run, mode, scale="paper", batch_sizes=(8, 16, 32, 64))
-    assert set(paths) == {
+    tables = analyze_run(run, AnalysisRequest(mode, scale="paper", batch_sizes=(8, 16, 32, 64)))
+    written = {f.name for f in tables.directory.iterdir()}
+    assert written == {FILES[n] for n in FILES if n != "directions"} | {MANIFEST}
+    assert set(FILES) == {
         "strategies",
         "fits",
         "derivatives",
@@ -123,28 +127,29 @@ def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
         "views",
         "browser",
         "summary",
+        "directions",
     }
     for name, cols in EXPECTED.items():
-        df = pd.read_csv(paths[name])
+        df = pd.read_csv(tables.path(name))
         assert list(df.columns[: len(cols)]) == cols, name
         assert set(df.line) == {0, 1, 2, 4, 5, 6}
-    strat = pd.read_csv(paths["strategies"])
+    strat = pd.read_csv(tables.path("strategies"))
     assert list(strat.columns) == EXPECTED["strategies"]
     assert {"optimal", "sgd", "sgd_lambda_0.05", "pal", "fbpal", "fbpal_sgd", "exact_batch"} <= set(
         strat.strategy
     )
-    summary = json.loads(paths["summary"].read_text())
+    summary = json.loads(tables.path("summary").read_text())
     assert summary["mode"] == mode
     assert summary["lines_used"] == 6 and summary["lines_missing"] == 1
     assert summary["fits"]["mean_mae_degree_2"] < 1e-6 < summary["fits"]["mean_mae_degree_1"]
     assert summary["strategies"]["optimal"]["share_of_optimum"] == pytest.approx(1.0)
     assert summary["lambda_star"]["median"] > 0
     assert set(summary["batch_size"]["delta_ratio"]) == {"8", "16", "32", "64", "full"}
-    d = np.load(paths["distances"])
+    d = np.load(tables.path("distances"))
     assert d["matrix"].shape == (6, 6) and str(d["mode"]) == mode
     np.testing.assert_allclose(d["matrix"], d["matrix"].T)
 
-    deriv = pd.read_csv(paths["derivatives"])
+    deriv = pd.read_csv(tables.path("derivatives"))
     # exact parabolas: FD slope of l_B = exact g·d (float32 storage), curvature > 0
     np.testing.assert_allclose(deriv.delta_fd_batch, deriv.directional_derivative, atol=1e-3)
     assert (deriv.curvature_fd_full > 0).all()
@@ -165,20 +170,22 @@ def test_analyze_run_writes_every_file(tmp_path: Path, mode: str) -> None:
 
 def test_analyze_run_momentum(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=4, momentum=0.9)
-    paths = analyze_run(run, scale="paper", batch_sizes=(16,))
-    summary = json.loads(paths["summary"].read_text())
+    tables = analyze_run(run, AnalysisRequest(scale="paper", batch_sizes=(16,)))
+    summary = json.loads(tables.path("summary").read_text())
     assert summary["window"] == 0.5 and summary["momentum"] == 0.9
     assert "s_opt_over_minus_accumulated_delta" in summary["ratios"]
     assert summary["momentum_ratio_flatter"] in {
         "s_opt_over_direction_norm",
         "s_opt_over_minus_accumulated_delta",
     }
-    assert "sgd_lambda_0.05_accum" in set(pd.read_csv(paths["strategies"]).strategy)
+    assert "sgd_lambda_0.05_accum" in set(pd.read_csv(tables.path("strategies")).strategy)
 
 
 def test_analyze_run_without_config_infers_beta(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=2, write_config=False)
-    summary = json.loads(analyze_run(run, batch_sizes=(16,))["summary"].read_text())
+    summary = json.loads(
+        analyze_run(run, AnalysisRequest(batch_sizes=(16,))).path("summary").read_text()
+    )
     assert summary["momentum"] == 0.0 and summary["momentum_source"] == "inferred"
 
 
@@ -208,7 +215,7 @@ def test_missing_store_and_bad_mode(tmp_path: Path) -> None:
         analyze_run(tmp_path / "nothing")
     _one_line(exc.value)
     with pytest.raises(ConfigError):
-        analyze_run(tmp_path / "nothing", mode="sloppy")
+        analyze_run(tmp_path / "nothing", AnalysisRequest(mode="sloppy"))
 
 
 def test_store_fixture_is_exact(tmp_path: Path) -> None:

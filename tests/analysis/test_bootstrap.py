@@ -19,6 +19,7 @@ from steplines.analysis.bootstrap import (
     step_weights,
 )
 from steplines.analysis.lines import load_summary
+from steplines.analysis.settings import AnalysisRequest
 from steplines.analysis.shape import polynomial_fits
 from steplines.analysis.strategies import evaluate_line, fbpal_sgd_steps, first_argmin
 from steplines.store import LineRecord, LineStore
@@ -206,8 +207,10 @@ def test_unit_counts_rederive_every_strategy_step(
     and in faithful mode with momentum SGD λ and its D_t reading from l_B's slope)."""
     monkeypatch.setattr(bootstrap, "SampleWeights", _UnitWeights)
     run = make_run(tmp_path / "run", n_lines=7, skip=(3,), momentum=momentum)
-    paths = analyze_run(run, mode, scale="paper", batch_sizes=(8, 16), resamples=1)
-    with np.load(paths["bootstrap"]) as z:
+    tables = analyze_run(
+        run, AnalysisRequest(mode, scale="paper", batch_sizes=(8, 16), resamples=1)
+    )
+    with np.load(tables.path("bootstrap")) as z:
         names = [k[len("point:") :] for k in z.files if k.startswith("point:impr:")]
         assert {"impr:fbpal", "impr:pal", "impr:fbpal_sgd", "impr:lambda_star_out"} <= set(names)
         if momentum:

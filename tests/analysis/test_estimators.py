@@ -175,8 +175,8 @@ def test_noise_scale_equals_explicit_per_sample_gradients() -> None:
 def test_analyze_run_estimators_exact_on_parabolic_lines(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=5, skip=(2,))
     with_exact_inputs(run)
-    paths = analyze_run(run)
-    est = pd.read_csv(paths["estimators"])
+    tables = analyze_run(run)
+    est = pd.read_csv(tables.path("estimators"))
     assert list(est.line) == [0, 1, 3, 4]
     for t, row in est.set_index("line").iterrows():
         co = coefficients(int(t), 48, 4, 16)
@@ -196,7 +196,7 @@ def test_analyze_run_estimators_exact_on_parabolic_lines(tmp_path: Path) -> None
         assert np.isfinite(row.armijo_step) and row.armijo_step_ratio > 0
         # S = 5, G² = 1, B = 16: tr Σ = 16/15·4
         assert row.trace_cov == pytest.approx(64 / 15)
-    summary = json.loads(paths["summary"].read_text())["estimators"]
+    summary = json.loads(tables.path("summary").read_text())["estimators"]
     assert summary["measured"] and summary["store_has_inputs"]
     assert summary["errors"]["curvature_rel_error"]["n"] == 4
     assert summary["b_simple"]["median"] == pytest.approx((64 / 15) / (1 - 64 / 15 / 16))
@@ -218,13 +218,13 @@ def test_version_1_store_opens_verifies_and_analyses(tmp_path: Path) -> None:
     assert np.isnan(rw.read_line(1).est_curvature) and rw.verify_line(1)
     assert not (old / "lines.zarr" / "est_curvature").exists()
 
-    paths = analyze_run(old)
-    est = pd.read_csv(paths["estimators"])
+    tables = analyze_run(old)
+    est = pd.read_csv(tables.path("estimators"))
     assert len(est) == 4
     for col in ("alpha_cockpit", "curvature_hvp", "curvature_rel_error", "b_simple"):
         assert est[col].isna().all(), col
     # LABPAL and Armijo need only the stored line
     assert est.labpal_step.notna().all() and est.armijo_step.notna().all()
-    summary = json.loads(paths["summary"].read_text())["estimators"]
+    summary = json.loads(tables.path("summary").read_text())["estimators"]
     assert not summary["measured"] and not summary["store_has_inputs"]
     assert summary["errors"]["alpha_error"]["n"] == 0

@@ -10,12 +10,13 @@ import pytest
 
 from steplines.analysis.claims import CLAIMS
 from steplines.analysis.pooled import (
-    analysis_current,
     analyze_runs,
     check_out_dir,
     pool_claims,
     setup_differences,
 )
+from steplines.analysis.settings import AnalysisRequest
+from steplines.analysis.tables import AnalysisTables
 from steplines.errors import ConfigError, RunDirError
 
 from analysis_fixtures import make_run
@@ -92,7 +93,7 @@ def test_holm_and_bonferroni_are_passed_through() -> None:
 
 def test_analyze_runs_writes_claims_and_summary(tmp_path: Path) -> None:
     runs = [seeded_run(tmp_path / f"seed-{s}", s) for s in (1, 2, 3)]
-    out = analyze_runs(runs, tmp_path / "pooled", family="holm")
+    out = analyze_runs(runs, tmp_path / "pooled", AnalysisRequest(family="holm"))
     claims = json.loads((out / "claims.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     assert len(claims) == len(CLAIMS)
@@ -103,7 +104,7 @@ def test_analyze_runs_writes_claims_and_summary(tmp_path: Path) -> None:
     assert summary["family"] == "holm" and "Holm" in summary["family_note"]
     assert summary["min_units"] == {"lines": 20, "noisy steps": 5, "runs": 3}
     for run in runs:  # every run's own analysis was made first
-        assert analysis_current(run, run / "analysis", "corrected")
+        assert AnalysisTables.is_current(run / "analysis", run, "corrected")
 
 
 def test_runs_of_different_setups_are_refused(tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_runs_of_different_setups_are_refused(tmp_path: Path) -> None:
     b = seeded_run(tmp_path / "b", 2, lr=0.05)
     assert setup_differences([a, b]) == ["train.lr"]
     with pytest.raises(ConfigError, match=r"differ in train\.lr"):
-        analyze_runs([a, b], tmp_path / "out")
+        analyze_runs([a, b], tmp_path / "out", AnalysisRequest())
     assert not (tmp_path / "out").exists()
 
 
@@ -123,9 +124,9 @@ def test_bad_inputs_get_one_line(tmp_path: Path) -> None:
     empty.mkdir()
     (empty / "config.toml").write_text((a / "config.toml").read_text())
     with pytest.raises(RunDirError, match="measure the run first"):
-        analyze_runs([a, empty], tmp_path / "out")
+        analyze_runs([a, empty], tmp_path / "out", AnalysisRequest())
     bare = make_run(tmp_path / "bare", n_lines=6, write_config=False)
     with pytest.raises(RunDirError, match=r"no config\.toml"):
-        analyze_runs([a, bare], tmp_path / "out")
+        analyze_runs([a, bare], tmp_path / "out", AnalysisRequest())
     with pytest.raises(ConfigError, match="given twice"):
-        analyze_runs([a, a], tmp_path / "out")
+        analyze_runs([a, a], tmp_path / "out", AnalysisRequest())

@@ -9,6 +9,7 @@ import numpy as np
 
 from steplines.analysis import analyze_run
 from steplines.analysis.lines import lines_missing, scheduled_lines
+from steplines.analysis.settings import AnalysisRequest
 from steplines.config import RunConfig, validate_config
 from steplines.report import load_run
 
@@ -45,7 +46,9 @@ def _with_schedule(run: Path, schedule: str) -> Path:
 
 def test_probe_schedule_is_not_missing(tmp_path: Path) -> None:
     run = _with_schedule(make_run(tmp_path / "probe", n_lines=8, skip=(1, 3, 5, 7)), "every:2")
-    summary = json.loads(analyze_run(run, batch_sizes=(16,))["summary"].read_text())
+    summary = json.loads(
+        analyze_run(run, AnalysisRequest(batch_sizes=(16,))).path("summary").read_text()
+    )
     assert summary["lines_used"] == 4 and summary["lines_missing"] == 0
     data = load_run(run, reanalyze=False)
     assert not any("not measured" in b["text"] for b in data.banners)
@@ -53,7 +56,9 @@ def test_probe_schedule_is_not_missing(tmp_path: Path) -> None:
 
 def test_probe_schedule_line_not_done_is_missing(tmp_path: Path) -> None:
     run = _with_schedule(make_run(tmp_path / "probe", n_lines=8, skip=(1, 3, 4, 5, 7)), "every:2")
-    summary = json.loads(analyze_run(run, batch_sizes=(16,))["summary"].read_text())
+    summary = json.loads(
+        analyze_run(run, AnalysisRequest(batch_sizes=(16,))).path("summary").read_text()
+    )
     assert summary["lines_missing"] == 1  # line 4
     (text,) = [
         b["text"] for b in load_run(run, reanalyze=False).banners if "not measured" in b["text"]
@@ -63,7 +68,9 @@ def test_probe_schedule_line_not_done_is_missing(tmp_path: Path) -> None:
 
 def test_partial_steplines_run_still_has_missing_lines(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=8, skip=(2, 5, 6))  # no [probe]: every step
-    summary = json.loads(analyze_run(run, batch_sizes=(16,))["summary"].read_text())
+    summary = json.loads(
+        analyze_run(run, AnalysisRequest(batch_sizes=(16,))).path("summary").read_text()
+    )
     assert summary["lines_missing"] == 3
     (text,) = [
         b["text"] for b in load_run(run, reanalyze=False).banners if "not measured" in b["text"]

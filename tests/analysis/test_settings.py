@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from steplines.analysis import analyze_run
-from steplines.analysis.settings import analysis_tag
+from steplines.analysis.settings import AnalysisRequest, analysis_tag
+from steplines.analysis.tables import AnalysisTables
 from steplines.errors import ConfigError
 from steplines.store import LineStore
 from steplines.store.run import RunLayout
@@ -49,10 +50,10 @@ def test_paper_scale_reproduces_the_golden_tables(
 ) -> None:
     golden = GOLDEN / f"{mode}-{momentum}"
     run = make_run(tmp_path / "run", n_lines=7, skip=(3,), momentum=momentum)
-    paths = analyze_run(run, mode, scale="paper", batch_sizes=(8, 16, 32, 64))
+    tables = analyze_run(run, AnalysisRequest(mode, scale="paper", batch_sizes=(8, 16, 32, 64)))
     for name in TABLES:
         old = pd.read_csv(golden / f"{name}.csv")
-        new = pd.read_csv(paths[name])
+        new = pd.read_csv(tables.path(name))
         if name == "strategies":  # the constant-rate strategies are new rows
             new = new[new.strategy.isin(set(old.strategy))].reset_index(drop=True)
         # to round-off: an ill-conditioned degree-4 fit rounds by the CPU's BLAS kernel
@@ -60,9 +61,10 @@ def test_paper_scale_reproduces_the_golden_tables(
             new[old.columns], old, check_exact=False, rtol=1e-9, atol=1e-9, obj=name
         )
     _same_json(
-        json.loads((golden / "summary.json").read_text()), json.loads(paths["summary"].read_text())
+        json.loads((golden / "summary.json").read_text()),
+        json.loads(tables.path("summary").read_text()),
     )
-    with np.load(golden / "distances.npz") as old, np.load(paths["distances"]) as new:
+    with np.load(golden / "distances.npz") as old, np.load(tables.path("distances")) as new:
         for key in old.files:
             np.testing.assert_array_equal(new[key], old[key], err_msg=key)
 
@@ -101,12 +103,12 @@ def _scaled_copy(src: Path, dst: Path, c: float) -> Path:
     return dst
 
 
-def _dimensionless(paths: dict[str, Path]) -> dict[str, Any]:
-    summary = json.loads(paths["summary"].read_text())
-    claims = json.loads(paths["claims"].read_text())
-    fits = pd.read_csv(paths["fits"])
+def _dimensionless(tables: AnalysisTables) -> dict[str, Any]:
+    summary = json.loads(tables.path("summary").read_text())
+    claims = json.loads(tables.path("claims").read_text())
+    fits = pd.read_csv(tables.path("fits"))
     mae = fits.pivot(index="line", columns="degree", values="mae")
-    with np.load(paths["distances"]) as d:
+    with np.load(tables.path("distances")) as d:
         dist = {k: d[k] for k in ("matrix", "first_matrix", "consecutive")}
     return {
         "shares": {k: v["share_of_optimum"] for k, v in summary["strategies"].items()},
@@ -124,10 +126,10 @@ def test_run_scale_results_do_not_depend_on_the_units_of_s(tmp_path: Path, c: fl
     base = make_run(tmp_path / "base", n_lines=24, n=32, m=4, b=16)
     scaled = _scaled_copy(base, tmp_path / "scaled", c)
     kw = {"batch_sizes": (8, 32), "line_resamples": 200}
-    a = analyze_run(base, scale="run", **kw)
-    b = analyze_run(scaled, scale="run", **kw)
-    sa = json.loads(a["settings"].read_text())
-    sb = json.loads(b["settings"].read_text())
+    a = analyze_run(base, AnalysisRequest(scale="run", **kw))
+    b = analyze_run(scaled, AnalysisRequest(scale="run", **kw))
+    sa = json.loads(a.path("settings").read_text())
+    sb = json.loads(b.path("settings").read_text())
     assert sb["window"] == pytest.approx(c * sa["window"], rel=1e-12)
     assert sb["mu"] == pytest.approx(c * sa["mu"], rel=1e-12)
     ra, rb = _dimensionless(a), _dimensionless(b)
@@ -146,26 +148,30 @@ def test_run_scale_results_do_not_depend_on_the_units_of_s(tmp_path: Path, c: fl
         y = rb["delta_ratio"][k]
         assert (x is None) == (y is None) and (x is None or y == pytest.approx(x, rel=1e-6)), k
     # and the paper's constants are not scale-free: the same run in paper scale differs
-    p = json.loads(analyze_run(scaled, scale="paper", **kw)["settings"].read_text())
+    p = json.loads(
+        analyze_run(scaled, AnalysisRequest(scale="paper", **kw)).path("settings").read_text()
+    )
     assert p["window"] == 0.2 and p["mu"] == 0.1
 
 
 def test_non_default_analyses_never_replace_the_default(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=6)
-    default = analyze_run(run, batch_sizes=(8,), line_resamples=50)
-    assert default["summary"].parent == run / "analysis"
-    before = default["summary"].read_bytes()
-    faithful = analyze_run(run, "faithful", batch_sizes=(8,), line_resamples=50)
-    custom = analyze_run(run, window=0.3, mu=0.05, batch_sizes=(8,), line_resamples=50)
-    assert faithful["summary"].parent == run / "analysis-faithful-paper"
-    assert custom["summary"].parent.name.startswith("analysis-corrected-run-")
-    assert default["summary"].read_bytes() == before
-    s = json.loads(custom["settings"].read_text())
+    default = analyze_run(run, AnalysisRequest(batch_sizes=(8,), line_resamples=50))
+    assert default.path("summary").parent == run / "analysis"
+    before = default.path("summary").read_bytes()
+    faithful = analyze_run(run, AnalysisRequest("faithful", batch_sizes=(8,), line_resamples=50))
+    custom = analyze_run(
+        run, AnalysisRequest(window=0.3, mu=0.05, batch_sizes=(8,), line_resamples=50)
+    )
+    assert faithful.path("summary").parent == run / "analysis-faithful-paper"
+    assert custom.path("summary").parent.name.startswith("analysis-corrected-run-")
+    assert default.path("summary").read_bytes() == before
+    s = json.loads(custom.path("settings").read_text())
     assert (s["window"], s["mu"], s["overrides"]) == (0.3, 0.05, ["window", "mu"])
     # the tag of a request is known before analysing (the report finds the tables by it)
     assert (
         RunLayout(run).analysis_dir(analysis_tag("faithful", None, False))
-        == faithful["summary"].parent
+        == faithful.path("summary").parent
     )
     assert analysis_tag("corrected", "run", False) == ""
     assert analysis_tag("corrected", None, True) == ""  # paper setting: paper is the default
@@ -184,28 +190,32 @@ def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
     )
     for kw in bad:
         with pytest.raises(ConfigError):
-            analyze_run(run, batch_sizes=(8,), **kw)
+            analyze_run(run, AnalysisRequest(batch_sizes=(8,), **kw))
 
 
 def test_a_killed_analysis_leaves_the_previous_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tables are written aside and swapped in whole: a kill midway changes nothing."""
-    import steplines.analysis.run as run_mod
+    import steplines.analysis.tables as tables_mod
 
     run = make_run(tmp_path / "run", n_lines=6)
-    analyze_run(run, batch_sizes=(8,), line_resamples=50)
+    analyze_run(run, AnalysisRequest(batch_sizes=(8,), line_resamples=50))
     before = {p.name: p.read_bytes() for p in (run / "analysis").iterdir()}
 
-    def killed(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
+    write = tables_mod._write_file
 
-    monkeypatch.setattr(run_mod, "evaluate_claims", killed)  # after most tables are written
+    def killed(path: Path, name: str, *args: object) -> None:
+        if name == "claims":  # after half the files are written
+            raise KeyboardInterrupt
+        write(path, name, *args)
+
+    monkeypatch.setattr(tables_mod, "_write_file", killed)
     with pytest.raises(KeyboardInterrupt):
-        analyze_run(run, batch_sizes=(8, 16), line_resamples=50)
+        analyze_run(run, AnalysisRequest(batch_sizes=(8, 16), line_resamples=50))
     assert {p.name: p.read_bytes() for p in (run / "analysis").iterdir()} == before
     monkeypatch.undo()
     assert list(run.glob(".analysis.tmp-*"))  # the killed analysis' work directory
-    analyze_run(run, batch_sizes=(8, 16), line_resamples=50)
+    analyze_run(run, AnalysisRequest(batch_sizes=(8, 16), line_resamples=50))
     assert not list(run.glob(".analysis.*"))  # the next analysis cleaned it up
     assert (run / "analysis" / "summary.json").read_bytes() != before["summary.json"]

@@ -143,12 +143,12 @@ def test_the_report_book_is_written_under_a_name_of_its_own(tmp_path: Path) -> N
 def test_ctrl_c_in_analyze_leaves_no_work_directory(
     run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import steplines.analysis.run
+    import steplines.analysis.tables
 
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(steplines.analysis.run, "_publish", interrupted)
+    monkeypatch.setattr(steplines.analysis.tables, "_publish", interrupted)
     code, out = _cli("analyze", str(run), "--resamples", "0")
     assert code == 130 and "line" not in out, out
     assert not list(run.glob(".*tmp*")), list(run.glob(".*"))

@@ -101,9 +101,11 @@ def test_bad_inputs_of_pooled_analyze(seeds: list[Path], tmp_path: Path) -> None
 
 
 def test_report_of_seeds_shows_each_seeds_verdict(seeds: list[Path], tmp_path: Path) -> None:
+    from steplines.analysis.settings import AnalysisRequest
     from steplines.report import build_report
 
-    page = build_report(seeds, out=tmp_path / "compare.html", formats=("png",), family="holm")
+    holm = AnalysisRequest(family="holm")
+    page = build_report(seeds, tmp_path / "compare.html", holm, formats=("png",))
     html = page.read_text()
     table = re.search(r'<table id="pooled-claims">(.*?)</table>', html, re.S).group(1)
     claims = json.loads((seeds[0] / "analysis" / "claims.json").read_text())
@@ -120,10 +122,11 @@ def test_report_of_seeds_shows_each_seeds_verdict(seeds: list[Path], tmp_path: P
 
 
 def test_report_of_different_setups_is_not_pooled(seeds: list[Path], tmp_path: Path) -> None:
+    from steplines.analysis.settings import AnalysisRequest
     from steplines.report.build import pooled_section
 
     other = seeded_run(tmp_path / "lr05", 4, lr=0.05)
-    section = pooled_section([seeds[0], other], "corrected", "none")
+    section = pooled_section([seeds[0], other], AnalysisRequest())
     assert section["rows"] == [] and "train.lr" in section["note"]
 
 

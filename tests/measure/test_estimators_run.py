@@ -48,7 +48,7 @@ def test_tiny_run_fills_the_estimator_arrays_and_table(tmp_path: Path) -> None:
     )
     assert (s["est_sample_grad_sq"][per_sample] > s["est_batch_grad_sq"][per_sample]).all()
 
-    est = pd.read_csv(analyze_run(run.path)["estimators"])
+    est = pd.read_csv(analyze_run(run.path).path("estimators"))
     assert list(est.line) == [0, 1, 2, 3]
     assert est[["alpha_cockpit", "curvature_hvp", "labpal_step", "armijo_step"]].notna().all().all()
     assert est.b_simple_naive.notna().tolist() == [True, False, True, False]

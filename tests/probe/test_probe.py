@@ -244,7 +244,7 @@ def test_scheduled_probe_resumes_and_analyses(tmp_path: Path) -> None:
     done = LineStore.open(tmp_path / "run" / "lines.zarr").done()
     assert np.flatnonzero(done).tolist() == [0, 2, 4, 6]
     assert probe.due(1) is False and probe.due(2) is False  # unscheduled / already measured
-    summary = json.loads(analyze_run(tmp_path / "run")["summary"].read_text())
+    summary = json.loads(analyze_run(tmp_path / "run").path("summary").read_text())
     assert summary["lines_missing"] == 0  # lines 1, 3, 5, 7 are not scheduled, not missing
     html = build_report([tmp_path / "run"], formats=("png",)).read_text()
     assert "your own loop (LineProbe)" in html and "AdamW" in html and "every:2" in html

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
 from steplines.analysis.claims import CLAIMS
+from steplines.analysis.settings import AnalysisRequest
 from steplines.cli.report_cmds import analyze, report
 from steplines.errors import RunDirError
 from steplines.plotting import (
@@ -163,11 +164,11 @@ def test_paper_column_for_a_paper_preset(tmp_path: Path) -> None:
 
 def test_stale_or_other_mode_tables_are_recomputed(tmp_path: Path) -> None:
     run = _tiny(tmp_path / "run", n_lines=6)
-    analyze_run(run, "faithful")
-    load_run(run, "corrected")
+    analyze_run(run, AnalysisRequest("faithful"))
+    load_run(run)
     assert json.loads((run / "analysis" / "summary.json").read_text())["mode"] == "corrected"
     before = (run / "analysis" / "summary.json").stat().st_mtime_ns
-    load_run(run, "corrected")  # fresh: not recomputed
+    load_run(run)  # fresh: not recomputed
     assert (run / "analysis" / "summary.json").stat().st_mtime_ns == before
 
 
@@ -252,7 +253,7 @@ def test_a_damaged_table_is_rebuilt_from_the_store(built: Path, tmp_path: Path) 
     assert not load_run(run).strategies.empty
     assert (run / "analysis" / "strategies.csv").stat().st_size > 0
     (run / "analysis" / "strategies.csv").write_bytes(b"")
-    with pytest.raises(RunDirError, match="incomplete or unreadable"):
+    with pytest.raises(RunDirError, match="changed or damaged"):
         load_run(run, reanalyze=False)  # told not to analyse: one line naming the fix
 
 

@@ -12,12 +12,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from steplines.analysis import analyze_run
+from steplines.analysis.tables import MANIFEST, AnalysisTables
 from steplines.plotting.estimators import plot_estimators
 from steplines.report import build_report, load_run
 from steplines.report.build import (
     _estimator_figure,
     _estimator_section,
-    _needs_analysis,
     _noise_scale_note,
 )
 from steplines.report.numbers import fmt as _f
@@ -64,11 +64,12 @@ def test_report_of_an_analysis_made_before_the_estimators(tmp_path: Path) -> Non
     analyze_run(run)
     # with the line store: a table set without estimators.csv is analysed again
     (run / "analysis" / "estimators.csv").unlink()
-    assert _needs_analysis(run, run / "analysis", "corrected")
+    assert not AnalysisTables.is_current(run / "analysis", run, "corrected")
     assert load_run(run).estimators is not None
     # without it: the old tables are reported and the section says they predate it
     shutil.rmtree(run / "lines.zarr")
     (run / "analysis" / "estimators.csv").unlink()
+    (run / "analysis" / MANIFEST).unlink()  # older tables have no checksums either
     summary_path = run / "analysis" / "summary.json"
     summary = json.loads(summary_path.read_text())
     del summary["estimators"]

@@ -100,10 +100,10 @@ def test_layout_and_its_config_reader_never_import_torch(tiny_run: tuple[Path, P
     code = (
         "import sys\n"
         "from steplines.store.run import RunLayout\n"
-        "from steplines.analysis.run import request_tag\n"
+        "from steplines.analysis.settings import AnalysisRequest\n"
         f"cfg = RunLayout({str(path)!r}).read_config()\n"
         "assert cfg.train.steps == 10\n"
-        f"assert request_tag({str(path)!r}, 'faithful') == 'faithful-paper'\n"
+        "assert AnalysisRequest('faithful').tag(cfg) == 'faithful-paper'\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not bad, bad[:5]\n"
     )

@@ -121,26 +121,26 @@ def test_schema_2_run_analyses_with_the_new_column_names(run: Path) -> None:
 
     from steplines.analysis import analyze_run
 
-    paths = analyze_run(run)
-    deriv = pd.read_csv(paths["derivatives"]).set_index("line")
+    tables = analyze_run(run)
+    deriv = pd.read_csv(tables.path("derivatives")).set_index("line")
     assert "update_norm" not in deriv and "delta_exact" not in deriv
     lines = deriv.index.to_numpy()
     np.testing.assert_array_equal(deriv.direction_norm, _raw(run, "direction_norm")[lines])
     np.testing.assert_array_equal(
         deriv.directional_derivative, _raw(run, "directional_derivative")[lines]
     )
-    summary = json.loads(paths["summary"].read_text())
+    summary = json.loads(tables.path("summary").read_text())
     assert "s_opt_over_direction_norm" in summary["ratios"]
     assert summary["estimators"]["store_has_inputs"]
     assert summary["noisy_directions"]["positions"] == 1  # directions.zarr: name unchanged
     # an analysis written before the renames is redone by the report, not misread
-    from steplines.report.build import _needs_analysis
+    from steplines.analysis.tables import AnalysisTables
 
-    adir = paths["derivatives"].parent
-    assert not _needs_analysis(run, adir, "corrected")
-    text = paths["derivatives"].read_text()
-    paths["derivatives"].write_text(text.replace("direction_norm", "update_norm", 1))
-    assert _needs_analysis(run, adir, "corrected")
+    adir = tables.directory
+    assert AnalysisTables.is_current(adir, run, "corrected")
+    text = tables.path("derivatives").read_text()
+    tables.path("derivatives").write_text(text.replace("direction_norm", "update_norm", 1))
+    assert not AnalysisTables.is_current(adir, run, "corrected")
 
 
 def test_old_trajectory_records_and_live_records_read_under_the_new_name(run: Path) -> None:

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from steplines.analysis.settings import BATCH_SIZES
 from steplines.analysis.strategies import (
     evaluate_line,
     fd_derivative_curvature,
@@ -67,9 +68,6 @@ __all__ = [
     "per_sample_slopes",
     "simulate_batch",
 ]
-
-BATCH_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
-"""The batch sizes of the original analysis (docs/method.md §6.3)."""
 
 
 def per_sample_slopes(positions: np.ndarray, losses: np.ndarray, cols: np.ndarray) -> np.ndarray:

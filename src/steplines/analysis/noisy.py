@@ -65,14 +65,3 @@ def noisy_distances(
         "s_opt": np.stack(s_opt),
         "window": window,
     }
-
-
-def write_noisy_distances(
-    run_dir: Path, out_dir: Path, window: float, mode: str
-) -> dict[str, Any] | None:
-    """Compute :func:`noisy_distances` and save ``out_dir/directions.npz``."""
-    res = noisy_distances(run_dir, window, mode)
-    if res is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(out_dir / "directions.npz", mode=mode, **res)
-    return res

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,15 @@ from steplines.analysis.claims import (
     evaluate_claims,
     family_note,
 )
-from steplines.analysis.run import CLAIM_DATA, analyze_run, request_tag
+from steplines.analysis.run import analyze_run
+from steplines.analysis.settings import AnalysisRequest
+from steplines.analysis.tables import AnalysisTables
 from steplines.atomic import write_atomic
 from steplines.errors import ConfigError, RunDirError
-from steplines.store.run import RunLayout, store_mtime
+from steplines.store.run import RunLayout
 
 __all__ = [
     "Pooled",
-    "analysis_current",
     "analyze_runs",
     "check_out_dir",
     "load_claim_data",
@@ -68,23 +69,6 @@ class Pooled:
     def note(self) -> str:
         """How many claims were judged at which level (:func:`family_note`)."""
         return str(self.summary["family_note"])
-
-
-def analysis_current(run_dir: Path, adir: Path, mode: str) -> bool:
-    """Whether ``adir`` holds claim data of ``mode`` no older than the run's line store."""
-    files = [adir / CLAIM_DATA, adir / "summary.json"]
-    if not all(f.is_file() for f in files):
-        return False
-    try:
-        summary = json.loads((adir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(summary, dict) or summary.get("mode") != mode:
-        return False
-    store = RunLayout(run_dir).lines_path
-    if not store.is_dir():
-        return True  # tables copied without their store: the best there is
-    return min(f.stat().st_mtime for f in files) >= store_mtime(store)
 
 
 def setup_differences(run_dirs: Sequence[Path]) -> list[str]:
@@ -139,45 +123,36 @@ def _names(run_dirs: Sequence[Path]) -> list[str]:
 
 
 def load_claim_data(
-    run_dirs: Sequence[Path],
-    mode: str = "corrected",
-    *,
-    family: str = "none",
-    reanalyze: bool = True,
-    **options: Any,
-) -> tuple[list[ClaimData], list[Path]]:
+    run_dirs: Sequence[Path], request: AnalysisRequest, *, reanalyze: bool = True
+) -> tuple[list[ClaimData], list[AnalysisTables]]:
     """Each run's claim data, analysing a run first when its analysis is missing or stale.
 
     Args:
         run_dirs: The runs.
-        mode: Analysis mode.
-        family: Passed to :func:`analyze_run` when a run is analysed.
+        request: The analysis of each run to pool (it picks the analysis directory).
         reanalyze: Analyse a run whose analysis is not current (False: the tables must exist).
-        options: ``scale``, ``window``, ``lambdas``, ``mu``, ``resamples``, ``level`` of
-            :func:`analyze_run` (they pick the analysis directory).
 
     Returns:
-        The claim data (labelled by :func:`_names`) and each run's analysis directory.
+        The claim data (labelled by :func:`_names`) and each run's tables.
 
     Raises:
-        RunDirError: A run is not a directory, has no measured line, or no claim data.
+        RunDirError: A run is not a directory, has no measured line, or its tables are
+            incomplete or damaged.
     """
-    data, dirs = [], []
+    data, tables = [], []
     for run_dir, name in zip(run_dirs, _names(run_dirs)):
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise RunDirError(f"{run_dir} is not a directory; pass run directories")
-        adir = RunLayout(run_dir).analysis_dir(request_tag(run_dir, mode, **options))
-        if reanalyze and not analysis_current(run_dir, adir, mode):
-            analyze_run(run_dir, mode, family=family, **options)
-        if not (adir / CLAIM_DATA).is_file():
-            raise RunDirError(
-                f"{adir} has no {CLAIM_DATA} (made before pooled claims); rerun "
-                f"'steplines analyze {run_dir}'"
-            )
-        data.append(ClaimData.load(adir / CLAIM_DATA, name=name))
-        dirs.append(adir)
-    return data, dirs
+        layout = RunLayout(run_dir)
+        adir = layout.analysis_dir(request.tag(layout.config_or_none()))
+        if reanalyze and not AnalysisTables.is_current(adir, run_dir, request.mode):
+            t = analyze_run(run_dir, request)
+        else:
+            t = AnalysisTables.read(adir)
+        data.append(replace(t.claim_data, name=name))
+        tables.append(t)
+    return data, tables
 
 
 def _level(summary: dict[str, Any], level: float | None) -> float:
@@ -195,25 +170,16 @@ def _resamples(summary: dict[str, Any], resamples: int | None) -> int:
     return int(b.get("line_resamples") or RESAMPLES)
 
 
-def rejudge(adir: Path, family: str) -> list[dict[str, Any]]:
-    """One run's claims judged again from its ``claim_data.npz`` with another ``family``,
-    at the resamples and level its analysis used (``claims.json`` is left as it is)."""
-    summary = _read_summary(adir)
+def rejudge(tables: AnalysisTables, family: str) -> list[dict[str, Any]]:
+    """One run's claims judged again from its claim data with another ``family``, at the
+    resamples and level its analysis used (``claims.json`` is left as it is)."""
     claims = evaluate_claims(
-        [ClaimData.load(adir / CLAIM_DATA)],
-        resamples=_resamples(summary, None),
-        level=_level(summary, None),
+        [tables.claim_data],
+        resamples=_resamples(tables.summary, None),
+        level=_level(tables.summary, None),
         family=family,
     )
     return [_json_safe(c.to_json()) for c in claims]
-
-
-def _read_summary(adir: Path) -> dict[str, Any]:
-    try:
-        out = json.loads((adir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return out if isinstance(out, dict) else {}
 
 
 def _json_safe(x: Any) -> Any:
@@ -231,9 +197,9 @@ def _json_safe(x: Any) -> Any:
         return str(x)
 
 
-def _run_record(run_dir: Path, adir: Path, d: ClaimData) -> dict[str, Any]:
+def _run_record(run_dir: Path, tables: AnalysisTables, d: ClaimData) -> dict[str, Any]:
     """One run's line of ``summary.json``: where it is and its key numbers."""
-    s = _read_summary(adir)
+    s, adir = tables.summary, tables.directory
     cfg = RunLayout(run_dir).config_or_none()
     lam = s.get("lambda_star") or {}
     st = s.get("strategies") or {}
@@ -241,7 +207,7 @@ def _run_record(run_dir: Path, adir: Path, d: ClaimData) -> dict[str, Any]:
         {
             "run": d.name,
             "path": str(Path(os.path.abspath(run_dir))),
-            "tables": str(Path(os.path.abspath(adir))),
+            "tables": str(Path(os.path.abspath(adir))) if adir is not None else None,
             "seed": cfg.train.seed if cfg is not None else None,
             "lines": len(d),
             "lines_total": s.get("lines_total"),
@@ -281,17 +247,12 @@ def pool_claims(
 
 
 def pool_runs(
-    run_dirs: Sequence[Path],
-    mode: str = "corrected",
-    *,
-    family: str = "none",
-    reanalyze: bool = True,
-    **options: Any,
+    run_dirs: Sequence[Path], request: AnalysisRequest, *, reanalyze: bool = True
 ) -> Pooled:
     """The pooled claims of ``run_dirs`` and their summary, written nowhere.
 
     Raises:
-        ConfigError: Fewer than one run, runs of different setups, an unknown family.
+        ConfigError: Fewer than one run, runs of different setups.
         RunDirError: A run without lines or without a ``config.toml``.
     """
     dirs = [Path(d) for d in run_dirs]
@@ -304,8 +265,8 @@ def pool_runs(
         if not d.is_dir():
             raise RunDirError(f"{d} is not a directory; pass run directories")
         layout = RunLayout(d)
-        adir = layout.analysis_dir(request_tag(d, mode, **options))
-        if not layout.lines_path.is_dir() and not analysis_current(d, adir, mode):
+        adir = layout.analysis_dir(request.tag(layout.config_or_none()))
+        if not layout.lines_path.is_dir() and not AnalysisTables.is_current(adir, d, request.mode):
             # said before any other run is analysed
             raise RunDirError(f"{d} has no {layout.lines_path.name}; measure the run first")
     differ = setup_differences(dirs)
@@ -314,17 +275,17 @@ def pool_runs(
             f"the runs are not one setup: their config.toml differ in {', '.join(differ)} "
             "(only train.seed may differ); pool seeds of one setup"
         )
-    data, adirs = load_claim_data(dirs, mode, family=family, reanalyze=reanalyze, **options)
-    first = _read_summary(adirs[0])
-    lvl = _level(first, options.get("level"))
-    n_res = _resamples(first, options.get("resamples"))
+    data, tables = load_claim_data(dirs, request, reanalyze=reanalyze)
+    first, family = tables[0].summary, request.family
+    lvl = _level(first, request.level)
+    n_res = _resamples(first, request.resamples)
     claims = pool_claims(data, family=family, resamples=n_res, level=lvl)
-    runs = [_run_record(r, a, d) for r, a, d in zip(dirs, adirs, data)]
+    runs = [_run_record(r, t, d) for r, t, d in zip(dirs, tables, data)]
     for k, run in enumerate(runs):
         run["verdicts"] = {c["key"]: c["per_run"][k]["verdict"] for c in claims}
     summary = {
         "runs": runs,
-        "mode": mode,
+        "mode": request.mode,
         "family": family,
         "level": lvl,
         "interval_level": claims[0]["level"] if claims else lvl,
@@ -337,34 +298,25 @@ def pool_runs(
     return Pooled(claims=claims, summary=_json_safe(summary))
 
 
-def analyze_runs(
-    run_dirs: Sequence[Path],
-    out_dir: Path,
-    mode: str = "corrected",
-    *,
-    family: str = "none",
-    **options: Any,
-) -> Path:
+def analyze_runs(run_dirs: Sequence[Path], out_dir: Path, request: AnalysisRequest) -> Path:
     """Pool the claims of ``run_dirs`` (seeds of one setup) and write ``out_dir``.
 
     Args:
-        run_dirs: The runs; each one's default analysis (or the one ``options`` name) is made
-            or refreshed first, as ``steplines analyze RUN`` makes it.
+        run_dirs: The runs; each one's analysis that ``request`` names is made or refreshed
+            first, as ``steplines analyze RUN`` makes it.
         out_dir: Where ``claims.json`` and ``summary.json`` go (not inside a run).
-        mode: Analysis mode.
-        family: ``none``, ``bonferroni`` or ``holm``.
-        options: ``scale``, ``window``, ``lambdas``, ``mu``, ``resamples``, ``level``.
+        request: The analysis of every run, and the family of the pooled verdicts.
 
     Returns:
         ``out_dir``.
 
     Raises:
-        ConfigError: ``out_dir`` inside a run, runs of different setups, an unknown family.
+        ConfigError: ``out_dir`` inside a run, runs of different setups.
         RunDirError: A run without measured lines or without a ``config.toml``.
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, run_dirs)
-    pooled = pool_runs(run_dirs, mode, family=family, **options)
+    pooled = pool_runs(run_dirs, request)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_dir / "claims.json", pooled.claims)
     _write(out_dir / "summary.json", pooled.summary)

@@ -10,10 +10,7 @@ This module never imports torch.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows
+from steplines.analysis.batch_size import batch_size_rows
 from steplines.analysis.bootstrap import (
     SEED,
     ReplicateTap,
@@ -31,7 +28,7 @@ from steplines.analysis.bootstrap import (
     basic_interval,
     percentile_interval,
 )
-from steplines.analysis.claims import RESAMPLES, ClaimData, evaluate_claims
+from steplines.analysis.claims import ClaimData, evaluate_claims
 from steplines.analysis.estimators import (
     LABPAL_BATCHES,
     LabpalTap,
@@ -39,13 +36,10 @@ from steplines.analysis.estimators import (
     estimator_summary,
 )
 from steplines.analysis.lines import SummaryLines, lines_missing, load_summary
-from steplines.analysis.noisy import write_noisy_distances
+from steplines.analysis.noisy import noisy_distances
 from steplines.analysis.settings import (
+    AnalysisRequest,
     AnalysisSettings,
-    analysis_tag,
-    check_mode,
-    check_scale,
-    match_preset,
     resolve_settings,
 )
 from steplines.analysis.shape import (
@@ -64,7 +58,8 @@ from steplines.analysis.strategies import (
     strategy_metrics,
     strategy_steps,
 )
-from steplines.analysis.views import BrowserTap, write_views
+from steplines.analysis.tables import AnalysisTables
+from steplines.analysis.views import BrowserTap, line_views
 from steplines.errors import RunDirError
 from steplines.store import LineStore
 from steplines.store.run import RunLayout
@@ -77,7 +72,6 @@ __all__ = [
     "FIT_DEGREES",
     "analyze_run",
     "ratio_stats",
-    "request_tag",
 ]
 
 FIT_DEGREES: tuple[int, ...] = (1, 2, 3, 4)
@@ -85,9 +79,6 @@ FIT_DEGREES: tuple[int, ...] = (1, 2, 3, 4)
 
 FIRST_LINES = 50
 """Size of the "first lines" distance-matrix view (docs/method.md §6.2: first 50 lines)."""
-
-CLAIM_DATA = "claim_data.npz"
-"""The per-line columns the claims are judged on (:class:`ClaimData`), for pooling runs."""
 
 STEP_STAR = "step_star_in"
 """One constant step length, the median ``s_opt`` (the claim ``norm_explains`` compares)."""
@@ -135,116 +126,127 @@ def _upper_median(mat: np.ndarray) -> float:
     return float(np.median(vals)) if vals.size else float("nan")
 
 
-def run_model(config: RunConfig | None) -> str:
-    """The model name of the run's configuration ("" without one)."""
-    return config.problem.model if config is not None else ""
-
-
-def request_tag(
-    run_dir: Path,
-    mode: str = "corrected",
-    *,
-    scale: str | None = None,
-    window: float | None = None,
-    lambdas: Sequence[float] | None = None,
-    mu: float | None = None,
-    resamples: int | None = None,
-    level: float | None = None,
-) -> str:
-    """The tag of the analysis these options ask for, read from the run's config alone
-    (its directory: ``RunLayout.analysis_dir(tag)``)."""
-    check_mode(mode)
-    if scale is not None:
-        check_scale(scale)
-    paper = match_preset(RunLayout(run_dir).config_or_none()) is not None
-    return analysis_tag(
-        mode, scale, paper, window=window, lambdas=lambdas, mu=mu, resamples=resamples, level=level
-    )
-
-
-def analyze_run(
-    run_dir: Path,
-    mode: str = "corrected",
-    *,
-    scale: str | None = None,
-    window: float | None = None,
-    lambdas: Sequence[float] | None = None,
-    mu: float | None = None,
-    batch_sizes: Sequence[int] = BATCH_SIZES,
-    smoothing: int = 25,
-    max_matrix_lines: int = 1000,
-    resamples: int | None = None,
-    level: float | None = None,
-    line_resamples: int = RESAMPLES,
-    family: str = "none",
-) -> dict[str, Path]:
+def analyze_run(run_dir: Path, request: AnalysisRequest | None = None) -> AnalysisTables:
     """Analyse ``run_dir`` and write its tables (``RUN/analysis/`` or ``RUN/analysis-<tag>/``).
 
     Args:
         run_dir: A run directory with ``lines.zarr`` (and ``config.toml``; without it the run
             is taken as SGD and β is inferred from ``direction_norm == grad_norm``).
-        mode: ``corrected`` (default) or ``faithful`` (the original's quirks;
-        docs/method.md §9–§10).
-        scale: ``paper`` or ``run`` (None: ``paper`` for the paper's settings and faithful,
-            else ``run``); see :mod:`steplines.analysis.settings`.
-        window: Override of the fit and distance half-width ``w``.
-        lambdas: Override of the SGD λ list (strategies ``sgd_lambda_<λ>``).
-        mu: Override of PAL/FBPAL's µ.
-        batch_sizes: Simulated direction-batch sizes (sizes above N + B are skipped).
-        smoothing: Moving-average length (faithful δ ratios use MA-``smoothing`` "valid").
-        max_matrix_lines: The stored distance matrix covers every ``ceil(T/max)``-th line.
-        resamples: Override of the bootstrap resamples of each line's full-batch rows
-            (:mod:`steplines.analysis.bootstrap`; default 200; 0 = no intervals).
-        level: Override of the level of every interval (default 0.95).
-        line_resamples: Resamples of the lines behind each claim's interval.
-        family: How the claims' verdicts are read together: ``none``, ``bonferroni`` or
-            ``holm`` (:mod:`steplines.analysis.claims`).
+        request: Mode, scale, overrides and the claims' family
+            (:class:`~steplines.analysis.settings.AnalysisRequest`; default: the run's
+            default analysis).
 
     Returns:
-        Name → path of every file written: ``strategies``, ``fits``, ``derivatives``,
-        ``batch_size``, ``estimators``, ``distances``, ``claims``, ``settings``, ``summary``
-        (and ``directions`` when noisy directions were measured).
+        The tables as written (:class:`~steplines.analysis.tables.AnalysisTables`; its
+        ``directory`` is where they are).
 
     Raises:
         RunDirError: No ``lines.zarr``, another schema version, or no done line.
-        ConfigError: Unknown ``mode`` or ``scale``, or an invalid override.
     """
-    check_mode(mode)
+    request = request or AnalysisRequest()
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
-    store_path = layout.lines_path
-    if not store_path.is_dir():
-        raise RunDirError(f"{run_dir} has no {store_path.name}; measure the run first")
-    store = LineStore.open(store_path)
-    sl = load_summary(store, mode)
+    if not layout.lines_path.is_dir():
+        raise RunDirError(f"{run_dir} has no {layout.lines_path.name}; measure the run first")
+    store = LineStore.open(layout.lines_path)
+    sl = load_summary(store, request.mode)
     if len(sl) == 0:
-        raise RunDirError(f"{store_path} has no measured lines yet; measure the run first")
+        raise RunDirError(f"{layout.lines_path} has no measured lines yet; measure the run first")
     config = layout.config_or_none()
-    q = line_quantities(sl, mode)
+    q = line_quantities(sl, request.mode)
     settings = resolve_settings(
         config,
-        mode=mode,
-        scale=scale,
-        paper_setting=match_preset(config) is not None,
-        model=run_model(config),
+        request,
         s_opt=q["s_opt"],
         positions=sl.positions,
         direction_norm=sl.direction_norm,
         grad_norm=sl.grad_norm,
-        window=window,
-        lambdas=lambdas,
-        mu=mu,
-        resamples=resamples,
-        level=level,
     )
-    final_dir = layout.analysis_dir(settings.tag)
-    out_dir = _work_dir(final_dir)
-    paths: dict[str, Path] = {}
-    n = len(sl)
-    summary: dict[str, Any] = {
-        "mode": mode,
+    tables = _tables(run_dir, store, sl, q, settings, request)
+    return tables.write(layout.analysis_dir(settings.tag))
+
+
+def _tables(
+    run_dir: Path,
+    store: LineStore,
+    sl: SummaryLines,
+    q: dict[str, np.ndarray],
+    settings: AnalysisSettings,
+    request: AnalysisRequest,
+) -> AnalysisTables:
+    """Every stage of the analysis, in order; the tables they make (nothing is written)."""
+    config = RunLayout(run_dir).config_or_none()
+    shape = _shape(sl, settings, request.max_matrix_lines)
+    strat = _strategies(sl, q, settings)
+    streamed = _stream(store, sl, q, strat, settings, request.batch_sizes)
+    if streamed.replicates:
+        _add_intervals(strat, streamed.replicates, sl.direction_norm, settings.level)
+    estimators, est_summary = _estimators(store, sl, q, shape, streamed.labpal_rows, settings)
+    noisy = noisy_distances(run_dir, settings.window, settings.mode)
+    data = _claim_data(
+        run_dir.name,
+        sl,
+        q,
+        shape,
+        strat,
+        streamed,
+        noisy,
+        settings,
+        {"batch_size": int(store.n_direction), "epochs": _epochs(sl.lines, config)},
+    )
+    resamples = request.line_resamples if settings.resamples else 0
+    claims = evaluate_claims(
+        [data], resamples=resamples, level=settings.level, family=request.family
+    )
+    training, views = line_views(store, sl.lines, settings.mode)
+    bs_summary = _batch_size_summary(
+        streamed.batch_size, store.n_direction, settings.mode, request.smoothing
+    )
+    summary = {
+        **_head(store, sl, config, settings),
+        "distances": shape.summary,
+        "fits": shape.fit_summary,
+        **strat.summary,
+        "batch_size": bs_summary | {"batch_sizes": streamed.batch_sizes},
+        "bootstrap": _bootstrap_note(store, settings, request.line_resamples),
+        "estimators": est_summary,
+        **_noisy_summary(noisy),
+        "claims": {c.key: c.verdict for c in claims},
+        "claims_family": request.family,
+        "settings": settings.to_json(),
+    }
+    bootstrap = None
+    if streamed.replicates:
+        points = {f"point:impr:{k}": m["improvement"] for k, m in strat.metrics.items()}
+        bootstrap = {"lines": sl.lines, **streamed.replicates, **points}
+    return AnalysisTables(
+        settings=settings,
+        summary=summary,
+        strategies=strat.table,
+        fits=shape.fits,
+        derivatives=strat.derivatives,
+        batch_size=streamed.batch_size,
+        estimators=estimators,
+        distances=shape.arrays,
+        claims=[c.to_json() for c in claims],
+        claim_data=data,
+        training=training,
+        views=views,
+        browser=streamed.browser,
+        bootstrap=bootstrap,
+        directions=noisy,
+    )
+
+
+def _head(
+    store: LineStore, sl: SummaryLines, config: RunConfig | None, settings: AnalysisSettings
+) -> dict[str, Any]:
+    """The first entries of ``summary.json``: what was analysed, with which settings."""
+    faithful = settings.mode == "faithful"
+    return {
+        "mode": settings.mode,
         "scale": settings.scale,
-        "lines_used": n,
+        "lines_used": len(sl),
         "lines_missing": lines_missing(store.done(), config),
         "lines_total": int(sl.n_lines_total),
         "optimizer": settings.optimizer.name,
@@ -253,33 +255,39 @@ def analyze_run(
         "window": settings.window,
         "lambdas": list(settings.lambdas),
         "mu": settings.mu,
-        "full_batch_rows_metrics": int(
-            store.n_train + (store.n_direction if mode == "faithful" else 0)
-        ),
+        "full_batch_rows_metrics": int(store.n_train + (store.n_direction if faithful else 0)),
         "full_batch_rows_shape": int(store.n_train),
     }
 
-    shape = _shape(sl, settings, max_matrix_lines)
-    paths["distances"] = out_dir / "distances.npz"
-    np.savez_compressed(paths["distances"], **shape.arrays)
-    summary["distances"] = shape.summary
-    paths["fits"] = out_dir / "fits.csv"
-    shape.fits.to_csv(paths["fits"], index=False)
-    summary["fits"] = shape.fit_summary
 
-    strat = _strategies(sl, q, settings)
-    paths["strategies"] = out_dir / "strategies.csv"
-    strat.table.to_csv(paths["strategies"], index=False)
-    summary.update(strat.summary)
+@dataclass(frozen=True)
+class _Streamed:
+    """What one pass over the lines' per-sample rows gives (§6.6 and the row bootstrap)."""
 
-    paths.update(write_views(out_dir, store, sl.lines, mode))
+    batch_size: pd.DataFrame
+    batch_sizes: list[int]
+    replicates: dict[str, np.ndarray]
+    labpal_rows: Any
+    browser: dict[str, Any]
+    step_star: dict[str, np.ndarray]
 
-    # ---------------------------------------------------------------- batch size (§6.6)
-    n_full = store.n_train + store.n_direction
-    sizes = [int(b) for b in batch_sizes if int(b) <= n_full]
+
+def _stream(
+    store: LineStore,
+    sl: SummaryLines,
+    q: dict[str, np.ndarray],
+    strat: _Strategies,
+    settings: AnalysisSettings,
+    batch_sizes: Sequence[int],
+) -> _Streamed:
+    """Read every line's rows once: the batch-size simulation, LABPAL's mini-batches, the
+    row-bootstrap replicates and the line browser's views (bounded memory: one line at a time).
+    """
+    mode = settings.mode
+    sizes = [int(b) for b in batch_sizes if int(b) <= store.n_train + store.n_direction]
     records = ((int(t), store.read_line(int(t))) for t in sl.lines)
     labpal = LabpalTap(store.n_direction, LABPAL_BATCHES, settings.mu, mode)
-    step_star = _step_star(sl, q, settings.mode)
+    step_star = _step_star(sl, q, mode)
     rows = ReplicateTap(
         {k: m["step"] for k, m in strat.metrics.items()} | {STEP_STAR: step_star["step"]},
         sl.lines,
@@ -290,7 +298,7 @@ def analyze_run(
         batch_slope=strat.derivatives["delta_batch"].to_numpy(np.float64),
     )
     browser = BrowserTap(sl.lines, mode)
-    bs_cols = batch_size_rows(
+    columns = batch_size_rows(
         labpal.tap(rows.tap(browser.tap(records))),
         mode=mode,
         # the original's δ_B = −‖g‖ substitution is for SGD only: NaN never compares equal to 0
@@ -298,24 +306,21 @@ def analyze_run(
         batch_sizes=sizes,
         mu=settings.mu,
     )
-    paths["browser"] = browser.write(out_dir / "browser.json")
-    bs_table = pd.DataFrame(bs_cols)
-    paths["batch_size"] = out_dir / "batch_size.csv"
-    bs_table.to_csv(paths["batch_size"], index=False)
-    summary["batch_size"] = _batch_size_summary(bs_table, store.n_direction, mode, smoothing)
-    summary["batch_size"]["batch_sizes"] = sizes
+    return _Streamed(
+        batch_size=pd.DataFrame(columns),
+        batch_sizes=sizes,
+        replicates=rows.arrays(),
+        labpal_rows=labpal.rows,
+        browser=browser.result(),
+        step_star=step_star,
+    )
 
-    # ---------------------------------------------------------------- row bootstrap
-    reps = rows.arrays()
-    if reps:
-        paths["bootstrap"] = out_dir / "bootstrap.npz"
-        points = {f"point:impr:{k}": m["improvement"] for k, m in strat.metrics.items()}
-        np.savez_compressed(paths["bootstrap"], lines=sl.lines, **reps, **points)
-        _add_intervals(strat, reps, sl.direction_norm, settings.level)
-    # written once the row bootstrap has added its per-line interval columns
-    paths["derivatives"] = out_dir / "derivatives.csv"
-    strat.derivatives.to_csv(paths["derivatives"], index=False)
-    summary["bootstrap"] = {
+
+def _bootstrap_note(
+    store: LineStore, settings: AnalysisSettings, line_resamples: int
+) -> dict[str, Any]:
+    """``summary.json``'s record of how the intervals were drawn."""
+    return {
         "row_resamples": settings.resamples,
         "line_resamples": int(line_resamples),
         "level": settings.level,
@@ -326,104 +331,47 @@ def analyze_run(
         "replicate r of every line; claims add a block bootstrap over lines",
     }
 
-    # ---------------------------------------------------------------- estimators
+
+def _estimators(
+    store: LineStore,
+    sl: SummaryLines,
+    q: dict[str, np.ndarray],
+    shape: _Shape,
+    labpal_rows: Any,
+    settings: AnalysisSettings,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The cheap estimators against the measured line (``estimators.csv``) and their summary."""
     _, batch_coefs = polynomial_fits(sl.positions, sl.batch, settings.window, (2,))
-    est_cols = estimator_columns(
+    columns = estimator_columns(
         sl,
         {name: store.read_array(name)[sl.lines] for name in ESTIMATOR_ARRAYS},
         q["s_opt"],
         shape.coefs[:, FIT_DEGREES.index(2), :3],
         batch_coefs[:, 0, :3],
-        labpal.rows,
-        mode=mode,
+        labpal_rows,
+        mode=settings.mode,
         n_train=store.n_train,
         batch_size=store.n_direction,
     )
-    paths["estimators"] = out_dir / "estimators.csv"
-    pd.DataFrame(est_cols).to_csv(paths["estimators"], index=False)
-    summary["estimators"] = estimator_summary(est_cols, store.n_direction)
-    summary["estimators"]["store_has_inputs"] = store.has_estimator_inputs
+    summary = estimator_summary(columns, store.n_direction)
+    summary["store_has_inputs"] = store.has_estimator_inputs
+    return pd.DataFrame(columns), summary
 
-    noisy = write_noisy_distances(run_dir, out_dir, settings.window, mode)
-    if noisy is not None:
-        med = noisy["median"][np.isfinite(noisy["median"])]
-        summary["noisy_directions"] = {
+
+def _noisy_summary(noisy: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"noisy_directions": ...}`` of ``summary.json`` ({} when none were measured)."""
+    if noisy is None:
+        return {}
+    med = noisy["median"][np.isfinite(noisy["median"])]
+    return {
+        "noisy_directions": {
             "positions": int(noisy["steps"].size),
             "directions": int(noisy["matrices"].shape[1]),
             "median": float(np.median(med)) if med.size else None,
             "median_per_position": [float(m) if np.isfinite(m) else None for m in noisy["median"]],
             "steps": [int(t) for t in noisy["steps"]],
         }
-        paths["directions"] = out_dir / "directions.npz"
-
-    # ---------------------------------------------------------------- claims
-    data = _claim_data(
-        run_dir.name,
-        sl,
-        q,
-        shape,
-        strat,
-        step_star,
-        reps,
-        noisy,
-        _delta_ratios(bs_table, sl.lines, store.n_direction),
-        settings,
-        {"batch_size": int(store.n_direction), "epochs": _epochs(sl.lines, config)},
-    )
-    claim_paths, summary["claims"] = _write_claims(out_dir, data, settings, line_resamples, family)
-    paths |= claim_paths
-    summary["claims_family"] = family
-    paths["settings"] = out_dir / "settings.json"
-    paths["settings"].write_text(
-        json.dumps(settings.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    )
-    summary["settings"] = settings.to_json()
-    paths["summary"] = out_dir / "summary.json"
-    paths["summary"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    _publish(out_dir, final_dir)
-    return {k: final_dir / p.name for k, p in paths.items()}
-
-
-def _work_dir(final: Path) -> Path:
-    """A fresh private directory beside ``final`` for the tables being written.
-
-    Leftovers of analyses that were killed (their process is gone) are removed first.
-    """
-    for old in final.parent.glob(f".{final.name}.*-*"):
-        pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    work = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    return work
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _publish(work: Path, final: Path) -> None:
-    """Put the finished tables in place: ``work`` replaces ``final`` as a whole.
-
-    A reader sees the old tables or the new ones, never a mix (an analysis killed before this
-    point leaves the old tables untouched and its work directory for the next one to remove).
-    What else lives there (a non-default analysis' ``figures/`` and page) moves along.
-    """
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists():
-        for child in final.iterdir():
-            if not (work / child.name).exists():
-                os.replace(child, work / child.name)
-        os.replace(final, old)
-    os.replace(work, final)
-    shutil.rmtree(old, ignore_errors=True)
+    }
 
 
 @dataclass
@@ -657,25 +605,6 @@ def _epochs(lines: np.ndarray, config: RunConfig | None) -> float | None:
     return float((int(lines[-1]) + 1) * config.problem.batch_size / size)
 
 
-def _write_claims(
-    out_dir: Path, data: ClaimData, settings: AnalysisSettings, line_resamples: int, family: str
-) -> tuple[dict[str, Path], dict[str, str]]:
-    """Write ``claim_data.npz`` and ``claims.json`` (the claims judged on this run alone);
-    return their paths and each claim's verdict."""
-    paths = {"claim_data": out_dir / CLAIM_DATA, "claims": out_dir / "claims.json"}
-    data.save(paths["claim_data"])
-    claims = evaluate_claims(
-        [data],
-        resamples=line_resamples if settings.resamples else 0,
-        level=settings.level,
-        family=family,
-    )
-    paths["claims"].write_text(
-        json.dumps([c.to_json() for c in claims], indent=2, ensure_ascii=False) + "\n"
-    )
-    return paths, {c.key: c.verdict for c in claims}
-
-
 def _noisy_columns(
     noisy: dict[str, Any] | None, lines: np.ndarray, far_any: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -695,15 +624,15 @@ def _claim_data(
     q: dict[str, np.ndarray],
     shape: _Shape,
     strat: _Strategies,
-    step_star: dict[str, np.ndarray],
-    reps: dict[str, np.ndarray],
+    streamed: _Streamed,
     noisy: dict[str, Any] | None,
-    delta_ratio: dict[int, np.ndarray],
     settings: AnalysisSettings,
     meta: dict[str, Any],
 ) -> ClaimData:
     """The per-line columns every claim reads (:class:`ClaimData`), from the analysis' arrays."""
     n = len(sl)
+    reps, step_star = streamed.replicates, streamed.step_star
+    delta_ratio = _delta_ratios(streamed.batch_size, sl.lines, int(meta["batch_size"]))
     deg2 = FIT_DEGREES.index(2)
     mae2, rng = shape.mae[:, deg2], shape.fit_range
     consecutive = np.full(n, np.nan)

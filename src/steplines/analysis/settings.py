@@ -35,15 +35,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from steplines.analysis.claims import FAMILIES, RESAMPLES
 from steplines.errors import ConfigError
 
 if TYPE_CHECKING:
     from steplines.config import RunConfig
 
 __all__ = [
+    "BATCH_SIZES",
     "MODES",
     "PAPER_MODELS",
     "SCALES",
+    "AnalysisRequest",
     "AnalysisSettings",
     "Optimizer",
     "analysis_tag",
@@ -63,6 +66,9 @@ SCALES = ("paper", "run")
 
 PAPER_MODELS: tuple[str, ...] = ("resnet20", "resnet18", "mobilenetv2")
 """The paper's models (its settings: CIFAR-10, one of these, β ∈ {0, 0.9})."""
+
+BATCH_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
+"""The batch sizes of the original analysis (docs/method.md §6.3)."""
 
 PAPER_MU = 0.1
 PAPER_WINDOW = 0.2
@@ -205,6 +211,85 @@ def analysis_tag(
 
 
 @dataclass(frozen=True)
+class AnalysisRequest:
+    """What a user asks of an analysis, checked once where it enters (CLI or API).
+
+    Attributes:
+        mode: ``corrected`` (default) or ``faithful`` (the original's quirks; docs/method.md
+            §9–§10).
+        scale: ``paper`` or ``run`` (None: ``paper`` for the paper's settings and faithful,
+            else ``run``).
+        window: Override of the fit and distance half-width ``w``.
+        lambdas: Override of the SGD λ list (strategies ``sgd_lambda_<λ>``).
+        mu: Override of PAL/FBPAL's µ.
+        resamples: Override of the bootstrap resamples of each line's full-batch rows
+            (default 200; 0 = no intervals).
+        level: Override of the level of every interval (default 0.95).
+        batch_sizes: Simulated direction-batch sizes (sizes above N + B are skipped).
+        smoothing: Moving-average length (faithful δ ratios use MA-``smoothing`` "valid").
+        max_matrix_lines: The stored distance matrix covers every ``ceil(T/max)``-th line.
+        line_resamples: Resamples of the lines behind each claim's interval.
+        family: How the claims' verdicts are read together: ``none``, ``bonferroni`` or
+            ``holm``.
+
+    Raises:
+        ConfigError: Unknown mode, scale or family; a non-positive window or µ; a negative
+            λ; resamples not a whole number ≥ 0; a level outside (0, 1).
+    """
+
+    mode: str = "corrected"
+    scale: str | None = None
+    window: float | None = None
+    lambdas: tuple[float, ...] | None = None
+    mu: float | None = None
+    resamples: int | None = None
+    level: float | None = None
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
+    smoothing: int = 25
+    max_matrix_lines: int = 1000
+    line_resamples: int = RESAMPLES
+    family: str = "none"
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.scale is not None:
+            check_scale(self.scale)
+        if self.family not in FAMILIES:
+            raise ConfigError(f"unknown --family {self.family!r}; use one of {FAMILIES}")
+        if self.window is not None and not self.window > 0:
+            raise ConfigError(f"--window must be positive, got {self.window}")
+        if self.mu is not None and not self.mu > 0:
+            raise ConfigError(f"--mu must be positive, got {self.mu}")
+        if self.lambdas is not None:
+            if any(not lam > 0 for lam in self.lambdas):
+                raise ConfigError(f"--lambdas must be positive, got {list(self.lambdas)}")
+            object.__setattr__(self, "lambdas", tuple(float(x) for x in self.lambdas))
+        r = self.resamples
+        if r is not None and not (int(r) == r and r >= 0):
+            raise ConfigError(f"--resamples must be a whole number ≥ 0, got {r}")
+        if self.level is not None and not 0 < self.level < 1:
+            raise ConfigError(f"--level must lie between 0 and 1 (e.g. 0.95), got {self.level}")
+        object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The settings the user set (window, lambdas, mu, resamples, level), in a fixed order."""
+        return _given(
+            window=self.window,
+            lambdas=self.lambdas,
+            mu=self.mu,
+            resamples=self.resamples,
+            level=self.level,
+        )
+
+    def tag(self, config: RunConfig | None) -> str:
+        """The tag of the analysis this asks for on a run with ``config``: its directory is
+        ``RunLayout.analysis_dir(tag)`` (``""``: the run's default analysis)."""
+        paper = match_preset(config) is not None
+        return analysis_tag(self.mode, self.scale, paper, **self.overrides)
+
+
+@dataclass(frozen=True)
 class AnalysisSettings:
     """Every choice that changes an analysis number, resolved once per analysis.
 
@@ -272,50 +357,26 @@ def _line0_spacing(positions: np.ndarray) -> float:
 
 def resolve_settings(
     config: RunConfig | None,
+    request: AnalysisRequest,
     *,
-    mode: str,
-    scale: str | None,
-    paper_setting: bool,
-    model: str,
     s_opt: np.ndarray,
     positions: np.ndarray,
     direction_norm: np.ndarray,
     grad_norm: np.ndarray,
-    window: float | None = None,
-    lambdas: Sequence[float] | None = None,
-    mu: float | None = None,
-    resamples: int | None = None,
-    level: float | None = None,
 ) -> AnalysisSettings:
     """Resolve mode, scale, window, rates and µ of one analysis (see the module docstring).
 
     Args:
         config: the run's configuration (None without a ``config.toml``).
-        mode: ``corrected`` or ``faithful``.
-        scale: ``paper``, ``run``, or None for the default (:func:`default_scale`).
-        paper_setting: The run is one of the paper's settings.
-        model: The model's name (MobileNetV2 with momentum uses λ = 0.07 in ``paper`` scale).
+        request: What the user asked for (checked when it was made).
         s_opt: float ``[T]`` full-batch minima of the analysed lines.
         positions: float ``[T, K]`` positions (line 0's grid spacing bounds ``w`` from below).
         direction_norm, grad_norm: float ``[T]`` (β inference when the config is silent).
-        window, lambdas, mu: User overrides (None: from the scale).
-        resamples, level: User overrides of the bootstrap (None: 200 and 0.95).
-
-    Raises:
-        ConfigError: Unknown mode or scale; a non-positive window or µ; a negative λ.
     """
-    check_mode(mode)
-    scale = check_scale(scale) if scale is not None else default_scale(mode, paper_setting)
-    if window is not None and not window > 0:
-        raise ConfigError(f"--window must be positive, got {window}")
-    if mu is not None and not mu > 0:
-        raise ConfigError(f"--mu must be positive, got {mu}")
-    if lambdas is not None and any(not lam > 0 for lam in lambdas):
-        raise ConfigError(f"--lambdas must be positive, got {list(lambdas)}")
-    if resamples is not None and not (int(resamples) == resamples and resamples >= 0):
-        raise ConfigError(f"--resamples must be a whole number ≥ 0, got {resamples}")
-    if level is not None and not 0 < level < 1:
-        raise ConfigError(f"--level must lie between 0 and 1 (e.g. 0.95), got {level}")
+    paper_setting = match_preset(config) is not None
+    model = config.problem.model if config is not None else ""
+    mode = request.mode
+    scale = request.scale or default_scale(mode, paper_setting)
     opt = optimizer_of(config, direction_norm, grad_norm)
     s_typ = typical_step(s_opt)
     if scale == "paper":
@@ -331,19 +392,17 @@ def resolve_settings(
             w = 4.0 * h
         m = s_typ if math.isfinite(s_typ) else 4.0 * h
         lams = ()
-    overrides = tuple(
-        _given(window=window, lambdas=lambdas, mu=mu, resamples=resamples, level=level)
-    )
+    r = request
     return AnalysisSettings(
         mode=mode,
         scale=scale,
-        window=float(window) if window is not None else float(w),
-        lambdas=tuple(float(x) for x in lambdas) if lambdas is not None else lams,
-        mu=float(mu) if mu is not None else float(m),
+        window=float(r.window) if r.window is not None else float(w),
+        lambdas=r.lambdas if r.lambdas is not None else lams,
+        mu=float(r.mu) if r.mu is not None else float(m),
         optimizer=opt,
         typical_step=s_typ,
-        resamples=int(resamples) if resamples is not None else 200,
-        level=float(level) if level is not None else 0.95,
-        overrides=overrides,
+        resamples=int(r.resamples) if r.resamples is not None else 200,
+        level=float(r.level) if r.level is not None else 0.95,
+        overrides=tuple(r.overrides),
         paper_setting=paper_setting,
     )

@@ -12,14 +12,15 @@ This module never imports torch.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from steplines.store import LineRecord, LineStore
+if TYPE_CHECKING:
+    from steplines.store import LineRecord, LineStore
 
 __all__ = [
     "BROWSER_LINES",
@@ -27,9 +28,10 @@ __all__ = [
     "BrowserTap",
     "LineView",
     "line_view",
-    "read_views",
+    "line_views",
     "representative_lines",
-    "write_views",
+    "views_arrays",
+    "views_from_arrays",
 ]
 
 _FIELDS = ("positions", "full", "batch", "band_min", "band_max")
@@ -124,17 +126,15 @@ def representative_lines(lines: np.ndarray, n_total: int) -> list[int]:
     return picked
 
 
-def write_views(out_dir: Path, store: LineStore, lines: np.ndarray, mode: str) -> dict[str, Path]:
-    """Write ``training.csv`` and ``views.npz`` for the figures of whole lines.
+def line_views(
+    store: LineStore, lines: np.ndarray, mode: str
+) -> tuple[pd.DataFrame, list[LineView]]:
+    """The training curve and the representative lines, for the figures of whole lines.
 
-    * ``training.csv``: per analysed line ``line, train_l0, val_l0, batch_loss`` — the mean
-      training and validation loss at ``s = 0`` (NaN where 0 is not measured) and the direction
-      batch's loss at θ_t;
-    * ``views.npz``: the :class:`LineView` of each :func:`representative_lines` line, keys
-      ``t<t>_<field>`` (``lines`` lists them).
-
-    Returns:
-        ``{"training": path, "views": path}``.
+    * the training curve (``training.csv``): per analysed line ``line, train_l0, val_l0,
+      batch_loss`` — the mean training and validation loss at ``s = 0`` (NaN where 0 is not
+      measured) and the direction batch's loss at θ_t;
+    * the :class:`LineView` of each :func:`representative_lines` line (``views.npz``).
     """
     lines = np.asarray(lines, dtype=np.int64)
     sm = store.read_summary()
@@ -150,42 +150,41 @@ def write_views(out_dir: Path, store: LineStore, lines: np.ndarray, mode: str) -
             "batch_loss": np.asarray(sm["batch_loss"])[lines],
         }
     )
-    paths = {"training": out_dir / "training.csv", "views": out_dir / "views.npz"}
-    training.to_csv(paths["training"], index=False)
     reps = representative_lines(lines, int(np.asarray(sm["positions"]).shape[0]))
-    arrays: dict[str, np.ndarray] = {"lines": np.asarray(reps, dtype=np.int64)}
-    for t in reps:
-        v = line_view(store.read_line(t), t, mode)
+    return training, [line_view(store.read_line(t), t, mode) for t in reps]
+
+
+def views_arrays(views: Iterable[LineView]) -> dict[str, np.ndarray]:
+    """The arrays of ``views.npz``: keys ``t<t>_<field>``, and ``lines`` lists the views."""
+    views = list(views)
+    arrays: dict[str, np.ndarray] = {"lines": np.asarray([v.t for v in views], dtype=np.int64)}
+    for v in views:
         for name in _FIELDS:
             val = getattr(v, name)
-            arrays[f"t{t}_{name}"] = np.asarray(val) if val is not None else np.empty(0)
-        arrays[f"t{t}_meta"] = np.array([v.s_update, v.group_size, v.n_groups], dtype=np.float64)
-    np.savez_compressed(paths["views"], **arrays)
-    return paths
+            arrays[f"t{v.t}_{name}"] = np.asarray(val) if val is not None else np.empty(0)
+        arrays[f"t{v.t}_meta"] = np.array([v.s_update, v.group_size, v.n_groups], np.float64)
+    return arrays
 
 
-def read_views(path: Path) -> list[LineView]:
-    """The :class:`LineView` records of ``views.npz`` (empty list when absent)."""
-    if not Path(path).is_file():
-        return []
+def views_from_arrays(z: Mapping[str, Any]) -> list[LineView]:
+    """The :class:`LineView` records of :func:`views_arrays`' arrays."""
     out = []
-    with np.load(path) as z:
-        for t in z["lines"]:
-            f = {name: z[f"t{t}_{name}"] for name in _FIELDS}
-            s_update, group, groups = z[f"t{t}_meta"]
-            out.append(
-                LineView(
-                    t=int(t),
-                    positions=f["positions"],
-                    full=f["full"],
-                    batch=f["batch"],
-                    band_min=f["band_min"] if f["band_min"].size else None,
-                    band_max=f["band_max"] if f["band_max"].size else None,
-                    s_update=float(s_update),
-                    group_size=int(group),
-                    n_groups=int(groups),
-                )
+    for t in z["lines"]:
+        f = {name: np.asarray(z[f"t{t}_{name}"]) for name in _FIELDS}
+        s_update, group, groups = z[f"t{t}_meta"]
+        out.append(
+            LineView(
+                t=int(t),
+                positions=f["positions"],
+                full=f["full"],
+                batch=f["batch"],
+                band_min=f["band_min"] if f["band_min"].size else None,
+                band_max=f["band_max"] if f["band_max"].size else None,
+                s_update=float(s_update),
+                group_size=int(group),
+                n_groups=int(groups),
             )
+        )
     return out
 
 
@@ -217,7 +216,7 @@ class BrowserTap:
 
     For the report's line browser: the reader picks any line and sees l, l_B, the min–max band
     of the mini-batch losses, SGD's step and s_opt (:func:`line_view` of each kept line, at
-    most ``BROWSER_POINTS`` positions, 5 significant digits). :meth:`write` saves
+    most ``BROWSER_POINTS`` positions, 5 significant digits). :meth:`result` is
     ``browser.json``.
     """
 
@@ -231,7 +230,7 @@ class BrowserTap:
         self.mode = mode
         self.rows: list[dict[str, object]] = []
 
-    def tap(self, records):
+    def tap(self, records: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
         """Yield the records unchanged, keeping the view of each selected line."""
         for t, rec in records:
             if int(t) in self.keep:
@@ -254,7 +253,6 @@ class BrowserTap:
                 )
             yield t, rec
 
-    def write(self, path: Path) -> Path:
-        """Save ``{"lines": [...]}`` as JSON at ``path``."""
-        path.write_text(json.dumps({"lines": self.rows}, separators=(",", ":")))
-        return path
+    def result(self) -> dict[str, Any]:
+        """``{"lines": [...]}``, the content of ``browser.json``."""
+        return {"lines": self.rows}

@@ -146,9 +146,10 @@ def run(out: Path, quiet: bool, no_report: bool, seeds: str | None, **kw: Any) -
     if no_report:
         return
     from ..analysis.pooled import analyze_runs
+    from ..analysis.settings import AnalysisRequest
     from ..report.pooled import pooled_text
 
-    written = analyze_runs(dirs, out / "pooled")
+    written = analyze_runs(dirs, out / "pooled", AnalysisRequest())
     claims = json.loads((written / "claims.json").read_text())
     summary = json.loads((written / "summary.json").read_text())
     click.echo(pooled_text(claims, summary["family_note"]))

@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import ConfigError, SteplinesError
 from ._errors import _user_errors
+
+if TYPE_CHECKING:
+    from ..analysis.settings import AnalysisRequest
 
 __all__ = ["analyze", "core_table", "report"]
 
@@ -56,15 +59,19 @@ def _settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _options(
+def _request(
+    mode: str,
+    family: str,
     scale: str | None,
     window: float | None,
     lambdas: str | None,
     mu: float | None,
     resamples: int | None,
     level: float | None,
-) -> dict[str, Any]:
-    """The analysis options as ``analyze_run`` takes them (``--lambdas`` parsed)."""
+) -> AnalysisRequest:
+    """The analysis the options ask for (``--lambdas`` parsed), checked once here."""
+    from ..analysis.settings import AnalysisRequest
+
     lams = None
     if lambdas is not None:
         try:
@@ -75,14 +82,16 @@ def _options(
             ) from None
         if not lams:
             raise ConfigError("--lambdas is empty; give at least one rate, e.g. 0.05")
-    return {
-        "scale": scale,
-        "window": window,
-        "lambdas": lams,
-        "mu": mu,
-        "resamples": resamples,
-        "level": level,
-    }
+    return AnalysisRequest(
+        mode,
+        scale=scale,
+        window=window,
+        lambdas=lams,
+        mu=mu,
+        resamples=resamples,
+        level=level,
+        family=family,
+    )
 
 
 _FAMILY = click.option(
@@ -95,11 +104,11 @@ _FAMILY = click.option(
 )
 
 
-def core_table(run_dir: Path, mode: str, **options: Any) -> str:
+def core_table(run_dir: Path, request: AnalysisRequest) -> str:
     """The claims and core results of an analysed run as aligned plain-text rows."""
     from ..report.build import claims_text, core_results, load_run
 
-    run = load_run(run_dir, mode, reanalyze=False, **options)
+    run = load_run(run_dir, request, reanalyze=False)
     rows = [(r["quantity"], r["ours"]) for r in core_results(run)]
     width = max(len(q) for q, _ in rows)
     lines = [claims_text(run), "", "core results:"]
@@ -133,7 +142,7 @@ def analyze(
     from ..atomic import watch_work_dirs
 
     watch_work_dirs(*run_dirs)  # an interrupted analysis leaves no .analysis.tmp-PID
-    options = _options(**kw)
+    request = _request(mode, family, **kw)
     if len(run_dirs) > 1 or out is not None:
         if out is None:
             raise ConfigError(
@@ -143,15 +152,15 @@ def analyze(
         from ..analysis.pooled import analyze_runs
         from ..report.pooled import pooled_text
 
-        written = analyze_runs(list(run_dirs), out, mode, family=family, **options)
+        written = analyze_runs(list(run_dirs), out, request)
         claims = json.loads((written / "claims.json").read_text())
         summary = json.loads((written / "summary.json").read_text())
         click.echo(pooled_text(claims, summary["family_note"]))
         click.echo(f"pooled tables: {written}")
         return
-    paths = analyze_run(run_dirs[0], mode, family=family, **options)
-    click.echo(core_table(run_dirs[0], mode, **options))
-    click.echo(f"tables: {paths['summary'].parent}")
+    tables = analyze_run(run_dirs[0], request)
+    click.echo(core_table(run_dirs[0], request))
+    click.echo(f"tables: {tables.directory}")
 
 
 @click.command()
@@ -188,7 +197,7 @@ def report(
         _check_out(out, force)
     watch_work_dirs(*run_dirs)
     try:
-        path = build_report(list(run_dirs), out=out, mode=mode, family=family, **_options(**kw))
+        path = build_report(list(run_dirs), out, _request(mode, family, **kw))
     except OSError as exc:  # unwritable output directory and the like
         raise SteplinesError(f"cannot write the report ({exc}); choose another --out") from exc
     click.echo(str(path.resolve()))

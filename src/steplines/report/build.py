@@ -28,9 +28,9 @@ from steplines.analysis import analyze_run
 from steplines.analysis.claims import family_note
 from steplines.analysis.lines import lines_missing, scheduled_lines
 from steplines.analysis.pooled import pool_runs, rejudge, setup_differences
-from steplines.analysis.run import CLAIM_DATA, request_tag
-from steplines.analysis.settings import check_mode, match_preset
-from steplines.analysis.views import LineView, read_views
+from steplines.analysis.settings import AnalysisRequest, match_preset
+from steplines.analysis.tables import AnalysisTables, TablesError
+from steplines.analysis.views import LineView
 from steplines.atomic import temporary_path, write_atomic
 from steplines.errors import RunDirError, SteplinesError
 from steplines.locks import held_locks
@@ -48,7 +48,7 @@ from steplines.report.paper import paper_values
 from steplines.report.pooled import claim_quantity, min_units_note, pooled_rows
 from steplines.report.templates import COMPARE_TEMPLATE, RUN_TEMPLATE
 from steplines.store import LineStore
-from steplines.store.run import PRECISION_CHECKS, RunLayout, store_mtime
+from steplines.store.run import PRECISION_CHECKS, RunLayout
 
 if TYPE_CHECKING:
     from steplines.config import RunConfig
@@ -66,20 +66,6 @@ __all__ = [
     "pooled_section",
     "with_family",
 ]
-
-ANALYSIS_FILES = (
-    "strategies.csv",
-    "fits.csv",
-    "derivatives.csv",
-    "batch_size.csv",
-    "distances.npz",
-    "summary.json",
-    "claims.json",
-    "settings.json",
-    "training.csv",
-    "views.npz",
-    "browser.json",
-)
 
 # ------------------------------------------------------------------------------ loading
 
@@ -153,63 +139,24 @@ class RunData:
         return float(np.median(lr)) if lr.size else None
 
 
-def _columns(csv: Path) -> list[str]:
-    """The header of a CSV table (empty if it cannot be read)."""
-    try:
-        with csv.open(encoding="utf-8") as f:
-            return f.readline().strip().split(",")
-    except (OSError, UnicodeDecodeError):
-        return []
-
-
-def _needs_analysis(run_dir: Path, adir: Path, mode: str) -> bool:
-    if not all((adir / f).is_file() for f in ANALYSIS_FILES):
-        return True
-    try:
-        summary = json.loads((adir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return True
-    if summary.get("mode") != mode or "settings" not in summary:
-        return True
-    store = RunLayout(run_dir).lines_path
-    if store.is_dir() and not (adir / "estimators.csv").is_file():
-        return True  # made before the estimator analysis existed
-    if store.is_dir() and not (adir / "claim_data.npz").is_file():
-        return True  # made before the claims were tested as the paper states them
-    if store.is_dir() and "direction_norm" not in _columns(adir / "derivatives.csv"):
-        return True  # made before the renames of line-store schema 3 (update_norm)
-    if store.is_dir():
-        oldest = min((adir / f).stat().st_mtime for f in ANALYSIS_FILES)
-        return oldest < store_mtime(store)
-    return False
-
-
 def _read_tables(adir: Path) -> dict[str, Any]:
-    """Every file of an analysis directory the report reads (raises on a damaged one)."""
-    with np.load(adir / "distances.npz") as npz:
-        distances = {k: np.asarray(npz[k]) for k in npz.files}
-    claims_path, training_path = adir / "claims.json", adir / "training.csv"
+    """Every table of an analysis directory the report reads (raises on a damaged one)."""
+    t = AnalysisTables.read(adir)
     return {
-        "summary": read_json(adir / "summary.json"),
+        "summary": t.summary,
         "tables": {
-            name: pd.read_csv(adir / f"{name}.csv")
-            for name in ("strategies", "fits", "derivatives", "batch_size")
+            name: getattr(t, name) for name in ("strategies", "fits", "derivatives", "batch_size")
         },
-        "distances": distances,
-        "estimators": pd.read_csv(adir / "estimators.csv")
-        if (adir / "estimators.csv").is_file()
-        else None,
-        "claims": json.loads(claims_path.read_text()) if claims_path.is_file() else [],
-        "training": pd.read_csv(training_path) if training_path.is_file() else None,
-        "views": read_views(adir / "views.npz"),
+        "distances": t.distances,
+        "estimators": t.estimators,
+        "claims": t.claims,
+        "training": t.training,
+        "views": t.views,
     }
 
 
 def load_run(
-    run_dir: Path,
-    mode: str = "corrected",
-    reanalyze: bool | None = None,
-    **options: Any,
+    run_dir: Path, request: AnalysisRequest | None = None, reanalyze: bool | None = None
 ) -> RunData:
     """Analyse ``run_dir`` if needed and load its tables.
 
@@ -227,16 +174,17 @@ def load_run(
             measured line, or its store has another schema version.
         ConfigError: Unknown ``mode``.
     """
-    check_mode(mode)
+    request = request or AnalysisRequest()
+    mode = request.mode
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory; pass a run directory")
     banners: list[dict[str, str]] = []
     layout = RunLayout(run_dir)
     store = layout.lines_path
-    adir = layout.analysis_dir(request_tag(run_dir, mode, **options))
+    adir = layout.analysis_dir(request.tag(layout.config_or_none()))
     if reanalyze is None:
-        reanalyze = _needs_analysis(run_dir, adir, mode)
+        reanalyze = not AnalysisTables.is_current(adir, run_dir, mode)
         may_rebuild = True
     else:
         may_rebuild = False
@@ -246,20 +194,17 @@ def load_run(
                 f"{run_dir} has no {store.name} and no complete {adir.name}/ tables in mode "
                 f"{mode}; pass a run directory made by 'steplines run'"
             )
-        analyze_run(run_dir, mode, **options)
+        analyze_run(run_dir, request)
     elif not store.is_dir():
         banners.append(
             _banner(f"{store.name} is missing: figures that need the raw lines are left out.")
         )
     try:
         t = _read_tables(adir)
-    except (OSError, ValueError, KeyError, RunDirError) as exc:
+    except TablesError:
         if reanalyze or not may_rebuild or not store.is_dir():
-            raise RunDirError(
-                f"{adir} is incomplete or unreadable ({type(exc).__name__}: {exc}); "
-                "rerun 'steplines analyze'"
-            ) from exc
-        analyze_run(run_dir, mode, **options)  # derived files: rebuilt from the store
+            raise
+        analyze_run(run_dir, request)  # derived files: rebuilt from the store
         t = _read_tables(adir)
     summary, tables, distances = t["summary"], t["tables"], t["distances"]
     estimators, claims, training, views = t["estimators"], t["claims"], t["training"], t["views"]
@@ -1252,11 +1197,9 @@ def _page(run: RunData) -> Path:
 def build_report(
     run_dirs: Sequence[Path],
     out: Path | None = None,
-    mode: str = "corrected",
+    request: AnalysisRequest | None = None,
     *,
     formats: Sequence[str] = ("png", "pdf"),
-    family: str = "none",
-    **options: Any,
 ) -> Path:
     """Analyse (when needed), draw every figure and write the HTML report.
 
@@ -1285,17 +1228,18 @@ def build_report(
             store schema version (one-line message).
         ConfigError: Unknown ``mode``.
     """
-    check_mode(mode)
+    request = request or AnalysisRequest()
+    mode, family = request.mode, request.family
     dirs = [Path(p) for p in run_dirs]
     if not dirs:
         raise RunDirError("no run directory given; pass at least one RUN")
-    runs = [with_family(load_run(p, mode, **options), family) for p in dirs]
+    runs = [with_family(load_run(p, request), family) for p in dirs]
     if len(runs) == 1:
         target = Path(out) if out is not None else _page(runs[0])
         return build_run_report(runs[0], target, mode, formats)
     pages = [build_run_report(run, _page(run), mode, formats) for run in runs]
     target = Path(out) if out is not None else RunLayout(dirs[0]).compare_path
-    pooled = pooled_section(dirs, mode, family, **options)
+    pooled = pooled_section(dirs, request)
     return _compare_page(runs, pages, target, mode, formats, pooled=pooled)
 
 
@@ -1304,17 +1248,12 @@ def with_family(run: RunData, family: str) -> RunData:
     tables were judged otherwise; ``claims.json`` is left as ``steplines analyze`` wrote it."""
     if family == (run.summary.get("claims_family") or "none") or not run.claims:
         return run
-    if not (run.analysis / CLAIM_DATA).is_file():
-        run.banners.append(
-            _banner(f"--family {family}: these tables predate it; rerun 'steplines analyze'.")
-        )
-        return run
-    run.claims = rejudge(run.analysis, family)
+    run.claims = rejudge(AnalysisTables.read(run.analysis), family)
     run.summary = {**run.summary, "claims_family": family}
     return run
 
 
-def pooled_section(dirs: Sequence[Path], mode: str, family: str, **options: Any) -> dict[str, Any]:
+def pooled_section(dirs: Sequence[Path], request: AnalysisRequest) -> dict[str, Any]:
     """The claims pooled over ``dirs`` for the comparison page, or why they are not pooled:
     ``{"rows", "runs", "note"}`` (rows empty when not pooled)."""
     try:
@@ -1329,7 +1268,7 @@ def pooled_section(dirs: Sequence[Path], mode: str, family: str, **options: Any)
             f"{', '.join(differ)}; only train.seed may differ).",
         }
     try:
-        pooled = pool_runs(dirs, mode, family=family, reanalyze=False, **options)
+        pooled = pool_runs(dirs, request, reanalyze=False)
     except SteplinesError as exc:
         return {"rows": [], "runs": [], "note": f"Not pooled: {exc}."}
     return {
