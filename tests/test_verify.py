@@ -246,6 +246,24 @@ def test_edited_summary_values_are_caught_and_refused_by_the_analysis(
     assert_same_store(measured, rd.path)
 
 
+def test_an_edited_analysis_table_is_named_and_analyze_rewrites_it(
+    measured: Path, tmp_path: Path
+) -> None:
+    from steplines.analysis.run import analyze_run
+
+    rd = _copy(measured, tmp_path)
+    analyze_run(rd.path)
+    assert verify_run(rd, replay=False).files == []
+    fits = rd.path / "analysis" / "fits.csv"
+    fits.write_text(fits.read_text().replace("0.", "1.", 1))
+    report = verify_run(rd, replay=False)
+    assert report.ok  # derived data: the measured lines are fine
+    assert len(report.files) == 1 and "fits.csv differs from its checksum" in report.files[0]
+    assert "steplines analyze" in report.files[0]
+    analyze_run(rd.path)
+    assert verify_run(rd, replay=False).files == []
+
+
 def test_noisy_direction_damage_is_caught_and_each_printed_repair_works(
     noisy_measured: Path, tmp_path: Path
 ) -> None:

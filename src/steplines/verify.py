@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .analysis.tables import MANIFEST, damaged
 from .errors import SteplinesError
 from .rundir import RunDir
 from .store import LineStore
@@ -46,8 +47,8 @@ class VerifyReport:
             naming the check and why); the run is then not OK.
         skipped: checks skipped on request (``--no-replay``), for the report.
         files: damaged side files that hold no measured data (``provenance.json``,
-            ``trajectory/eval_*.json``, ``live.jsonl``), each one line with its repair; they
-            do not make the run not OK.
+            ``trajectory/eval_*.json``, ``live.jsonl``, the analysis tables against their
+            checksums), each one line with its repair; they do not make the run not OK.
     """
 
     checked: int = 0
@@ -185,6 +186,13 @@ def _check_files(run: RunDir) -> list[str]:
             out.append(
                 f"{path} is damaged (not JSON: cut off?); it holds eval-mode metrics for the "
                 f"report only: delete it (the report then leaves that checkpoint out)"
+            )
+    for tables in sorted(run.path.glob("analysis*")):
+        for name in damaged(tables) if tables.is_dir() else []:
+            out.append(
+                f"{tables / name} differs from its checksum in {tables / MANIFEST} (changed or "
+                f"damaged); it is derived from the lines: `steplines analyze {arg}` writes the "
+                "tables again"
             )
     live = run.path / "live.jsonl"
     if live.exists():
