@@ -10,6 +10,7 @@ from __future__ import annotations
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows, simulate_batch
 from steplines.analysis.lines import SummaryLines, from_arrays, load_summary
 from steplines.analysis.run import analyze_run, ratio_stats
+from steplines.analysis.settings import AnalysisRequest, AnalysisSettings
 from steplines.analysis.shape import (
     consecutive_distances,
     distance_matrix,
@@ -34,10 +35,14 @@ from steplines.analysis.strategies import (
     strategy_metrics,
     strategy_steps,
 )
+from steplines.analysis.tables import AnalysisTables
 
 __all__ = [
     "BATCH_SIZES",
     "MODES",
+    "AnalysisRequest",
+    "AnalysisSettings",
+    "AnalysisTables",
     "SummaryLines",
     "accumulate",
     "analyze_run",
