@@ -157,14 +157,20 @@ def _smooth(
 ) -> tuple[np.ndarray, ...]:
     """Moving average (docs/method.md §6.4) and the x positions it is drawn at.
 
-    ``w = min(window, T)``. Centred (``valid=False``): entry ``k`` is the mean of the finite
-    values of the ``w`` lines centred on ``k``, the window clipped at the ends; drawn at every
-    line. ``valid=True`` (the original analysis, ``--mode faithful``): the "valid" average of
-    length ``T − w + 1`` drawn at the first ``T − w + 1`` line numbers (shifted by
-    ``(w−1)/2`` lines, as the original).
+    Centred (``valid=False``): entry ``k`` is the mean of the finite values of the
+    ``window`` lines centred on ``k`` (``window // 2`` either side), the window clipped at the
+    ends; drawn at every line. The window never depends on the series' length, so a value
+    depends only on the series' own values near its line: two runs with the same values there
+    get the same smoothed value, however many lines each has (Fig. 10).
+
+    ``valid=True`` (the original analysis, ``--mode faithful``): the "valid" average of length
+    ``T − w + 1``, ``w = min(window, T)``, drawn at the first ``T − w + 1`` line numbers
+    (shifted by ``(w−1)/2`` lines, as the original).
     """
-    w = max(1, min(window, np.size(x)))
-    y = moving_average(x, w, "faithful" if valid else "corrected")
+    if valid:
+        y = moving_average(x, max(1, min(window, np.size(x))), "faithful")
+    else:
+        y = moving_average(x, max(1, window), "corrected")
     return lines[: y.size], y
 
 
@@ -927,6 +933,10 @@ def plot_batch_size(
 
 def plot_compare(runs: Mapping[str, tuple[np.ndarray, np.ndarray]], smoothing: int = 25) -> Figure:
     """Fig. 10 analogue: full-batch loss ``l(0)`` over lines for several runs.
+
+    Each run: its raw values faint and their centred moving average over ``smoothing`` lines
+    (clipped at the run's ends) solid. The window is the same for every run whatever its
+    length, so runs with the same values are drawn as the same curve.
 
     Args:
         runs: Label → (``lines [T]``, ``l(0) [T]``).
