@@ -179,6 +179,11 @@ def save_figure(
 ) -> dict[str, Path]:
     """Write ``fig`` as ``out_dir/name.<fmt>`` for every format.
 
+    The first format solves the figure's layout, the others reuse it; afterwards the figure
+    has its layout engine back, so a title added later (``fig.suptitle``, as the report's
+    PDF book does) gets its own space above the panels on the next save instead of being
+    drawn over the first panel's title.
+
     Args:
         fig: The figure.
         out_dir: Target directory (created).
@@ -192,13 +197,18 @@ def save_figure(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for i, fmt in enumerate(formats):
-        path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt))
-        paths[fmt] = path
-        if i == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
-            # the layout is solved by the first save; reuse it for the other formats
-            fig.set_layout_engine("none")
+    engine = fig.get_layout_engine()
+    try:
+        for i, fmt in enumerate(formats):
+            path = out_dir / f"{name}.{fmt}"
+            fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+            paths[fmt] = path
+            if i == 0 and len(formats) > 1 and engine is not None:
+                # the layout is solved by the first save; reuse it for the other formats
+                fig.set_layout_engine("none")
+    finally:
+        if engine is not None:
+            fig.set_layout_engine(engine)
     return paths
 
 
