@@ -8,7 +8,7 @@ Series over many lines are drawn every ``ceil(T/2000)``-th line to keep files sm
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,14 +152,25 @@ def _sort_strategies(names: Sequence[str]) -> list[str]:
     return sorted(names, key=key)
 
 
-def _smooth(x: np.ndarray, lines: np.ndarray, window: int, mode: str) -> tuple[np.ndarray, ...]:
+def _smooth(
+    x: np.ndarray, lines: np.ndarray, window: int, valid: bool = False
+) -> tuple[np.ndarray, ...]:
     """Moving average (docs/method.md §6.4) and the x positions it is drawn at.
 
-    Faithful: the "valid" series drawn at the first ``T − w + 1`` line numbers, as the
-    original (shifted by ``(w−1)/2`` lines). Corrected: centred, drawn at every line.
+    Centred (``valid=False``): entry ``k`` is the mean of the finite values of the
+    ``window`` lines centred on ``k`` (``window // 2`` either side), the window clipped at the
+    ends; drawn at every line. The window never depends on the series' length, so a value
+    depends only on the series' own values near its line: two runs with the same values there
+    get the same smoothed value, however many lines each has (Fig. 10).
+
+    ``valid=True`` (the original analysis, ``--mode faithful``): the "valid" average of length
+    ``T − w + 1``, ``w = min(window, T)``, drawn at the first ``T − w + 1`` line numbers
+    (shifted by ``(w−1)/2`` lines, as the original).
     """
-    w = max(1, min(window, x.size))
-    y = moving_average(x, w, mode)
+    if valid:
+        y = moving_average(x, max(1, min(window, np.size(x))), "faithful")
+    else:
+        y = moving_average(x, max(1, window), "corrected")
     return lines[: y.size], y
 
 
@@ -167,6 +178,11 @@ def save_figure(
     fig: Figure, out_dir: Path, name: str, formats: Sequence[str] = ("png", "pdf"), dpi: int = 110
 ) -> dict[str, Path]:
     """Write ``fig`` as ``out_dir/name.<fmt>`` for every format.
+
+    The first format solves the figure's layout, the others reuse it; afterwards the figure
+    has its layout engine back, so a title added later (``fig.suptitle``, as the report's
+    PDF book does) gets its own space above the panels on the next save instead of being
+    drawn over the first panel's title.
 
     Args:
         fig: The figure.
@@ -181,13 +197,18 @@ def save_figure(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for i, fmt in enumerate(formats):
-        path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt))
-        paths[fmt] = path
-        if i == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
-            # the layout is solved by the first save; reuse it for the other formats
-            fig.set_layout_engine("none")
+    engine = fig.get_layout_engine()
+    try:
+        for i, fmt in enumerate(formats):
+            path = out_dir / f"{name}.{fmt}"
+            fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+            paths[fmt] = path
+            if i == 0 and len(formats) > 1 and engine is not None:
+                # the layout is solved by the first save; reuse it for the other formats
+                fig.set_layout_engine("none")
+    finally:
+        if engine is not None:
+            fig.set_layout_engine(engine)
     return paths
 
 
@@ -201,6 +222,66 @@ def _metadata(fmt: str) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------ Fig 1
+
+
+def _eval_column(evals: pd.DataFrame | None, name: str) -> np.ndarray | None:
+    """Column ``name`` of the eval-mode metrics as floats; None when absent or all NaN."""
+    if evals is None or name not in evals:
+        return None
+    v = pd.to_numeric(evals[name], errors="coerce").to_numpy(dtype=float)
+    return v if np.isfinite(v).any() else None
+
+
+def _accuracy_panel(ax: Axes, evals: pd.DataFrame) -> None:
+    """Eval-mode training and validation accuracy at the checkpoints (squares, dashed)."""
+    steps = evals.step.to_numpy()
+    for name, color, label in (
+        ("train_accuracy", "red", "training"),
+        ("val_accuracy", "tab:blue", "validation"),
+    ):
+        if (v := _eval_column(evals, name)) is not None:
+            ax.plot(steps, v, "s--", color=color, ms=3, lw=0.8, mfc="none", label=label)
+    ax.set_xlabel("training step t")
+    ax.set_ylabel("accuracy (eval mode)")
+    ax.set_title("accuracy, eval mode\n(running BatchNorm statistics)", fontsize=9)
+    ax.legend(fontsize=8)
+
+
+def _line_losses(
+    ax: Axes,
+    lines: np.ndarray,
+    train_l0: np.ndarray,
+    val_l0: np.ndarray | None,
+    batch_loss: np.ndarray | None,
+    smoothing: int,
+) -> None:
+    """The losses the lines measure (solid): the direction batch's (faint, with its moving
+    average), ``l(0)`` and the validation loss at ``s = 0``."""
+    if batch_loss is not None and np.isfinite(batch_loss).any():
+        ax.plot(lines, batch_loss, color="0.7", lw=0.6, label="mini-batch loss (direction batch)")
+        x, y = _smooth(np.asarray(batch_loss, float), lines, smoothing)
+        ax.plot(x, y, color="0.35", lw=1.0, label=f"mini-batch loss, MA {smoothing}")
+    ax.plot(lines, train_l0, color="red", lw=1.4, label="full-batch training loss l(0)")
+    if val_l0 is not None and np.isfinite(val_l0).any():
+        ax.plot(lines, val_l0, color="tab:blue", lw=1.4, label="validation loss at s = 0")
+
+
+def _eval_losses(ax: Axes, evals: pd.DataFrame | None) -> list[np.ndarray]:
+    """Eval-mode training and validation losses at the checkpoints (squares, dashed).
+
+    Returns:
+        The drawn series (none without eval-mode losses).
+    """
+    drawn: list[np.ndarray] = []
+    for name, color, label in (
+        ("train_loss", "red", "training loss, eval mode"),
+        ("val_loss", "tab:blue", "validation loss, eval mode"),
+    ):
+        if evals is not None and (v := _eval_column(evals, name)) is not None:
+            steps = evals.step.to_numpy()
+            ax.plot(steps, v, "s--", color=color, ms=3, lw=0.8, mfc="none", label=label)
+            drawn.append(v)
+    return drawn
 
 
 def plot_training(
@@ -229,7 +310,7 @@ def plot_training(
         train_l0: ``[T]`` full-batch training loss ``l(0)`` (mean over the measured rows).
         val_l0: ``[T]`` validation loss at ``s = 0`` (optional).
         batch_loss: ``[T]`` loss of the direction batch at θ_t (optional; drawn faint with its
-            moving average).
+            centred moving average).
         smoothing: Moving-average length for the batch loss.
         evals: eval-mode metrics at the checkpoints (columns ``step`` and any of
             ``train_loss``, ``val_loss``, ``train_accuracy``, ``val_accuracy``).
@@ -239,45 +320,16 @@ def plot_training(
         with the eval-mode training and validation accuracy.
     """
     evals = evals if evals is not None and len(evals) > 0 else None
-
-    def col(name: str) -> np.ndarray | None:
-        if evals is None or name not in evals:
-            return None
-        v = pd.to_numeric(evals[name], errors="coerce").to_numpy(dtype=float)
-        return v if np.isfinite(v).any() else None
-
-    has_acc = col("train_accuracy") is not None or col("val_accuracy") is not None
+    has_acc = evals is not None and any(
+        _eval_column(evals, n) is not None for n in ("train_accuracy", "val_accuracy")
+    )
     fig = _figure(1, 2 if has_acc else 1, width=6.4, height=3.6)
     ax = _axes(fig)[0]
-    steps = evals.step.to_numpy() if evals is not None else None
-    if has_acc:
-        acc = _axes(fig)[1]
-        for name, color, label in (
-            ("train_accuracy", "red", "training"),
-            ("val_accuracy", "tab:blue", "validation"),
-        ):
-            if (v := col(name)) is not None:
-                acc.plot(steps, v, "s--", color=color, ms=3, lw=0.8, mfc="none", label=label)
-        acc.set_xlabel("training step t")
-        acc.set_ylabel("accuracy (eval mode)")
-        acc.set_title("accuracy, eval mode\n(running BatchNorm statistics)", fontsize=9)
-        acc.legend(fontsize=8)
+    if has_acc and evals is not None:
+        _accuracy_panel(_axes(fig)[1], evals)
     lines = np.asarray(lines)
-    if batch_loss is not None and np.isfinite(batch_loss).any():
-        ax.plot(lines, batch_loss, color="0.7", lw=0.6, label="mini-batch loss (direction batch)")
-        x, y = _smooth(np.asarray(batch_loss, float), lines, smoothing, "corrected")
-        ax.plot(x, y, color="0.35", lw=1.0, label=f"mini-batch loss, MA {smoothing}")
-    ax.plot(lines, train_l0, color="red", lw=1.4, label="full-batch training loss l(0)")
-    if val_l0 is not None and np.isfinite(val_l0).any():
-        ax.plot(lines, val_l0, color="tab:blue", lw=1.4, label="validation loss at s = 0")
-    eval_losses = []
-    for name, color, label in (
-        ("train_loss", "red", "training loss, eval mode"),
-        ("val_loss", "tab:blue", "validation loss, eval mode"),
-    ):
-        if (v := col(name)) is not None:
-            ax.plot(steps, v, "s--", color=color, ms=3, lw=0.8, mfc="none", label=label)
-            eval_losses.append(v)
+    _line_losses(ax, lines, train_l0, val_l0, batch_loss, smoothing)
+    eval_losses = _eval_losses(ax, evals)
     _log_if_positive(ax, [train_l0, val_l0, batch_loss, *eval_losses])
     ax.set_xlabel("line (training step t)")
     ax.set_ylabel("loss")
@@ -585,58 +637,52 @@ def plot_fits(fits: pd.DataFrame) -> Figure:
 # ------------------------------------------------------------------------------ Figs 6, 9
 
 
-def plot_strategies(
-    strategies: pd.DataFrame,
+def _median_lr(derivatives: pd.DataFrame) -> float | None:
+    """The run's median learning rate (``derivatives.csv: lr``), None when unknown."""
+    lr_vals = derivatives["lr"].to_numpy(float) if "lr" in derivatives else np.array([np.nan])
+    return float(np.nanmedian(lr_vals)) if np.isfinite(lr_vals).any() else None
+
+
+def _strategy_curves(
+    axes: Sequence[Axes],
+    g: pd.DataFrame,
+    label: str,
+    style: dict[str, Any],
+    *,
+    smoothing: int,
+    valid: bool,
+    band: tuple[np.ndarray, np.ndarray] | None,
+) -> None:
+    """One strategy's curves in panels 1–5: smoothed step, distance and improvement, the
+    accumulated ``|distance|`` and improvement (with ``band`` shaded around the latter)."""
+    lines = g.line.to_numpy()
+    step = _stride(lines.size)
+    for ax, col in zip(axes[:3], ("step", "distance", "improvement")):
+        x, y = _smooth(g[col].to_numpy(float), lines, smoothing, valid)
+        ax.plot(x[::step], y[::step], label=label, **style)
+    acc_d = accumulate(g.distance.to_numpy(float), absolute=True)
+    acc_i = accumulate(g.improvement.to_numpy(float))
+    axes[3].plot(lines[::step], acc_d[::step], label=label, **style)
+    axes[4].plot(lines[::step], acc_i[::step], label=label, **style)
+    if band is not None:
+        lo, hi = band
+        if len(lo) == lines.size:
+            axes[4].fill_between(
+                lines[::step], lo[::step], hi[::step], color=style["color"], alpha=0.15, lw=0
+            )
+
+
+def _ratio_panel(
+    ax: Axes,
     derivatives: pd.DataFrame,
     *,
-    momentum: float = 0.0,
-    mode: str = "corrected",
-    smoothing: int = 25,
-    mu: float = 0.1,
-    bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-) -> Figure:
-    """Figs. 6, 9, 15–18: the six strategy panels of docs/method.md §6.5.
-
-    Args:
-        strategies: ``analysis/strategies.csv``.
-        derivatives: ``analysis/derivatives.csv``.
-        momentum: β of the run (β > 0: panel 6 divides by ``−D_t``, docs/method.md §6.9).
-        mode: ``corrected`` (centred moving average) or ``faithful`` ("valid" average drawn
-            at its index, as the original).
-        smoothing: Moving-average length.
-        mu: PAL µ (for the legend).
-        bands: Strategy → ``(low, high)`` per line of its accumulated improvement
-            (:func:`steplines.analysis.bootstrap.accumulated_bands`), drawn as a shaded band.
-
-    Returns:
-        2 × 3 panels: update steps, distances ``s_opt − step`` (symlog, threshold 1e-4),
-        improvements (symlog) — all smoothed —, accumulated ``|distance|``, accumulated
-        improvement, and the smoothed ratio ``s_opt/‖g_t‖`` (``s_opt/(−D_t)`` for β > 0).
-    """
-    fig = _figure(2, 3, width=4.6, height=3.4)
-    axes = _axes(fig)
-    lr_vals = derivatives["lr"].to_numpy(float) if "lr" in derivatives else np.array([np.nan])
-    lr = float(np.nanmedian(lr_vals)) if np.isfinite(lr_vals).any() else None
-    names = _sort_strategies(list(dict.fromkeys(strategies.strategy)))
-    for name in names:
-        g = strategies[strategies.strategy == name].sort_values("line")
-        lines = g.line.to_numpy()
-        step = _stride(lines.size)
-        style = _strategy_style(name)
-        label = strategy_label(name, lr, mu)
-        for ax, col in zip(axes[:3], ("step", "distance", "improvement")):
-            x, y = _smooth(g[col].to_numpy(float), lines, smoothing, mode)
-            ax.plot(x[::step], y[::step], label=label, **style)
-        acc_d = accumulate(g.distance.to_numpy(float), absolute=True)
-        acc_i = accumulate(g.improvement.to_numpy(float))
-        axes[3].plot(lines[::step], acc_d[::step], label=label, **style)
-        axes[4].plot(lines[::step], acc_i[::step], label=label, **style)
-        if bands and name in bands:
-            lo, hi = bands[name]
-            if len(lo) == lines.size:
-                axes[4].fill_between(
-                    lines[::step], lo[::step], hi[::step], color=style["color"], alpha=0.15, lw=0
-                )
+    momentum: float,
+    lr: float | None,
+    smoothing: int,
+    valid: bool,
+) -> None:
+    """Panel 6: the smoothed ratio ``s_opt/‖g_t‖`` with SGD's λ dotted; for β > 0
+    ``s_opt/(−D_t)`` with ``s_opt/‖m_t‖`` dashed grey (docs/method.md §6.9)."""
     d = derivatives.sort_values("line")
     dl = d.line.to_numpy()
     step = _stride(dl.size)
@@ -645,15 +691,19 @@ def plot_strategies(
             ratio = d.s_opt.to_numpy(float) / -d.delta_accum.to_numpy(float)
             rlabel = "s_opt / (−D_t)"
             alt = d.s_opt.to_numpy(float) / d.direction_norm.to_numpy(float)
-            x, y = _smooth(alt, dl, smoothing, mode)
-            axes[5].plot(x[::step], y[::step], color="0.5", lw=1.0, ls="--", label="s_opt / ‖m_t‖")
+            x, y = _smooth(alt, dl, smoothing, valid)
+            ax.plot(x[::step], y[::step], color="0.5", lw=1.0, ls="--", label="s_opt / ‖m_t‖")
         else:
             ratio = d.s_opt.to_numpy(float) / d.grad_norm.to_numpy(float)
             rlabel = "s_opt / ‖g_t‖"
-    x, y = _smooth(ratio, dl, smoothing, mode)
-    axes[5].plot(x[::step], y[::step], color="red", lw=1.2, label=rlabel)
+    x, y = _smooth(ratio, dl, smoothing, valid)
+    ax.plot(x[::step], y[::step], color="red", lw=1.2, label=rlabel)
     if lr is not None and momentum == 0:
-        axes[5].axhline(lr, color="black", lw=0.8, ls=":", label=f"SGD λ = {lr:.3g}")
+        ax.axhline(lr, color="black", lw=0.8, ls=":", label=f"SGD λ = {lr:.3g}")
+
+
+def _label_strategy_panels(fig: Figure, axes: Sequence[Axes], momentum: float) -> None:
+    """Titles, axis labels and scales of the six panels; the strategies' legend below them."""
     titles = (
         "update step (smoothed)",
         "distance to the full-batch minimum (smoothed)",
@@ -672,17 +722,172 @@ def plot_strategies(
     axes[5].legend(fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+
+
+def plot_strategies(
+    strategies: pd.DataFrame,
+    derivatives: pd.DataFrame,
+    *,
+    momentum: float = 0.0,
+    valid: bool = False,
+    smoothing: int = 25,
+    mu: float = 0.1,
+    bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Figure:
+    """Figs. 6, 9, 15–18: the six strategy panels of docs/method.md §6.5.
+
+    Args:
+        strategies: ``analysis/strategies.csv``.
+        derivatives: ``analysis/derivatives.csv``.
+        momentum: β of the run (β > 0: panel 6 divides by ``−D_t``, docs/method.md §6.9).
+        valid: Smooth as the original analysis did (``--mode faithful``): the "valid" moving
+            average drawn at its index, shifted by ``(w−1)/2`` lines; default: centred.
+        smoothing: Moving-average length.
+        mu: PAL µ (for the legend).
+        bands: Strategy → ``(low, high)`` per line of its accumulated improvement
+            (:func:`steplines.analysis.bootstrap.accumulated_bands`), drawn as a shaded band.
+
+    Returns:
+        2 × 3 panels: update steps, distances ``s_opt − step`` (symlog, threshold 1e-4),
+        improvements (symlog) — all smoothed —, accumulated ``|distance|``, accumulated
+        improvement, and the smoothed ratio ``s_opt/‖g_t‖`` (``s_opt/(−D_t)`` for β > 0).
+    """
+    fig = _figure(2, 3, width=4.6, height=3.4)
+    axes = _axes(fig)
+    lr = _median_lr(derivatives)
+    for name in _sort_strategies(list(dict.fromkeys(strategies.strategy))):
+        _strategy_curves(
+            axes,
+            strategies[strategies.strategy == name].sort_values("line"),
+            strategy_label(name, lr, mu),
+            _strategy_style(name),
+            smoothing=smoothing,
+            valid=valid,
+            band=bands.get(name) if bands else None,
+        )
+    _ratio_panel(axes[5], derivatives, momentum=momentum, lr=lr, smoothing=smoothing, valid=valid)
+    _label_strategy_panels(fig, axes, momentum)
     return fig
 
 
 # ------------------------------------------------------------------------------ Fig 7
 
 
+def _size_colors(sizes: Sequence[int], n_full: int) -> Callable[[int], Any]:
+    """Batch size → colour: inferno over ``log₂(bs)``, from the smallest size to the full batch.
+
+    (docs/method.md §6.6 uses ``log₂(bs)/log₂(4000)``, which leaves the small sizes in a
+    narrow colour band.)
+    """
+    cmap = colormaps["inferno"]
+    lo = math.log2(min(sizes, default=1))
+    span = max(math.log2(max(n_full, 2)) - lo, 1e-9)
+    return lambda bs: cmap(0.05 + 0.8 * (math.log2(bs) - lo) / span)
+
+
+def _accumulated_panel(
+    ax: Axes,
+    batch_size: pd.DataFrame,
+    strategy: str,
+    title: str,
+    sizes: Sequence[int],
+    color: Callable[[int], Any],
+    opt: pd.DataFrame,
+    n_full: int,
+) -> None:
+    """Accumulated improvement of ``strategy`` per batch size, and the optimum's in red."""
+    for bs in sizes:
+        g = batch_size[(batch_size.strategy == strategy) & (batch_size.batch_size == bs)]
+        g = g.sort_values("line")
+        step = _stride(len(g))
+        acc = accumulate(g.improvement.to_numpy(float))
+        ax.plot(g.line.to_numpy()[::step], acc[::step], color=color(bs), lw=1.1, label=f"bs {bs}")
+    if len(opt):
+        acc = accumulate(opt.improvement.to_numpy(float))
+        step = _stride(len(opt))
+        ax.plot(
+            opt.line.to_numpy()[::step],
+            acc[::step],
+            color="red",
+            lw=1.4,
+            label=f"full-batch loss (bs {n_full})",
+        )
+    ax.set_title(f"accumulated improvement: {title}", fontsize=10)
+    ax.set_xlabel("line t")
+    ax.set_ylabel("Σ improvement")
+    ax.legend(fontsize=7, ncol=2)
+
+
+def _delta_series(
+    batch_size: pd.DataFrame,
+    sizes: Sequence[int],
+    color: Callable[[int], Any],
+    opt: pd.DataFrame,
+    n_full: int,
+) -> list[tuple[str, Any, pd.Series, float]]:
+    """``(label, colour, δ per line, batch size)`` of SGD's direction for every batch size,
+    then the full batch's."""
+    series: list[tuple[str, Any, pd.Series, float]] = []
+    for bs in sizes:
+        g = batch_size[(batch_size.strategy == "sgd") & (batch_size.batch_size == bs)]
+        series.append((f"bs {bs}", color(bs), g.set_index("line").delta.sort_index(), bs))
+    if len(opt):
+        series.append((f"full batch ({n_full})", "red", opt.set_index("line").delta, n_full))
+    return series
+
+
+def _delta_panels(
+    ax_abs: Axes,
+    ax_ratio: Axes,
+    series: Sequence[tuple[str, Any, pd.Series, float]],
+    ref: pd.Series,
+    *,
+    reference_batch_size: int,
+    smoothing: int,
+    valid: bool,
+) -> None:
+    """``|MA(δ_bs)|`` per batch size, and ``MA(δ_bs)/MA(δ_ref)`` with the expected ratio
+    ``ref/bs`` dashed and annotated (every series on the reference's lines)."""
+    _, ref_ma = _smooth(ref.to_numpy(float), ref.index.to_numpy(), smoothing, valid)
+    for label, col, s, bs in series:
+        s = s.reindex(ref.index) if ref.size else s
+        x, ma = _smooth(s.to_numpy(float), s.index.to_numpy(), smoothing, valid)
+        step = _stride(x.size)
+        ax_abs.plot(x[::step], np.abs(ma)[::step], color=col, lw=1.1, label=label)
+        if ref.size and ref_ma.size == ma.size:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = ma / ref_ma
+            ok = np.isfinite(r) & (r > 0)
+            ax_ratio.plot(x[ok][::step], r[ok][::step], color=col, lw=1.1, label=label)
+            er = reference_batch_size / bs
+            ax_ratio.axhline(er, color=col, lw=0.8, ls="--")
+            if x.size:
+                ax_ratio.annotate(
+                    f"e.r. {er:.3g}", (x[-1], er), fontsize=6, color=col, va="bottom", ha="right"
+                )
+
+
+def _label_delta_panels(ax_abs: Axes, ax_ratio: Axes, reference_batch_size: int) -> None:
+    """Titles, axis labels, scales (log, log₂) and the legend of the two δ panels."""
+    ax_abs.set_title("|directional derivative| per batch size (smoothed)", fontsize=10)
+    ax_abs.set_xlabel("line t")
+    ax_abs.set_ylabel("|δ|")
+    ax_abs.set_yscale("log")
+    ax_abs.legend(fontsize=7, ncol=2)
+    ax_ratio.set_yscale("log", base=2)
+    ax_ratio.set_title(
+        f"ratio δ_bs / δ_{reference_batch_size} (dashed: expected {reference_batch_size}/bs)",
+        fontsize=10,
+    )
+    ax_ratio.set_xlabel("line t")
+    ax_ratio.set_ylabel("ratio (log₂)")
+
+
 def plot_batch_size(
     batch_size: pd.DataFrame,
     *,
     reference_batch_size: int,
-    mode: str = "corrected",
+    valid: bool = False,
     smoothing: int = 25,
     lr: float | None = None,
     mu: float = 0.1,
@@ -692,7 +897,8 @@ def plot_batch_size(
     Args:
         batch_size: ``analysis/batch_size.csv``.
         reference_batch_size: B, the run's batch size (δ ratios are relative to it).
-        mode: Moving-average mode.
+        valid: Smooth as the original analysis did (``--mode faithful``): the "valid" moving
+            average drawn at its index; default: centred.
         smoothing: Moving-average length.
         lr: SGD's λ (legend).
         mu: PAL µ (legend).
@@ -707,87 +913,28 @@ def plot_batch_size(
     ax_sgd, ax_pal, ax_abs, ax_ratio = _axes(fig)[:4]
     opt = batch_size[batch_size.strategy == "optimal"].sort_values("line")
     n_full = int(opt.batch_size.iloc[0]) if len(opt) else int(batch_size.batch_size.max())
-    cmap = colormaps["inferno"]
-
     sizes = sorted(int(b) for b in batch_size[batch_size.strategy != "optimal"].batch_size.unique())
-    lo = math.log2(min(sizes, default=1))
-    span = max(math.log2(max(n_full, 2)) - lo, 1e-9)
-
-    def color(bs: int) -> Any:
-        # inferno over log2(bs), stretched from the smallest bs to the full batch
-        # (docs/method.md §6.6
-        # uses log2(bs)/log2(4000), which leaves the small sizes in a narrow colour band)
-        return cmap(0.05 + 0.8 * (math.log2(bs) - lo) / span)
-
+    color = _size_colors(sizes, n_full)
+    for ax, strat, title in (
+        (ax_sgd, "sgd", "SGD (original)" + (f" λ = {lr:.3g}" if lr else "")),
+        (ax_pal, "pal", f"PAL µ = {mu:g}"),
+    ):
+        _accumulated_panel(ax, batch_size, strat, title, sizes, color, opt, n_full)
     ref = (
         batch_size[(batch_size.strategy == "sgd") & (batch_size.batch_size == reference_batch_size)]
         .set_index("line")
         .delta.sort_index()
     )
-    ref_ma = moving_average(ref.to_numpy(float), min(smoothing, max(ref.size, 1)), mode)
-    for ax, strat, title in (
-        (ax_sgd, "sgd", "SGD (original)" + (f" λ = {lr:.3g}" if lr else "")),
-        (ax_pal, "pal", f"PAL µ = {mu:g}"),
-    ):
-        for bs in sizes:
-            g = batch_size[(batch_size.strategy == strat) & (batch_size.batch_size == bs)]
-            g = g.sort_values("line")
-            step = _stride(len(g))
-            acc = accumulate(g.improvement.to_numpy(float))
-            ax.plot(
-                g.line.to_numpy()[::step], acc[::step], color=color(bs), lw=1.1, label=f"bs {bs}"
-            )
-        if len(opt):
-            acc = accumulate(opt.improvement.to_numpy(float))
-            step = _stride(len(opt))
-            ax.plot(
-                opt.line.to_numpy()[::step],
-                acc[::step],
-                color="red",
-                lw=1.4,
-                label=f"full-batch loss (bs {n_full})",
-            )
-        ax.set_title(f"accumulated improvement: {title}", fontsize=10)
-        ax.set_xlabel("line t")
-        ax.set_ylabel("Σ improvement")
-        ax.legend(fontsize=7, ncol=2)
-    series: list[tuple[str, Any, pd.Series, float]] = []
-    for bs in sizes:
-        g = batch_size[(batch_size.strategy == "sgd") & (batch_size.batch_size == bs)]
-        series.append((f"bs {bs}", color(bs), g.set_index("line").delta.sort_index(), bs))
-    if len(opt):
-        series.append((f"full batch ({n_full})", "red", opt.set_index("line").delta, n_full))
-    for label, col, s, bs in series:
-        s = s.reindex(ref.index) if ref.size else s
-        lines = s.index.to_numpy()
-        w = min(smoothing, max(s.size, 1))
-        ma = moving_average(s.to_numpy(float), w, mode)
-        x = lines[: ma.size]
-        step = _stride(x.size)
-        ax_abs.plot(x[::step], np.abs(ma)[::step], color=col, lw=1.1, label=label)
-        if ref.size and ref_ma.size == ma.size:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = ma / ref_ma
-            ok = np.isfinite(r) & (r > 0)
-            ax_ratio.plot(x[ok][::step], r[ok][::step], color=col, lw=1.1, label=label)
-            er = reference_batch_size / bs
-            ax_ratio.axhline(er, color=col, lw=0.8, ls="--")
-            if x.size:
-                ax_ratio.annotate(
-                    f"e.r. {er:.3g}", (x[-1], er), fontsize=6, color=col, va="bottom", ha="right"
-                )
-    ax_abs.set_title("|directional derivative| per batch size (smoothed)", fontsize=10)
-    ax_abs.set_xlabel("line t")
-    ax_abs.set_ylabel("|δ|")
-    ax_abs.set_yscale("log")
-    ax_abs.legend(fontsize=7, ncol=2)
-    ax_ratio.set_yscale("log", base=2)
-    ax_ratio.set_title(
-        f"ratio δ_bs / δ_{reference_batch_size} (dashed: expected {reference_batch_size}/bs)",
-        fontsize=10,
+    _delta_panels(
+        ax_abs,
+        ax_ratio,
+        _delta_series(batch_size, sizes, color, opt, n_full),
+        ref,
+        reference_batch_size=reference_batch_size,
+        smoothing=smoothing,
+        valid=valid,
     )
-    ax_ratio.set_xlabel("line t")
-    ax_ratio.set_ylabel("ratio (log₂)")
+    _label_delta_panels(ax_abs, ax_ratio, reference_batch_size)
     return fig
 
 
@@ -796,6 +943,10 @@ def plot_batch_size(
 
 def plot_compare(runs: Mapping[str, tuple[np.ndarray, np.ndarray]], smoothing: int = 25) -> Figure:
     """Fig. 10 analogue: full-batch loss ``l(0)`` over lines for several runs.
+
+    Each run: its raw values faint and their centred moving average over ``smoothing`` lines
+    (clipped at the run's ends) solid. The window is the same for every run whatever its
+    length, so runs with the same values are drawn as the same curve.
 
     Args:
         runs: Label → (``lines [T]``, ``l(0) [T]``).
@@ -808,7 +959,7 @@ def plot_compare(runs: Mapping[str, tuple[np.ndarray, np.ndarray]], smoothing: i
         lines = np.asarray(lines)
         l0 = np.asarray(l0, float)
         ax.plot(lines, l0, color=cmap(i % 10), lw=0.5, alpha=0.35)
-        x, y = _smooth(l0, lines, smoothing, "corrected")
+        x, y = _smooth(l0, lines, smoothing)
         ax.plot(x, y, color=cmap(i % 10), lw=1.5, label=label)
     _log_if_positive(ax, [np.asarray(v[1], float) for v in runs.values()])
     ax.set_xlabel("line (training step t)")

@@ -130,8 +130,8 @@ full-batch rows ({{ row_note }}).</p>
 
 {% if browser %}<h2 id="browser">Any line of the run</h2>
 <p class="note">Pick a line: full-batch loss l (red), direction-batch loss l_B (green), the
-min–max band of the mini-batch losses (grey), SGD's step (dashed) and s_opt (diamond). The
-lines and positions are downsampled for the page (analysis/browser.json).</p>
+min–max band of the mini-batch losses (grey), SGD's step (dashed), s_opt (diamond) and s = 0
+(dotted). The lines and positions are downsampled for the page (analysis/browser.json).</p>
 <div><input type="range" id="line-picker" min="0" max="0" value="0" step="1"
  aria-label="line"> <b id="line-label"></b></div>
 <svg id="line-plot" viewBox="0 0 680 330" width="680" height="330" role="img"
@@ -139,17 +139,22 @@ lines and positions are downsampled for the page (analysis/browser.json).</p>
 <defs><clipPath id="plot-area"><rect x="60" y="10" width="600" height="280"/></clipPath></defs>
 <g clip-path="url(#plot-area)">
 <polygon id="line-band" fill="#ddd" stroke="none"/>
+<line id="line-zero" stroke="#777" stroke-width="1" stroke-dasharray="2 3" y1="10" y2="290"/>
 <polyline id="line-batch" fill="none" stroke="green" stroke-width="1.5"/>
 <polyline id="line-full" fill="none" stroke="red" stroke-width="2"/>
 <line id="line-update" stroke="black" stroke-dasharray="5 4"/>
 <polygon id="line-opt" fill="red"/>
+<text id="zero-label" y="22" font-size="10" fill="#555">s = 0</text>
 </g>
 <rect x="60" y="10" width="600" height="280" fill="none" stroke="#999"/>
 <text id="x-lo" x="60" y="308" font-size="11"></text>
 <text id="x-hi" x="660" y="308" font-size="11" text-anchor="end"></text>
-<text x="360" y="325" font-size="11" text-anchor="middle">s (step along the update)</text>
+<text id="x-label" x="360" y="325" font-size="11"
+ text-anchor="middle">s (step along the update)</text>
 <text id="y-lo" x="55" y="290" font-size="11" text-anchor="end"></text>
 <text id="y-hi" x="55" y="20" font-size="11" text-anchor="end"></text>
+<text id="y-label" x="14" y="150" font-size="11" text-anchor="middle"
+ transform="rotate(-90 14 150)">loss</text>
 </svg>
 <script id="line-data" type="application/json">{{ browser|safe }}</script>
 <script>
@@ -158,33 +163,48 @@ lines and positions are downsampled for the page (analysis/browser.json).</p>
   const picker = document.getElementById('line-picker');
   const el = id => document.getElementById(id);
   const fmt = v => Number(v).toPrecision(3);
+  const PAD = 0.04;  // share of the span added on each side, so no mark lies on the frame
+  const padded = (lo, hi) => {
+    const w = hi - lo || Math.abs(hi) || 1;
+    return [lo - PAD * w, hi + PAD * w];
+  };
+  // x: every position, SGD's step, s_opt and s = 0; y: l, l_B and the band near the steps
+  function ranges(d) {
+    const xs = d.s.concat([d.s_update, d.s_opt, 0]).filter(Number.isFinite);
+    const reach = 1.5 * Math.max(Math.abs(d.s_update), Math.abs(d.s_opt), 1e-12);
+    const near = d.s.map((s, k) => Math.abs(s) <= reach ? k : -1).filter(k => k >= 0);
+    const ys = [];
+    for (const k of (near.length ? near : d.s.map((_, k) => k))) {
+      for (const v of [d.l[k], d.lb[k], d.lo[k], d.hi[k]]) {
+        if (Number.isFinite(v)) ys.push(v);
+      }
+    }
+    const [x0, x1] = padded(Math.min(...xs), Math.max(...xs));
+    const [y0, y1] = ys.length ? padded(Math.min(...ys), Math.max(...ys)) : [0, 1];
+    return {x0, x1, y0, y1};
+  }
   picker.max = String(data.length - 1);
   function draw(i) {
     const d = data[i];
-    const reach = 1.5 * Math.max(Math.abs(d.s_update), Math.abs(d.s_opt), 1e-12);
-    const near = d.s.map((s, k) => Math.abs(s) <= reach ? k : -1).filter(k => k >= 0);
-    const vals = [];
-    for (const k of (near.length ? near : d.s.map((_, k) => k))) {
-      for (const v of [d.l[k], d.lb[k], d.lo[k], d.hi[k]]) {
-        if (v !== null && v !== undefined) vals.push(v);
-      }
-    }
-    const x0 = Math.min(...d.s), x1 = Math.max(...d.s);
-    const y0 = Math.min(...vals), y1 = Math.max(...vals) + 1e-12;
-    const X = s => 60 + 600 * (s - x0) / (x1 - x0 || 1);
+    const {x0, x1, y0, y1} = ranges(d);
+    const X = s => 60 + 600 * (s - x0) / (x1 - x0);
     const Y = v => 290 - 280 * (v - y0) / (y1 - y0);
-    const pts = ys => d.s.map((s, k) => ys[k] === null ? null : X(s).toFixed(1) + ',' +
-      Y(ys[k]).toFixed(1)).filter(p => p !== null).join(' ');
+    const pts = ys => d.s.map((s, k) => Number.isFinite(ys[k]) ? X(s).toFixed(1) + ',' +
+      Y(ys[k]).toFixed(1) : null).filter(p => p !== null).join(' ');
     el('line-full').setAttribute('points', pts(d.l));
     el('line-batch').setAttribute('points', pts(d.lb));
     el('line-band').setAttribute('points', d.lo.length ?
       pts(d.hi) + ' ' + pts(d.lo).split(' ').reverse().join(' ') : '');
+    const xz = X(0).toFixed(1);
+    el('line-zero').setAttribute('x1', xz); el('line-zero').setAttribute('x2', xz);
+    el('zero-label').setAttribute('x', (X(0) + 3).toFixed(1));
     const xu = X(d.s_update).toFixed(1);
     el('line-update').setAttribute('x1', xu); el('line-update').setAttribute('x2', xu);
     el('line-update').setAttribute('y1', '10'); el('line-update').setAttribute('y2', '290');
-    const k = d.s.indexOf(d.s_opt), xo = X(d.s_opt), yo = Y(k >= 0 ? d.l[k] : y0);
+    const k = d.s.indexOf(d.s_opt), xo = X(d.s_opt);
+    const yo = Y(k >= 0 && Number.isFinite(d.l[k]) ? d.l[k] : y0);
     el('line-opt').setAttribute('points', [[xo, yo - 6], [xo + 6, yo], [xo, yo + 6],
-      [xo - 6, yo]].map(p => p.join(',')).join(' '));
+      [xo - 6, yo]].map(p => p.map(c => c.toFixed(1)).join(',')).join(' '));
     el('x-lo').textContent = fmt(x0); el('x-hi').textContent = fmt(x1);
     el('y-lo').textContent = fmt(y0); el('y-hi').textContent = fmt(y1);
     el('line-label').textContent = 'line ' + d.t + ': s_opt = ' + fmt(d.s_opt) +
