@@ -96,7 +96,7 @@ def test_every_figure_function_returns_a_figure_and_writes_png_and_pdf(
         ),
         "strategies": plot_strategies(pd.read_csv(a / "strategies.csv"), deriv),
         "strategies_faithful": plot_strategies(
-            pd.read_csv(a / "strategies.csv"), deriv, mode="faithful", momentum=0.9
+            pd.read_csv(a / "strategies.csv"), deriv, valid=True, momentum=0.9
         ),
         "batch_size": plot_batch_size(pd.read_csv(a / "batch_size.csv"), reference_batch_size=16),
         "compare": plot_compare({"a": (t, l0), "b": (t, 1.1 * l0)}),

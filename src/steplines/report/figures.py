@@ -290,7 +290,7 @@ def _draw_strategies(run: RunData, mode: str) -> Figure:
         run.strategies,
         run.derivatives,
         momentum=run.momentum,
-        mode=mode,
+        valid=mode == "faithful",
         mu=float(run.summary.get("mu", 0.1)),
         bands=_bands(run),
     )
@@ -317,7 +317,7 @@ def _draw_batch_size(run: RunData, mode: str) -> Figure:
     return plot_batch_size(
         run.batch_size,
         reference_batch_size=int(run.summary["batch_size"]["reference_batch_size"]),
-        mode=mode,
+        valid=mode == "faithful",
         lr=run.lr,
         mu=float(run.summary.get("mu", 0.1)),
     )
