@@ -38,45 +38,74 @@ def schedule_mask(schedule: Schedule, steps: int) -> tuple[np.ndarray, str]:
         ConfigError: an unknown form, a non-positive k or n, or (iterable) steps outside
             ``0..T−1``.
     """
-    mask = np.zeros(steps, dtype=bool)
     if isinstance(schedule, str):
-        kind, _, arg = schedule.partition(":")
-        if kind == "steps":
-            try:
-                ts = np.asarray([int(v) for v in arg.split(",") if v.strip()], dtype=np.int64)
-            except ValueError:
-                ts = None
-            if ts is not None:
-                mask[ts[(ts >= 0) & (ts < steps)]] = True
-                return mask, "steps:" + ",".join(str(int(t)) for t in np.flatnonzero(mask))
-        try:
-            n = int(arg) if arg else 0
-        except ValueError:
-            n = 0
-        if kind == "all" and not arg:
-            mask[:] = True
-            return mask, "all"
-        if kind in ("every", "log") and n > 0:
-            if kind == "every":
-                mask[::n] = True
-            elif steps > 0:
-                ts = np.unique(np.round(np.geomspace(1, steps, n)).astype(np.int64) - 1)
-                mask[ts] = True
-            return mask, f"{kind}:{n}"
-        raise ConfigError(
-            f"schedule {schedule!r}: use 'all', 'every:K', 'log:N' (K, N > 0), a list of "
-            "steps or a function t -> bool"
-        )
+        return _text_mask(schedule, steps)
     if isinstance(schedule, int) and not isinstance(schedule, bool):
         return schedule_mask(f"every:{schedule}", steps)
+    mask = np.zeros(steps, dtype=bool)
     if callable(schedule):
         mask[:] = [bool(schedule(t)) for t in range(steps)]
     else:
-        ts = np.asarray(sorted(set(int(t) for t in schedule)), dtype=np.int64)
-        if ts.size and (ts[0] < 0 or ts[-1] >= steps):
-            raise ConfigError(f"schedule: steps must lie in 0..{steps - 1}")
-        mask[ts] = True
-    return mask, "steps:" + ",".join(str(int(t)) for t in np.flatnonzero(mask))
+        mask[_listed_steps(schedule, steps)] = True
+    return mask, _steps_text(mask)
+
+
+def _text_mask(schedule: str, steps: int) -> tuple[np.ndarray, str]:
+    """:func:`schedule_mask` of a schedule's text: ``"all"``, ``"every:k"``, ``"log:n"`` or
+    ``"steps:a,b,…"``.
+
+    Raises:
+        ConfigError: an unknown form or a non-positive k or n.
+    """
+    mask = np.zeros(steps, dtype=bool)
+    kind, _, arg = schedule.partition(":")
+    if kind == "steps" and (ts := _step_list(arg)) is not None:
+        mask[ts[(ts >= 0) & (ts < steps)]] = True
+        return mask, _steps_text(mask)
+    try:
+        n = int(arg) if arg else 0
+    except ValueError:
+        n = 0
+    if kind == "all" and not arg:
+        mask[:] = True
+        return mask, "all"
+    if kind in ("every", "log") and n > 0:
+        if kind == "every":
+            mask[::n] = True
+        elif steps > 0:
+            ts = np.unique(np.round(np.geomspace(1, steps, n)).astype(np.int64) - 1)
+            mask[ts] = True
+        return mask, f"{kind}:{n}"
+    raise ConfigError(
+        f"schedule {schedule!r}: use 'all', 'every:K', 'log:N' (K, N > 0), a list of "
+        "steps or a function t -> bool"
+    )
+
+
+def _step_list(arg: str) -> np.ndarray | None:
+    """The steps of ``"a,b,…"`` (int64, in the given order; empty items skipped), None if one
+    is not an integer."""
+    try:
+        return np.asarray([int(v) for v in arg.split(",") if v.strip()], dtype=np.int64)
+    except ValueError:
+        return None
+
+
+def _listed_steps(schedule: Iterable[int], steps: int) -> np.ndarray:
+    """The distinct steps of an iterable, sorted (int64).
+
+    Raises:
+        ConfigError: a step outside ``0..steps−1``.
+    """
+    ts = np.asarray(sorted(set(int(t) for t in schedule)), dtype=np.int64)
+    if ts.size and (ts[0] < 0 or ts[-1] >= steps):
+        raise ConfigError(f"schedule: steps must lie in 0..{steps - 1}")
+    return ts
+
+
+def _steps_text(mask: np.ndarray) -> str:
+    """``"steps:a,b,…"``: the text of a mask's steps, which :func:`schedule_mask` reads back."""
+    return "steps:" + ",".join(str(int(t)) for t in np.flatnonzero(mask))
 
 
 def parse_steps(text: str, n_lines: int, option: str, noun: str, example: str) -> list[int]:

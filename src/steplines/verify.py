@@ -13,6 +13,7 @@ is wrong (``steplines measure RUN --redo …`` repairs every damaged array).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -113,10 +114,7 @@ def verify_run(run: RunDir, replay: bool = True, problem: Problem | None = None)
     if not run.lines_path.exists():
         report.missing = list(range(recorded))
         if recorded == 0:
-            report.unchecked.append(
-                f"lines: {run.lines_path.name} and the trajectory are missing: nothing to "
-                f"check; run: steplines train --config {run.path}/config.toml --out {run.path}"
-            )
+            report.unchecked.append(_no_lines_note(run))
         return report
     store = LineStore.open(run.lines_path)
     report.damaged = store.damaged_chunks()
@@ -124,44 +122,101 @@ def verify_run(run: RunDir, replay: bool = True, problem: Problem | None = None)
     done = summary["done"].astype(bool)
     report.checked = int(done.sum())
     report.corrupt = bad_lines(store, deep=True, estimators=cfg.measure.estimators)
-    for name, ranges in report.damaged.items():
-        for a, b in ranges:
-            for t in range(a, b):
-                report.corrupt.setdefault(t, f"{name}: chunk cannot be decoded")
+    for t, why in _undecodable_lines(report.damaged).items():
+        report.corrupt.setdefault(t, why)
     records, records_error = _records(run, recorded)
     if cfg.probe is None:
-        for t in map(int, np.flatnonzero(done)):
-            if t in report.corrupt or t not in records:
-                continue
-            for name in _RECORDED:  # the scalars must be the trajectory's (replay is bitwise)
-                if not _same(float(summary[name][t]), float(getattr(records[t], name))):
-                    report.corrupt[t] = f"{name}: differs from the trajectory record"
-                    break
-        unrecorded = [int(t) for t in np.flatnonzero(done) if int(t) not in records]
-        if unrecorded and records_error is None:
-            (report.unchecked if replay else report.skipped).append(
-                f"trajectory: lines {format_lines(unrecorded)} are measured but {traj.path} "
-                "does not cover them (checkpoints or step records deleted?), so their scalars "
-                "cannot be checked against the records and they cannot be replayed, resumed "
-                "or re-measured"
-            )
+        report.corrupt.update(_differing_scalars(summary, done, records, report.corrupt))
+        note = _unrecorded_note(run, done, records)
+        if note and records_error is None:
+            (report.unchecked if replay else report.skipped).append(note)
     report.corrupt = dict(sorted(report.corrupt.items()))
     report.missing = [t for t in range(recorded) if not done[t] and t not in report.corrupt]
     for t, why in _check_directions(run, done).items():
         report.corrupt.setdefault(t, why)
     report.replay_error = records_error
-    if cfg.probe is not None:
-        return report
+    if cfg.probe is None:
+        _check_replay(report, run, recorded, replay, problem)
+    return report
+
+
+def _check_replay(
+    report: VerifyReport, run: RunDir, recorded: int, replay: bool, problem: Problem | None
+) -> None:
+    """Replay the trajectory of ``run`` (training only) into ``report``: its first mismatch as
+    :attr:`VerifyReport.replay_error`, the segments without an end checkpoint as unchecked; a
+    replay skipped on request as skipped, none at all after a damaged records file (already
+    the replay error)."""
     if not replay:
         report.skipped.append("replay of the trajectory (--no-replay)")
-    elif records_error is None:
+    elif report.replay_error is None:
         report.replay_error, unreplayed = _replay_trajectory(run, recorded, problem)
         if unreplayed:
-            report.unchecked.append(
-                f"replay: segments starting at steps {format_lines(unreplayed)} have no "
-                f"checkpoint at their end in {traj.path}, so they were not replayed"
-            )
-    return report
+            report.unchecked.append(_unreplayed_note(run, unreplayed))
+
+
+def _no_lines_note(run: RunDir) -> str:
+    """Why nothing of ``run`` can be checked (no line store, no trajectory), with the fix."""
+    return (
+        f"lines: {run.lines_path.name} and the trajectory are missing: nothing to "
+        f"check; run: steplines train --config {run.path}/config.toml --out {run.path}"
+    )
+
+
+def _undecodable_lines(damaged: dict[str, list[tuple[int, int]]]) -> dict[int, str]:
+    """Every line of a chunk that cannot be decoded: ``{t: "array: why"}`` (the first array
+    of ``damaged`` that names it)."""
+    out: dict[int, str] = {}
+    for name, ranges in damaged.items():
+        for a, b in ranges:
+            for t in range(a, b):
+                out.setdefault(t, f"{name}: chunk cannot be decoded")
+    return out
+
+
+def _differing_scalars(
+    summary: Mapping[str, np.ndarray],
+    done: np.ndarray,
+    records: Mapping[int, StepRecord],
+    corrupt: Mapping[int, str],
+) -> dict[int, str]:
+    """Done lines, not already ``corrupt``, whose stored scalars differ from their step
+    record: ``{t: why}`` (the first such scalar). Replay is bitwise, so they must be equal;
+    a line without a record is not checked here."""
+    out: dict[int, str] = {}
+    for t in map(int, np.flatnonzero(done)):
+        if t in corrupt or t not in records:
+            continue
+        for name in _RECORDED:
+            if not _same(float(summary[name][t]), float(getattr(records[t], name))):
+                out[t] = f"{name}: differs from the trajectory record"
+                break
+    return out
+
+
+def _unrecorded_note(
+    run: RunDir, done: np.ndarray, records: Mapping[int, StepRecord]
+) -> str | None:
+    """The done lines whose step records the trajectory lacks, as a check that cannot run
+    (None: every done line has its record)."""
+    unrecorded = [int(t) for t in np.flatnonzero(done) if int(t) not in records]
+    if not unrecorded:
+        return None
+    return (
+        f"trajectory: lines {format_lines(unrecorded)} are measured but {run.trajectory.path} "
+        "does not cover them (checkpoints or step records deleted?), so their scalars "
+        "cannot be checked against the records and they cannot be replayed, resumed "
+        "or re-measured"
+    )
+
+
+def _unreplayed_note(run: RunDir, unreplayed: list[int]) -> str:
+    """The segments that could not be replayed (no end checkpoint), as a check that could not
+    run."""
+    return (
+        f"replay: segments starting at steps {format_lines(unreplayed)} have no "
+        f"checkpoint at their end in {run.trajectory.path}, so they were not replayed"
+    )
 
 
 def _check_files(run: RunDir) -> list[str]:

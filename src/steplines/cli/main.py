@@ -331,8 +331,33 @@ def verify(
     Replaying a run made with your own problem imports it only with --problem or
     --trust-problem (or skip the replay with --no-replay).
     """
+    from ..verify import verify_run
+
+    rd, problem = _open_for_verify(run_dir, no_replay, data_dir, problem_spec, trust_problem)
+    report = verify_run(rd, replay=not no_replay, problem=problem)
+    click.echo(f"checked {report.checked} finished lines")
+    _echo_findings(report)
+    _echo_repairs(report, rd)
+    if report.ok:
+        click.echo("OK" + (" (replay skipped)" if report.skipped else ""))
+    else:
+        if report.unchecked and not (report.corrupt or report.missing or report.replay_error):
+            click.echo("NOT VERIFIED: a check could not run (see 'not checked' above)")
+        sys.exit(1)
+
+
+def _open_for_verify(
+    run_dir: Path,
+    no_replay: bool,
+    data_dir: str | None,
+    problem_spec: str | None,
+    trust_problem: bool,
+) -> tuple[Any, Any]:
+    """The run directory ``verify`` checks (``--data-dir`` applied) and the problem to replay
+    it with: None with ``--no-replay`` or for a probe's run, which is not replayed. A user's
+    problem is imported only if trusted and its SHA-256 is the recorded one
+    (:meth:`RunDir.trusted_problem_spec`)."""
     from ..rundir import RunDir
-    from ..verify import format_lines, verify_run
 
     rd = RunDir.open(run_dir)
     if not no_replay:
@@ -349,8 +374,14 @@ def verify(
     problem = None
     if not no_replay and rd.config.probe is None:
         problem = rd.load_problem(problem_spec, trust_problem)
-    report = verify_run(rd, replay=not no_replay, problem=problem)
-    click.echo(f"checked {report.checked} finished lines")
+    return rd, problem
+
+
+def _echo_findings(report: Any) -> None:
+    """Print what ``verify`` found wrong, one line each: damaged arrays, corrupt lines not in a
+    damaged chunk, missing lines, the trajectory, checks not run or skipped, damaged files."""
+    from ..verify import format_lines
+
     for name, ranges in report.damaged.items():
         lines = format_lines([t for a, b in ranges for t in range(a, b)])
         click.echo(f"damaged array {name}: chunk of lines {lines} cannot be decoded")
@@ -368,6 +399,13 @@ def verify(
         click.echo(f"skipped on request: {what}")
     for what in report.files:
         click.echo(f"damaged file: {what}")
+
+
+def _echo_repairs(report: Any, rd: Any) -> None:
+    """Print the ``steplines measure`` commands that repair what ``verify`` found: rewrite the
+    ``val_indices``, re-measure the corrupt lines, measure the missing ones."""
+    from ..verify import format_lines
+
     run_arg = shlex.quote(str(rd.path))
     extra = " --trust-problem" if rd.config.problem.factory else ""
     if report.corrupt and all(w.startswith("val_indices:") for w in report.corrupt.values()):
@@ -380,12 +418,6 @@ def verify(
         )
     if report.missing:
         click.echo(f"measure the missing lines with: steplines measure {run_arg}{extra}")
-    if report.ok:
-        click.echo("OK" + (" (replay skipped)" if report.skipped else ""))
-    else:
-        if report.unchecked and not (report.corrupt or report.missing or report.replay_error):
-            click.echo("NOT VERIFIED: a check could not run (see 'not checked' above)")
-        sys.exit(1)
 
 
 def _check_recorded_problem(out: Path, cfg: Any) -> None:

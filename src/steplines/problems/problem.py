@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -364,6 +365,28 @@ def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Probl
     mod_name, fn_name = _split_spec(spec)
     if expected_sha256 is not None:
         check_problem_file(spec, expected_sha256)
+    module = _import_problem_module(mod_name, where)
+    fn = _factory_function(module, mod_name, fn_name, where)
+    try:
+        problem = fn()
+    except (Exception, SystemExit) as err:
+        raise ConfigError(f"{where}: {fn_name}() raised {_describe(err)}") from None
+    problem = check_problem(problem, f"{where}: {fn_name}()")
+    file = getattr(module, "__file__", None)
+    problem.source = {"spec": spec, "file": str(Path(file).resolve()) if file else str(file)}
+    if file and Path(file).is_file():
+        problem.source["sha256"] = file_sha256(Path(file))
+    return problem
+
+
+def _import_problem_module(mod_name: str, where: str) -> ModuleType:
+    """Import the module of a spec: a file path is executed as a fresh module, a module name
+    is imported from ``sys.path`` with the current directory first.
+
+    Raises:
+        ConfigError: the file is not found, the module cannot be found, or importing it
+            raised (``SystemExit`` included) — one line each, named by ``where``.
+    """
     try:
         if _is_path(mod_name):
             path = Path(mod_name).expanduser()
@@ -386,6 +409,18 @@ def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Probl
         ) from None
     except (Exception, SystemExit) as err:
         raise ConfigError(f"{where}: importing {mod_name!r} failed: {_describe(err)}") from None
+    return module
+
+
+def _factory_function(
+    module: ModuleType, mod_name: str, fn_name: str, where: str
+) -> Callable[[], Any]:
+    """The function ``fn_name`` of ``module``, checked to be callable without arguments (a
+    function without a signature, such as a builtin, is left to the call).
+
+    Raises:
+        ConfigError: no such function, or it takes arguments — one line, named by ``where``.
+    """
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ConfigError(f"{where}: {mod_name!r} has no function {fn_name!r}")
@@ -397,16 +432,7 @@ def load_problem_factory(spec: str, expected_sha256: str | None = None) -> Probl
         ) from None
     except ValueError:  # no signature (builtins): let the call decide
         pass
-    try:
-        problem = fn()
-    except (Exception, SystemExit) as err:
-        raise ConfigError(f"{where}: {fn_name}() raised {_describe(err)}") from None
-    problem = check_problem(problem, f"{where}: {fn_name}()")
-    file = getattr(module, "__file__", None)
-    problem.source = {"spec": spec, "file": str(Path(file).resolve()) if file else str(file)}
-    if file and Path(file).is_file():
-        problem.source["sha256"] = file_sha256(Path(file))
-    return problem
+    return fn
 
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # docs/method.md §1.2

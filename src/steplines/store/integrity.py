@@ -210,37 +210,78 @@ def _check_line(
     estimators: bool,
     has_digest: bool,
 ) -> str | None:
+    """What is wrong with done line ``t`` (None: nothing), the first of: its index rows do not
+    decode, its summary values are inconsistent (:func:`_structure`), (``deep``) its per-sample
+    losses, a scalar reads as unwritten, (``has_digest``) its ``record_checksum``,
+    (``estimators``) its estimator inputs."""
     row: dict[str, np.ndarray] = {name: summary[name][t] for name in summary}
+    if (why := _read_index_rows(store, t, row)) is not None:
+        return why
+    if (why := _structure(row, store.n_positions)) is not None:
+        return why
+    # a negative id is "unknown" (a LineProbe whose batches carry no data-set ids; the row
+    # bootstrap then resamples by row position), not damage
+    if deep and (why := _check_per_sample(store, t, row)) is not None:
+        return why
+    if (why := _check_unwritten(store, row)) is not None:
+        return why
+    if has_digest and (why := _check_digest(store, row)) is not None:
+        return why
+    if estimators and (why := _check_estimator_inputs(store, row)) is not None:
+        return why
+    return None
+
+
+def _read_index_rows(store: LineStore, t: int, row: dict[str, np.ndarray]) -> str | None:
+    """Add line ``t``'s ``train_indices`` and ``direction_indices`` to ``row``; why not
+    (None: both decode)."""
     for name in ("train_indices", "direction_indices"):
         try:
             row[name] = store.read_row(name, t)
         except Exception:
             return f"{name}: chunk cannot be decoded"
-    if (why := _structure(row, store.n_positions)) is not None:
-        return why
-    # a negative id is "unknown" (a LineProbe whose batches carry no data-set ids; the row
-    # bootstrap then resamples by row position), not damage
-    if deep:
-        if not store.verify_line(t):
-            return "per-sample losses: checksum mismatch or undecodable chunk"
-        line = store.read_line(t, verify=False)
-        z, k = int(row["zero_index"]), int(row["n_positions"])
-        for name, mean_name in MEANS.items():
-            losses = getattr(line, name)
-            if not np.isfinite(losses[:, z]).all():
-                return f"{name} not finite at s = 0"
-            if not _same_mean(row[mean_name][:k], row_mean(losses), store.schema_version):
-                return f"{mean_name} does not match the per-sample losses"
+    return None
+
+
+def _check_per_sample(store: LineStore, t: int, row: Mapping[str, np.ndarray]) -> str | None:
+    """What is wrong with line ``t``'s per-sample losses (None: nothing): their chunks match
+    their checksum, they are finite at s = 0 and the stored mean lines are their
+    :func:`row_mean`."""
+    if not store.verify_line(t):
+        return "per-sample losses: checksum mismatch or undecodable chunk"
+    line = store.read_line(t, verify=False)
+    z, k = int(row["zero_index"]), int(row["n_positions"])
+    for name, mean_name in MEANS.items():
+        losses = getattr(line, name)
+        if not np.isfinite(losses[:, z]).all():
+            return f"{name} not finite at s = 0"
+        if not _same_mean(row[mean_name][:k], row_mean(losses), store.schema_version):
+            return f"{mean_name} does not match the per-sample losses"
+    return None
+
+
+def _check_unwritten(store: LineStore, row: Mapping[str, np.ndarray]) -> str | None:
+    """Which scalar of :data:`_NEVER_FILL` reads as its fill value in ``row``, i.e. as never
+    written (a lost chunk); None: none does."""
     for name in _NEVER_FILL:
         if store.has_array(name) and _is_fill(name, row[name]):
             return f"{name}: reads as unwritten (chunk lost?)"
-    if has_digest:
-        present = {name: row[name] for name in DIGESTED if store.has_array(name)}
-        if record_digest(present) != int(row["record_checksum"]):
-            return (
-                "record_checksum: positions, means, indices or scalars differ from what was written"
-            )
-    if estimators and store.has_estimator_inputs and float(row["s_update"]) != 0.0:
+    return None
+
+
+def _check_digest(store: LineStore, row: Mapping[str, np.ndarray]) -> str | None:
+    """Whether ``row`` is what was written: its :func:`record_digest` must equal its
+    ``record_checksum`` (None: it does)."""
+    present = {name: row[name] for name in DIGESTED if store.has_array(name)}
+    if record_digest(present) != int(row["record_checksum"]):
+        return "record_checksum: positions, means, indices or scalars differ from what was written"
+    return None
+
+
+def _check_estimator_inputs(store: LineStore, row: Mapping[str, np.ndarray]) -> str | None:
+    """Which estimator input (``est_slope_update``, ``est_curvature``) a line with
+    ``s_update ≠ 0`` lacks (None: none, or the store has no estimator inputs)."""
+    if store.has_estimator_inputs and float(row["s_update"]) != 0.0:
         for name in ("est_slope_update", "est_curvature"):
             if np.isnan(row[name]):
                 return f"{name} missing"
