@@ -52,6 +52,15 @@ def test_imports_go_downward(package: str, forbidden: tuple[str, ...]) -> None:
         assert not up, f"{module} imports {up}"
 
 
+def test_config_imports_no_layer_above_it() -> None:
+    """``steplines.config`` is read by every layer: it imports none of those that build on it
+    (it used to build the optimizer with ``steplines.trajectory``, a circle config →
+    trajectory → problems → config), not even inside a function."""
+    above = ("steplines.trajectory", "steplines.problems", "steplines.measure", "steplines.engine")
+    up = sorted(n for n in _imports(SRC / "config.py") if n.startswith(above))
+    assert not up, f"steplines.config imports {up}"
+
+
 def test_engine_modules_import_no_cycle() -> None:
     """Within ``engine/`` the imports form a DAG (the fast engine and the worker pool used to
     import each other)."""
