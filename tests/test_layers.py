@@ -52,6 +52,37 @@ def test_imports_go_downward(package: str, forbidden: tuple[str, ...]) -> None:
         assert not up, f"{module} imports {up}"
 
 
+def test_config_imports_no_layer_above_it() -> None:
+    """``steplines.config`` is read by every layer: it imports none of those that build on it
+    (it used to build the optimizer with ``steplines.trajectory``, a circle config →
+    trajectory → problems → config), not even inside a function."""
+    above = ("steplines.trajectory", "steplines.problems", "steplines.measure", "steplines.engine")
+    up = sorted(n for n in _imports(SRC / "config.py") if n.startswith(above))
+    assert not up, f"steplines.config imports {up}"
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in ``path``, function-level ones included."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    return found
+
+
+def test_only_the_store_imports_zarr() -> None:
+    """Zarr is the store's business: every other module asks :mod:`steplines.store`."""
+    store = SRC / "store"
+    outside = sorted(
+        str(p.relative_to(SRC.parent))
+        for p in SRC.rglob("*.py")
+        if store not in p.parents and "zarr" in _third_party_imports(p)
+    )
+    assert not outside, f"import zarr outside steplines.store: {outside}"
+
+
 def test_engine_modules_import_no_cycle() -> None:
     """Within ``engine/`` the imports form a DAG (the fast engine and the worker pool used to
     import each other)."""

@@ -153,20 +153,38 @@ class TrainConfig(_Section):
             )
         return v
 
+    def optimizer_call(self) -> tuple[str, dict[str, Any]]:
+        """The ``torch.optim`` class name and the keyword arguments the optimizer is built with
+        (:func:`steplines.trajectory.loop.make_optimizer`): ``lr``; SGD also ``momentum`` and
+        ``weight_decay``, another class ``weight_decay`` when it is set; then
+        ``optimizer_kwargs``, which override them."""
+        name = OPTIMIZER_ALIASES.get(self.optimizer.lower(), self.optimizer)
+        kwargs: dict[str, Any] = {"lr": self.lr}
+        if name == "SGD":
+            kwargs.update(momentum=self.momentum, weight_decay=self.weight_decay)
+        elif self.weight_decay:
+            kwargs["weight_decay"] = self.weight_decay
+        kwargs.update(self.optimizer_kwargs)
+        return name, kwargs
+
     @model_validator(mode="after")
-    def _optimizer_builds(self, info: ValidationInfo) -> TrainConfig:
-        # build it on a dummy parameter now, so that bad optimizer_kwargs are reported before
-        # anything is created (not at the first step, after the run directory exists)
+    def _optimizer_takes_its_kwargs(self, info: ValidationInfo) -> TrainConfig:
+        # the optimizer's constructor must accept every keyword it will get, so that a bad
+        # name in optimizer_kwargs is reported with the other invalid fields, before anything is
+        # created; checked against the signature, nothing is built (the values are checked
+        # when the optimizer is built: steplines.trajectory.loop.check_optimizer)
         if not _torch_checks(info):
             return self
-        import torch
+        import torch.optim
 
-        from .trajectory.loop import make_optimizer
-
+        name, kwargs = self.optimizer_call()
+        cls_ = getattr(torch.optim, name, None)
+        if not isinstance(cls_, type):
+            return self  # an unknown optimizer: reported by _known_optimizer
         try:
-            make_optimizer([torch.nn.Parameter(torch.zeros(1))], self)
-        except ConfigError as err:
-            raise ValueError(str(err)) from None
+            inspect.signature(cls_).bind([], **kwargs)
+        except TypeError as err:
+            raise ValueError(optimizer_error(self.optimizer, kwargs, err)) from None
         return self
 
     @field_validator("milestones")
@@ -461,6 +479,11 @@ def check_sample_size(n: int, batch_size: int, train_size: int | None) -> None:
         )
 
 
+def optimizer_error(optimizer: str, kwargs: dict[str, Any], err: BaseException) -> str:
+    """The message of an optimizer that cannot be built with ``kwargs`` (``err`` says why)."""
+    return f"cannot build optimizer {optimizer!r} with {kwargs}: {err}; fix train.optimizer_kwargs"
+
+
 def needs_closure(optimizer: str) -> bool:
     """Whether the ``torch.optim`` class ``optimizer`` names requires ``step(closure)``."""
     import torch.optim
@@ -505,7 +528,7 @@ def validate_config(
     """Validate a nested dict; raise :class:`ConfigError` listing every bad field in one line.
 
     ``torch_checks=False`` leaves out the only checks that import torch (``train.optimizer``
-    names a ``torch.optim`` class that builds with ``optimizer_kwargs`` and needs no closure):
+    names a ``torch.optim`` class that takes ``optimizer_kwargs`` and needs no closure):
     for reading a run's ``config.toml`` without torch
     (:meth:`steplines.store.run.RunLayout.read_config`), which passed them when it was written.
     """

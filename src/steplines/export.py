@@ -116,7 +116,7 @@ def _attrs(name: str, loss_units: str) -> dict[str, str]:
 
 def _open_store(run: str | Path) -> LineStore:
     path = Path(run)
-    store_path = path if (path / "zarr.json").is_file() else RunLayout(path).lines_path
+    store_path = path if LineStore.looks_like_store(path) else RunLayout(path).lines_path
     if not store_path.exists():
         raise RunDirError(
             f"{path} is not a run directory (no {store_path.name}); give a run's directory"

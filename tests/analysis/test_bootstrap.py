@@ -21,7 +21,7 @@ from steplines.analysis.bootstrap import (
 from steplines.analysis.lines import load_summary
 from steplines.analysis.settings import AnalysisRequest
 from steplines.analysis.shape import polynomial_fits
-from steplines.analysis.strategies import evaluate_line, fbpal_sgd_steps, first_argmin
+from steplines.analysis.strategies import evaluate_line, first_argmin
 from steplines.store import LineRecord, LineStore
 
 from analysis_fixtures import make_run
@@ -244,20 +244,59 @@ def test_line_dependent_steps_vary_between_replicates() -> None:
     assert "sgd" not in r.steps
 
 
-@pytest.mark.parametrize("mode", ["corrected", "faithful"])
-def test_streamed_fbpal_sgd_equals_the_analysis_per_replicate(mode: str) -> None:
-    """Each replicate column of the streamed FBPAL&SGD is :func:`fbpal_sgd_steps` of it."""
-    rng = np.random.default_rng(1)
-    lines = np.sort(rng.choice(2000, size=400, replace=False))
-    fbpal = rng.uniform(0.1, 1.0, size=(400, 3))
-    fbpal[rng.random(fbpal.shape) < 0.1] = np.nan
-    cross = _CrossLines(StepRules(mu=0.1), mode, len(lines), 3)
-    got = np.stack(
-        [
-            cross.steps(int(t), i, {"fbpal": fbpal[i], "delta_batch": np.zeros(3)})["fbpal_sgd"]
-            for i, t in enumerate(lines)
-        ]
+def _stream(cross: _CrossLines, lines, fbpal, delta, s_opt=None, norm=1.0):
+    """Each line's cross-line steps (and the λ*_out it saw), one line at a time."""
+    out: dict[str, list] = {}
+    for i, t in enumerate(lines):
+        out.setdefault("lambda_out", []).append(cross.lambda_out())
+        got = cross.steps(int(t), i, {"fbpal": np.asarray(fbpal[i]), "delta_batch": delta[i]})
+        for k, v in got.items():
+            out.setdefault(k, []).append(v)
+        if s_opt is not None:
+            cross.add_rate(np.asarray(s_opt[i], dtype=np.float64), norm)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_streamed_fbpal_sgd_follows_the_rule_by_hand() -> None:
+    """The replicates' FBPAL&SGD (the analysis' own rule, one column per replicate) against
+    values worked out by hand: refreshes at n = 0, 1, each block's first line (corrected) or
+    n ≡ 0 mod 100 (faithful), while a column has no step (corrected), and from n = 100 the
+    mean of the last ≤ 15 finite refreshed FBPAL steps."""
+    nan = np.nan
+    lines = [0, 1, 2, 150, 160, 200, 230, 250, 301]
+    fbpal = [[1, nan], [2, 2], [3, nan], [4, nan], [5, 5], [6, nan], [7, 7], [9, 9], [8, 8]]
+    zeros = np.zeros((len(lines), 2))
+    got = _stream(_CrossLines(StepRules(mu=0.1), "corrected", 2), lines, fbpal, zeros)
+    want = [[1, nan], [2, 2], [2, 2], [4, nan], [4, 5], [5, 5], [5, 5], [5, 5], [6, 6.5]]
+    np.testing.assert_array_equal(got["fbpal_sgd"], want)
+    got = _stream(_CrossLines(StepRules(mu=0.1), "faithful", 2), lines, fbpal, zeros)
+    np.testing.assert_array_equal(got["fbpal_sgd"], [[1, nan]] + [[2, 2]] * 8)
+    # 17 refreshes (corrected, one line per block): the mean of the last 15 of them
+    k = np.arange(1, 18, dtype=np.float64)
+    blocks = 100 * k.astype(int)
+    zeros = np.zeros((k.size, 2))
+    got = _stream(_CrossLines(StepRules(mu=0.1), "corrected", 2), blocks, np.c_[k, 2 * k], zeros)
+    want = np.r_[(k[:15] + 1) / 2, 9.0, 10.0]
+    np.testing.assert_array_equal(got["fbpal_sgd"], np.c_[want, 2 * want])
+
+
+def test_streamed_momentum_proxy_and_lambda_out_follow_the_rules_by_hand() -> None:
+    """``D_t = β^Δt·D_prev + δ_t`` (faithful: Δt = 1) gives ``sgd_lambda_<λ>_accum = −λ·D_t``;
+    λ*_out of a line is the median of the finite λ*_s = s_opt/‖m‖ of the lines before it."""
+    rules = StepRules(mu=0.1, lambdas=(2.0,), slope_from_line=True, beta=0.5)
+    lines = [0, 2, 3, 5]
+    delta = np.array([[-1.0, 1.0], [-2.0, 0.0], [-3.0, 2.0], [-1.0, 0.0]])
+    s_opt = [[1.0, 4.0], [3.0, np.nan], [8.0, 2.0], [0.0, 0.0]]  # λ*_s: s_opt/2
+    fbpal = np.ones((4, 2))
+    got = _stream(_CrossLines(rules, "corrected", 2), lines, fbpal, delta, s_opt, norm=2.0)
+    d = np.array([[-1.0, 1.0], [-2.25, 0.25], [-4.125, 2.125], [-2.03125, 0.53125]])  # gaps 2, 1, 2
+    np.testing.assert_array_equal(got["sgd_lambda_2_accum"], -2.0 * d)
+    lam = [[np.nan, np.nan], [0.5, 2.0], [1.0, 2.0], [1.5, 1.5]]
+    np.testing.assert_array_equal(got["lambda_out"], lam)
+    got = _stream(_CrossLines(rules, "faithful", 2), lines, fbpal, delta)
+    d = np.array([[-1.0, 1.0], [-2.5, 0.5], [-4.25, 2.25], [-3.125, 1.125]])  # every gap 1
+    np.testing.assert_array_equal(got["sgd_lambda_2_accum"], -2.0 * d)
+    plain = _stream(
+        _CrossLines(dataclasses.replace(rules, beta=0.0), "corrected", 2), [0], fbpal, delta
     )
-    for r in range(3):
-        want = fbpal_sgd_steps(lines, fbpal[:, r], mode)
-        np.testing.assert_allclose(got[:, r], want, rtol=1e-12, equal_nan=True)
+    assert set(plain) == {"lambda_out", "fbpal_sgd"}  # no D_t without momentum

@@ -220,6 +220,22 @@ def test_optimizer_errors_come_before_the_run_directory(
     assert not (tmp_path / "r").exists()  # no stub that would refuse the corrected command
 
 
+def test_optimizer_values_are_checked_before_the_run_directory(tmp_path: Path) -> None:
+    """The configuration checks the names of ``optimizer_kwargs`` without building the
+    optimizer; a value the optimizer refuses stops train and run before the run directory."""
+    from steplines.config import load_config
+
+    cfg = tmp_path / "opt.toml"
+    train = 'optimizer = "adam"\noptimizer_kwargs = {betas = [2.0, 0.9]}\n'
+    cfg.write_text(TINY.format(steps=3).replace("[train]\n", "[train]\n" + train))
+    assert load_config(None, cfg).train.optimizer_kwargs == {"betas": [2.0, 0.9]}
+    needles = ["cannot build optimizer 'adam'", "beta", "fix train.optimizer_kwargs"]
+    for command in ("train", "run"):
+        res = steplines(command, "--config", str(cfg), "--out", str(tmp_path / "r"))
+        _one_line_error(res, *needles)
+        assert not (tmp_path / "r").exists()
+
+
 def test_unusable_inputs_get_one_line(tmp_path: Path, tiny_config: Path) -> None:
     out = str(tmp_path / "r")
     latin1 = tmp_path / "latin1.toml"

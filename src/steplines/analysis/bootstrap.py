@@ -65,10 +65,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from steplines.analysis.strategies import (
-    FBPAL_SGD_HISTORY,
-    FBPAL_SGD_REFRESH,
+    FbpalSgd,
+    MomentumProxy,
+    RunningMedian,
     fd_derivative_curvature,
     pal_step,
+    rate_ratios,
+    sgd_lambda_steps,
     stencil_columns,
 )
 from steplines.store import LineRecord
@@ -312,8 +315,7 @@ def line_steps(
     else:
         out["pal"] = nan
     if rules.slope_from_line:
-        for lam in rules.lambdas:
-            out[f"sgd_lambda_{lam:g}"] = -lam * delta
+        out |= sgd_lambda_steps(rules.lambdas, delta)
     return out
 
 
@@ -520,77 +522,35 @@ def _ids(ids: np.ndarray, rows: int, offset: int) -> np.ndarray:
 class _CrossLines:
     """Per-replicate state of the steps that combine several lines, in the analysis' order.
 
-    ``lambda_star_out`` (the running median of λ*_s = s_opt/‖m_s‖ over the lines before t,
-    :func:`steplines.analysis.strategies.constant_rate_steps`), ``fbpal_sgd``
-    (:func:`steplines.analysis.strategies.fbpal_sgd_steps` of the replicate's FBPAL steps) and,
-    when δ_B is read off the line, ``sgd_lambda_<λ>_accum`` (``−λ·D_t``,
-    :func:`steplines.analysis.strategies.momentum_proxy`), each vectorised over the R
-    replicates. Lines must come in the order of the analysed lines.
+    The analysis' own rules, one column per replicate: ``lambda_star_out`` (the running median
+    of λ*_s = s_opt/‖m_s‖ over the lines before t, :class:`~steplines.analysis.strategies.
+    RunningMedian`), ``fbpal_sgd`` (:class:`~steplines.analysis.strategies.FbpalSgd` of the
+    replicate's FBPAL steps) and, when δ_B is read off the line, ``sgd_lambda_<λ>_accum``
+    (``−λ·D_t``, :class:`~steplines.analysis.strategies.MomentumProxy`). Lines must come in
+    the order of the analysed lines.
     """
 
-    def __init__(self, rules: StepRules, mode: str, lines: int, resamples: int) -> None:
-        self.rules, self.mode = rules, mode
-        self.rates = np.empty((lines, resamples))
-        self.seen = 0
-        self.value = np.full(resamples, np.nan)
-        self.block = -1
-        self.history: list[np.ndarray] = []
-        self.acc = np.full(resamples, np.nan)
-        self.prev: int | None = None
+    def __init__(self, rules: StepRules, mode: str, resamples: int) -> None:
+        self.rules = rules
+        self.rates = RunningMedian(resamples)
+        self.fbpal_sgd = FbpalSgd(mode, resamples)
+        self.proxy = MomentumProxy(rules.beta, mode)
 
     def lambda_out(self) -> np.ndarray:
         """The out-of-sample λ* of the next line, per replicate (NaN before any line)."""
-        seen = self.rates[: self.seen]
-        if self.seen == 0:
-            return np.full(self.rates.shape[1], np.nan)
-        if np.isfinite(seen).all():
-            return np.median(seen, axis=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # no finite value yet: NaN
-            return np.nanmedian(seen, axis=0)
+        return self.rates.median()
 
     def add_rate(self, s_opt: np.ndarray, direction_norm: float) -> None:
         """Record a line's replicate λ*_t (after its own step was taken)."""
-        norm = float(direction_norm)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.rates[self.seen] = s_opt / norm if norm > 0 else np.nan
-        self.seen += 1
+        self.rates.add(rate_ratios(s_opt, np.float64(direction_norm)))
 
     def steps(self, t: int, index: int, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The cross-line steps of line ``t`` (``index`` in the analysed lines)."""
-        out = {"fbpal_sgd": self._fbpal_sgd(index if self.mode == "faithful" else t, local)}
+        out = {"fbpal_sgd": self.fbpal_sgd.step(t, index, local["fbpal"])}
         if self.rules.slope_from_line and self.rules.beta > 0:
-            gap = 1 if (self.mode == "faithful" or self.prev is None) else t - self.prev
-            delta = local["delta_batch"]
-            self.acc = (
-                delta.copy() if self.prev is None else self.rules.beta**gap * self.acc + delta
-            )
-            self.prev = t
-            for lam in self.rules.lambdas:
-                out[f"sgd_lambda_{lam:g}_accum"] = -lam * self.acc
+            accum = self.proxy.step(t, local["delta_batch"])
+            out |= sgd_lambda_steps(self.rules.lambdas, None, accum)
         return out
-
-    def _fbpal_sgd(self, n: int, local: dict[str, np.ndarray]) -> np.ndarray:
-        r = local["fbpal"]
-        every = FBPAL_SGD_REFRESH
-        refresh = np.full(r.shape, n in (0, 1) or n % every == 0)
-        if self.mode == "corrected":
-            refresh |= (n // every != self.block) | ~np.isfinite(self.value)
-        self.block = n // every
-        if refresh.any():
-            new = r
-            if n >= every:
-                self.history.append(np.where(refresh & np.isfinite(r), r, np.nan))
-                hist = np.stack(self.history)  # [H, R]; NaN: nothing appended there
-                ok = np.isfinite(hist)
-                last = np.cumsum(ok[::-1], axis=0)[::-1] <= FBPAL_SGD_HISTORY  # the last ones
-                use = ok & last
-                cnt = use.sum(axis=0)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = np.where(use, hist, 0.0).sum(axis=0) / cnt
-                new = np.where(cnt > 0, mean, r)
-            self.value = np.where(refresh, new, self.value)
-        return self.value.copy()
 
 
 class ReplicateTap:
@@ -624,11 +584,7 @@ class ReplicateTap:
             np.full(len(lines), np.nan) if batch_slope is None else np.asarray(batch_slope)
         )
         self.weights = weights if weights is not None else SampleWeights(resamples)
-        self.cross = (
-            _CrossLines(rules, mode, len(lines), self.weights.resamples)
-            if rules is not None
-            else None
-        )
+        self.cross = _CrossLines(rules, mode, self.weights.resamples) if rules is not None else None
         self._out: dict[str, list[np.ndarray]] = {}
 
     def tap(self, records):

@@ -23,6 +23,7 @@ This module never imports torch.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +33,9 @@ from steplines.analysis.settings import MODES, AnalysisSettings, check_mode
 
 __all__ = [
     "MODES",
+    "FbpalSgd",
+    "MomentumProxy",
+    "RunningMedian",
     "accumulate",
     "batch_delta",
     "check_mode",
@@ -48,6 +52,7 @@ __all__ = [
     "pal_step",
     "rate_ratios",
     "running_median",
+    "sgd_lambda_steps",
     "stencil_columns",
     "strategy_metrics",
     "strategy_steps",
@@ -214,6 +219,63 @@ FBPAL_SGD_REFRESH = 100
 FBPAL_SGD_HISTORY = 15
 """… using the mean of the last ``FBPAL_SGD_HISTORY`` refreshed FBPAL steps (from n ≥ 100)."""
 
+# The rules that combine several lines (FBPAL&SGD, the momentum proxy D_t, the out-of-sample
+# λ*) exist once, as a state taking one line at a time: the point estimate runs them over its
+# [T] arrays (one column), the bootstrap (steplines.analysis.bootstrap) streams its lines
+# through them with one column per replicate. Each column follows the scalar rule exactly.
+
+
+class FbpalSgd:
+    """FBPAL&SGD's rule, one line at a time, for ``width`` independent columns.
+
+    :meth:`step` takes the lines in the order of the analysed lines; see
+    :func:`fbpal_sgd_steps` for the rule. Column ``j`` of the result depends only on column
+    ``j`` of the FBPAL steps given.
+    """
+
+    def __init__(self, mode: str, width: int = 1) -> None:
+        self.mode = mode
+        self.value = np.full(width, np.nan)
+        self.block = -1
+        self.history: list[list[float]] = [[] for _ in range(width)]
+        self.has_history = np.zeros(width, bool)
+
+    def step(self, t: int, index: int, fbpal: np.ndarray | float) -> np.ndarray:
+        """The step of line ``t`` (``index`` in the analysed lines) from its FBPAL steps.
+
+        Args:
+            t: The line's step index (the key in corrected mode).
+            index: Its position among the analysed lines (the key in faithful mode).
+            fbpal: float ``[width]`` (a number for width 1): the line's FBPAL steps.
+
+        Returns:
+            float64 ``[width]``: the FBPAL&SGD step of each column (a copy).
+        """
+        n = int(index) if self.mode == "faithful" else int(t)
+        r = np.asarray(fbpal, dtype=np.float64).reshape(self.value.shape)
+        block, previous = n // FBPAL_SGD_REFRESH, self.block
+        self.block = block
+        corrected = self.mode == "corrected"
+        # corrected also refreshes at a new block whose refresh line is missing, and while a
+        # column has no step
+        if n in (0, 1) or n % FBPAL_SGD_REFRESH == 0 or (corrected and block != previous):
+            refresh = np.ones(r.shape, bool)
+        else:
+            refresh = ~np.isfinite(self.value) if corrected else np.zeros(r.shape, bool)
+            if not refresh.any():
+                return self.value.copy()
+        if n < FBPAL_SGD_REFRESH:
+            self.value = np.where(refresh, r, self.value)
+            return self.value.copy()
+        for j in np.flatnonzero(refresh & np.isfinite(r)):
+            history = self.history[j]
+            history.append(float(r[j]))
+            self.value[j] = float(np.mean(history[-FBPAL_SGD_HISTORY:]))
+            self.has_history[j] = True
+        # a refresh that appends nothing keeps the mean it holds; no history yet: r itself
+        self.value = np.where(refresh & ~self.has_history, r, self.value)
+        return self.value.copy()
+
 
 def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarray:
     """FBPAL&SGD ("apal"): a constant step length refreshed from FBPAL (docs/method.md §6.3, §9.23).
@@ -224,7 +286,7 @@ def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarr
     block of 100 steps when its refresh line is missing. At a refresh the current FBPAL step
     ``r`` is taken; for ``n ≥ 100`` it is appended to a history and the mean of the last
     ≤ 15 history entries is used. Between refreshes the last value is reused. The result is a
-    step length, not a learning rate (as in the original).
+    step length, not a learning rate (as in the original). One line at a time: :class:`FbpalSgd`.
 
     Args:
         lines: int ``[T]`` step indices of the analysed lines, ascending.
@@ -234,27 +296,34 @@ def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarr
     Returns:
         float64 ``[T]`` steps.
     """
-    keys = np.arange(len(lines)) if mode == "faithful" else np.asarray(lines)
-    out = np.full(len(keys), np.nan)
-    history: list[float] = []
-    value = float("nan")
-    block = -1
-    for i, n in enumerate(keys):
-        n = int(n)
-        refresh = n in (0, 1) or n % FBPAL_SGD_REFRESH == 0
-        if mode == "corrected" and (n // FBPAL_SGD_REFRESH != block or not np.isfinite(value)):
-            refresh = True
-        block = n // FBPAL_SGD_REFRESH
-        if refresh:
-            r = float(fbpal[i])
-            if n >= FBPAL_SGD_REFRESH:
-                if np.isfinite(r):
-                    history.append(r)
-                value = float(np.mean(history[-FBPAL_SGD_HISTORY:])) if history else r
-            else:
-                value = r
-        out[i] = value
+    rule = FbpalSgd(mode)
+    out = np.full(len(lines), np.nan)
+    for i, t in enumerate(lines):
+        out[i] = rule.step(int(t), i, fbpal[i])[0]
     return out
+
+
+class MomentumProxy:
+    """The momentum proxy's recursion, one line at a time (see :func:`momentum_proxy`).
+
+    Works on numbers or on arrays of any shape (one recursion per element).
+    """
+
+    def __init__(self, beta: float, mode: str = "corrected") -> None:
+        self.beta, self.mode = beta, mode
+        self.acc: np.ndarray = np.full((), np.nan)
+        self.prev: int | None = None
+
+    def step(self, t: int, delta: np.ndarray | float) -> np.ndarray:
+        """``D_t`` after line ``t`` with directional derivative(s) ``delta`` (a fresh array)."""
+        d = np.array(delta, dtype=np.float64)
+        if self.prev is None:
+            self.acc = d
+        else:
+            gap = 1 if self.mode == "faithful" else int(t) - self.prev
+            self.acc = np.asarray(self.beta**gap * self.acc + d)
+        self.prev = int(t)
+        return self.acc.copy()
 
 
 def momentum_proxy(
@@ -264,7 +333,8 @@ def momentum_proxy(
 
     A scalar proxy for ``−‖m_t‖`` built from slopes of different lines. Faithful: recursion
     over the analysed lines in order (gaps ignored). Corrected: a gap of ``Δt`` steps decays
-    the previous value by ``β^Δt`` (the missing terms are unknown and left out).
+    the previous value by ``β^Δt`` (the missing terms are unknown and left out). One line at
+    a time: :class:`MomentumProxy`.
 
     Args:
         lines: int ``[T]`` step indices, ascending.
@@ -275,13 +345,32 @@ def momentum_proxy(
     Returns:
         float64 ``[T]``.
     """
+    rule = MomentumProxy(beta, mode)
     out = np.empty(len(delta))
-    acc, prev = 0.0, None
     for i, (t, d) in enumerate(zip(lines, delta)):
-        gap = 1 if (mode == "faithful" or prev is None) else int(t) - int(prev)
-        acc = beta**gap * acc + float(d) if prev is not None else float(d)
-        prev = t
-        out[i] = acc
+        out[i] = rule.step(int(t), d)
+    return out
+
+
+def sgd_lambda_steps(
+    lambdas: Sequence[float], delta: np.ndarray | None, accum: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """SGD λ's steps ``−λ·δ_B`` (``sgd_lambda_<λ>``) and ``−λ·D_t`` (``sgd_lambda_<λ>_accum``).
+
+    Args:
+        lambdas: The rates λ.
+        delta: δ_B (None: no ``sgd_lambda_<λ>``).
+        accum: The momentum proxy ``D_t`` (None: no ``…_accum``).
+
+    Returns:
+        Name → steps, for each λ in turn its plain step then its ``_accum`` one.
+    """
+    out: dict[str, np.ndarray] = {}
+    for lam in lambdas:
+        if delta is not None:
+            out[f"sgd_lambda_{lam:g}"] = -lam * delta
+        if accum is not None:
+            out[f"sgd_lambda_{lam:g}_accum"] = -lam * accum
     return out
 
 
@@ -397,19 +486,44 @@ def batch_delta(
     return -sl.grad_norm if plain_sgd else q["delta_fd_batch"].copy()
 
 
+class RunningMedian:
+    """Median of the finite values added so far, for ``width`` independent columns.
+
+    One line at a time: :meth:`median` before :meth:`add` gives the out-of-sample estimate
+    (:func:`running_median`; the bootstrap's ``lambda_star_out``, one column per replicate).
+    """
+
+    def __init__(self, width: int = 1) -> None:
+        self.seen: list[list[float]] = [[] for _ in range(width)]
+
+    def median(self) -> np.ndarray:
+        """float64 ``[width]``: each column's median (NaN while it has no finite value)."""
+        out = np.full(len(self.seen), np.nan)
+        for j, seen in enumerate(self.seen):
+            if seen:
+                k = len(seen)
+                out[j] = seen[k // 2] if k % 2 else 0.5 * (seen[k // 2 - 1] + seen[k // 2])
+        return out
+
+    def add(self, x: np.ndarray | float) -> None:
+        """Add one value per column (a number for width 1); non-finite values are left out."""
+        values = np.asarray(x, dtype=np.float64).reshape(len(self.seen)).tolist()
+        for seen, v in zip(self.seen, values):
+            if math.isfinite(v):
+                bisect.insort(seen, v)
+
+
 def running_median(x: np.ndarray) -> np.ndarray:
     """``out[i]`` = median of the finite values of ``x[:i]`` (NaN while there are none).
 
-    The out-of-sample estimate of a per-line quantity: line ``i`` sees only lines before it.
+    The out-of-sample estimate of a per-line quantity: line ``i`` sees only lines before it
+    (:class:`RunningMedian`).
     """
-    seen: list[float] = []
+    rule = RunningMedian()
     out = np.full(len(x), np.nan)
     for i, v in enumerate(np.asarray(x, dtype=np.float64)):
-        if seen:
-            k = len(seen)
-            out[i] = seen[k // 2] if k % 2 else 0.5 * (seen[k // 2 - 1] + seen[k // 2])
-        if np.isfinite(v):
-            bisect.insort(seen, float(v))
+        out[i] = rule.median()[0]
+        rule.add(v)
     return out
 
 
@@ -483,10 +597,7 @@ def strategy_steps(
     if momentum > 0:
         beta = momentum if mode == "corrected" else 0.9
         accum = momentum_proxy(sl.lines, delta, beta, mode)
-    for lam in settings.lambdas:
-        steps[f"sgd_lambda_{lam:g}"] = -lam * delta
-        if momentum > 0:
-            steps[f"sgd_lambda_{lam:g}_accum"] = -lam * accum
+    steps.update(sgd_lambda_steps(settings.lambdas, delta, accum if momentum > 0 else None))
     pal = np.full(n, np.nan)
     fbpal = np.full(n, np.nan)
     for i in range(n):

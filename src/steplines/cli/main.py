@@ -189,11 +189,13 @@ def _run_one(cfg: RunConfig, out: Path, quiet: bool, no_report: bool) -> Path:
     from ..problems.problem import make_problem
     from ..report import build_report
     from ..rundir import RunDir, resolve_device
+    from ..trajectory.loop import check_optimizer
 
     # everything that can be checked is checked before the run directory is made: the
     # configuration (optimizer included), the device, the data and a user's problem
     resolve_device(cfg.measure.device, cfg.measure.precision)
     _check_recorded_problem(out, cfg)
+    check_optimizer(cfg.train)
     problem = make_problem(cfg.problem)
     rd = RunDir.prepare(out, cfg)
     rd.check_problem_source(problem.source)
@@ -228,10 +230,12 @@ def train(out: Path, quiet: bool, **kw: Any) -> None:
     from ..measure import record_trajectory
     from ..problems.problem import make_problem
     from ..rundir import RunDir, resolve_device
+    from ..trajectory.loop import check_optimizer
 
     cfg = _resolve(**kw)
     device = resolve_device(cfg.measure.device, cfg.measure.precision)
     _check_recorded_problem(out, cfg)
+    check_optimizer(cfg.train)  # the values of optimizer_kwargs
     problem = make_problem(cfg.problem)  # checked before the run directory is made
     rd = RunDir.prepare(out, cfg)
     rd.check_problem_source(problem.source)

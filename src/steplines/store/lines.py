@@ -326,6 +326,12 @@ class LineStore:
         )
         return cls(path, zarr.open_group(path, mode="r+", zarr_format=3), "r+")
 
+    @staticmethod
+    def looks_like_store(path: Path) -> bool:
+        """Whether ``path`` is a Zarr group (a ``lines.zarr`` given in place of its run
+        directory); :meth:`open` checks that it is a line store."""
+        return (Path(path) / "zarr.json").is_file()
+
     @classmethod
     def open(cls, path: Path, *, mode: Literal["r", "r+"] = "r") -> LineStore:
         """Open an existing line store.
@@ -346,7 +352,7 @@ class LineStore:
             f"{path} is not a steplines line store (expected a lines.zarr directory made by "
             "steplines); pass the lines.zarr inside a run directory"
         )
-        if not (path / "zarr.json").is_file():
+        if not cls.looks_like_store(path):
             raise RunDirError(not_store)
         try:
             group = zarr.open_group(path, mode=mode, zarr_format=3)

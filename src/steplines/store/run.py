@@ -108,9 +108,9 @@ class RunLayout:
         """The run's configuration, validated (:func:`steplines.config.validate_config`).
 
         Args:
-            torch_checks: also make the checks that import torch (the optimizer exists, builds
-                and needs no closure). ``config.toml`` passed them when it was written; the
-                torch-free side (analysis, report, export) leaves them out.
+            torch_checks: also make the checks that import torch (the optimizer exists, takes
+                ``optimizer_kwargs`` and needs no closure). ``config.toml`` passed them when it
+                was written; the torch-free side (analysis, report, export) leaves them out.
 
         Raises:
             RunDirError: no ``config.toml``: not a run directory.

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import OPTIMIZER_ALIASES, TrainConfig
+from ..config import TrainConfig, optimizer_error
 from ..engine.common import trainable_parameters
 from ..errors import ConfigError, DivergenceError
 from ..problems.problem import Problem, to_device
@@ -68,22 +68,24 @@ class LineAnchor:
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Build the configured ``torch.optim`` optimizer (SGD gets momentum and weight decay)."""
-    name = OPTIMIZER_ALIASES.get(cfg.optimizer.lower(), cfg.optimizer)
+    """Build the configured ``torch.optim`` optimizer (:meth:`TrainConfig.optimizer_call`)."""
+    name, kwargs = cfg.optimizer_call()
     cls = getattr(torch.optim, name)
-    kwargs: dict[str, Any] = {"lr": cfg.lr}
-    if name == "SGD":
-        kwargs.update(momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    elif cfg.weight_decay:
-        kwargs["weight_decay"] = cfg.weight_decay
-    kwargs.update(cfg.optimizer_kwargs)
     try:
         return cls(params, **kwargs)
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
-        raise ConfigError(
-            f"cannot build optimizer {cfg.optimizer!r} with {kwargs}: {err}; fix "
-            "train.optimizer_kwargs"
-        ) from None
+        raise ConfigError(optimizer_error(cfg.optimizer, kwargs, err)) from None
+
+
+def check_optimizer(cfg: TrainConfig) -> None:
+    """Build the configured optimizer on a dummy parameter, so that a value it refuses in
+    ``optimizer_kwargs`` (the configuration checks only their names) is reported before the
+    run directory is made.
+
+    Raises:
+        ConfigError: The optimizer cannot be built.
+    """
+    make_optimizer([nn.Parameter(torch.zeros(1))], cfg)
 
 
 def gradients(params: list[nn.Parameter]) -> list[Tensor]:
