@@ -65,7 +65,7 @@ class BenchError(Exception):
 def _line_values(positions: np.ndarray, mean: np.ndarray) -> tuple[float, float, float]:
     """``(s_opt, l(s_opt), l(0))`` of one mean line."""
     s_opt, l_min = first_argmin(positions, mean)
-    l0 = float(evaluate_line(positions, mean, 0.0, "corrected")[0])
+    l0 = float(evaluate_line(positions, mean, 0.0)[0])
     return s_opt, l_min, l0
 
 
@@ -162,12 +162,11 @@ def sampling_errors(
                 sub = losses[rows].mean(axis=0)
                 s, lm, l0 = _line_values(pos, sub)
                 est["s_opt"][j, r, i], est["l_min"][j, r, i], est["l0"][j, r, i] = s, lm, l0
-                realised[j, r, i] = evaluate_line(pos, mean, s, "corrected")[0]
+                realised[j, r, i] = evaluate_line(pos, mean, s)[0]
                 if resamples:
                     reps = line_replicates(
                         line,
                         {},
-                        mode="corrected",
                         window=0.0,
                         counts_train=_subset_weights(weights[r], line, rows),
                         counts_direction=np.zeros((resamples, line.direction_losses.shape[0])),

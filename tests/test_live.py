@@ -38,7 +38,7 @@ def test_run_writes_one_live_record_per_line_matching_the_analysis(
     assert [r["t"] for r in records] == list(range(10))
     assert _raw_steps(out / "live.jsonl") == list(range(10))  # one record per line
     store = LineStore.open(out / "lines.zarr")
-    q = line_quantities(load_summary(store, "corrected"), "corrected")
+    q = line_quantities(load_summary(store))
     summary = store.read_summary()
     for i, r in enumerate(records):
         assert r["s_opt"] == q["s_opt"][i] and r["l_opt"] == q["l_min"][i]

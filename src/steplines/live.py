@@ -131,8 +131,8 @@ def line_summary(
     pos, mean = pos[ok], mean[ok]
     s_opt, l_opt = first_argmin(pos, mean)
     s_upd = float(scalars.get("s_update", math.nan))
-    l0 = float(evaluate_line(pos, mean, 0.0, "corrected")[0])
-    l_upd = float(evaluate_line(pos, mean, s_upd, "corrected")[0])
+    l0 = float(evaluate_line(pos, mean, 0.0)[0])
+    l_upd = float(evaluate_line(pos, mean, s_upd)[0])
     fit, fit_rel = math.nan, math.nan
     if math.isfinite(s_opt) and s_opt != 0:
         w = 2.0 * abs(s_opt)

@@ -30,7 +30,7 @@ def _cols(rec):
     pos = rec.positions
     z = int(np.flatnonzero(pos == 0.0)[0])
     u = int(np.flatnonzero(pos == rec.s_update)[0])
-    return stencil_columns(pos, z, u, "corrected")
+    return stencil_columns(pos, z, u)
 
 
 def test_batch_simulation_small_equal_and_large() -> None:
@@ -70,7 +70,9 @@ def test_batch_size_rows_reference_batch() -> None:
     records = [(t, make_record(t, n, 2, b)) for t in range(2)]
     for mode in ("corrected", "faithful"):
         tab = pd.DataFrame(
-            batch_size_rows(iter(records), mode=mode, momentum=0.0, batch_sizes=(16, 32, 64))
+            batch_size_rows(
+                iter(records), faithful=mode == "faithful", momentum=0.0, batch_sizes=(16, 32, 64)
+            )
         )
         ref = tab[(tab.batch_size == b) & (tab.strategy == "sgd")]
         # SGD (original) at bs = B is the stored s_update

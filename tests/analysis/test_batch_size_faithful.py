@@ -72,7 +72,7 @@ def test_batch_size_rows_use_the_cut_full_batch_in_faithful_only() -> None:
     }
     sizes = (4, 8, 32)
     tab = pd.DataFrame(
-        batch_size_rows(iter([(0, rec)]), mode="faithful", momentum=0.0, batch_sizes=sizes)
+        batch_size_rows(iter([(0, rec)]), faithful=True, momentum=0.0, batch_sizes=sizes)
     )
     uncut = np.concatenate([train, direction]).mean(0)
     differs = False
@@ -88,7 +88,7 @@ def test_batch_size_rows_use_the_cut_full_batch_in_faithful_only() -> None:
     (opt,) = tab[tab.strategy == "optimal"].itertuples()
     assert opt.batch_size == 48
     first32 = pd.DataFrame(
-        batch_size_rows(iter([(0, rec)]), mode="faithful", momentum=0.0, batch_sizes=(32,))
+        batch_size_rows(iter([(0, rec)]), faithful=True, momentum=0.0, batch_sizes=(32,))
     )
     (opt32,) = first32[first32.strategy == "optimal"].itertuples()
     line = lines["faithful"][32]
@@ -97,9 +97,7 @@ def test_batch_size_rows_use_the_cut_full_batch_in_faithful_only() -> None:
     np.testing.assert_allclose(opt32.improvement, _nearest(pos, line, 0.0) - line[k], rtol=1e-9)
 
     # corrected keeps every row: the N training rows, the same line for every bs
-    corr = pd.DataFrame(
-        batch_size_rows(iter([(0, rec)]), mode="corrected", momentum=0.0, batch_sizes=sizes)
-    )
+    corr = pd.DataFrame(batch_size_rows(iter([(0, rec)]), momentum=0.0, batch_sizes=sizes))
     full = train.mean(0)
     for row in corr[corr.strategy != "optimal"].itertuples():
         expected = np.interp(0.0, pos, full) - np.interp(

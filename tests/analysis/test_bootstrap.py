@@ -33,8 +33,8 @@ def test_step_weights_equal_evaluate_line(mode: str) -> None:
     p = np.sort(np.concatenate([rng.uniform(-1, 1, 30), [0.0]]))
     v = rng.normal(size=p.size)
     s = np.array([-2.0, -0.5, 0.0, 0.013, p[7], 0.77, 3.0, np.nan])
-    got = v @ step_weights(p, s, mode)
-    want = evaluate_line(p, v, s, mode)[0]
+    got = v @ step_weights(p, s, faithful=mode == "faithful")
+    want = evaluate_line(p, v, s, faithful=mode == "faithful")[0]
     np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
 
 
@@ -43,7 +43,7 @@ def test_unit_counts_reproduce_the_analysis(tmp_path, mode: str) -> None:
     """All counts 1: every replicate is the line's own value as the analysis computes it."""
     run = make_run(tmp_path / "run", n_lines=3)
     store = LineStore.open(run / "lines.zarr")
-    sl = load_summary(store, mode)
+    sl = load_summary(store, faithful=mode == "faithful")
     for i, t in enumerate(sl.lines):
         rec = store.read_line(int(t))
         n, b = rec.train_losses.shape[0], rec.direction_losses.shape[0]
@@ -51,21 +51,21 @@ def test_unit_counts_reproduce_the_analysis(tmp_path, mode: str) -> None:
         r = line_replicates(
             rec,
             {**steps, "exact_batch": 0.0},
-            mode=mode,
+            faithful=mode == "faithful",
             window=0.2,
             counts_train=np.ones((1, n)),
             counts_direction=np.ones((1, b)),
         )
         pos, full = sl.positions[i], sl.metric_full[i]
         s_opt, l_min = first_argmin(pos, full)
-        l0 = evaluate_line(pos, full, 0.0, mode)[0]
+        l0 = evaluate_line(pos, full, 0.0, faithful=mode == "faithful")[0]
         assert r.s_opt[0] == s_opt
         assert r.l_min[0] == pytest.approx(l_min, rel=1e-6)
         assert r.impr["sgd"][0] == pytest.approx(
-            l0 - evaluate_line(pos, full, rec.s_update, mode)[0], abs=1e-6
+            l0 - evaluate_line(pos, full, rec.s_update, faithful=mode == "faithful")[0], abs=1e-6
         )
         s_b, _ = first_argmin(pos, sl.batch[i])
-        want_b = l0 - evaluate_line(pos, full, s_b, mode)[0]
+        want_b = l0 - evaluate_line(pos, full, s_b, faithful=mode == "faithful")[0]
         assert r.impr["exact_batch"][0] == pytest.approx(want_b, abs=1e-6)
         mae, _ = polynomial_fits(pos[None], sl.shape_full[i][None], 0.2, (2,))
         assert r.mae2[0] == pytest.approx(mae[0, 0], rel=1e-5)
@@ -115,7 +115,6 @@ def test_intervals_cover_the_population_line_at_their_level() -> None:
             line_replicates(
                 rec,
                 {"step": 0.3},
-                mode="corrected",
                 window=0.2,
                 counts_train=c,
                 counts_direction=np.zeros((c.shape[0], 0)),
@@ -165,7 +164,6 @@ def test_basic_interval_of_a_share_covers_what_the_percentile_interval_misses() 
                 line_replicates(
                     rec,
                     {"oracle": 0.5},
-                    mode="corrected",
                     window=0.2,
                     counts_train=c,
                     counts_direction=np.zeros((c.shape[0], 0)),
@@ -231,7 +229,6 @@ def test_line_dependent_steps_vary_between_replicates() -> None:
     r = line_replicates(
         rec,
         {"fbpal": 0.3, "pal": 0.3, "sgd": 0.3},
-        mode="corrected",
         window=0.2,
         counts_train=SampleWeights(50).weights(np.arange(100)),
         counts_direction=SampleWeights(50).weights(np.arange(20)),
@@ -266,16 +263,16 @@ def test_streamed_fbpal_sgd_follows_the_rule_by_hand() -> None:
     lines = [0, 1, 2, 150, 160, 200, 230, 250, 301]
     fbpal = [[1, nan], [2, 2], [3, nan], [4, nan], [5, 5], [6, nan], [7, 7], [9, 9], [8, 8]]
     zeros = np.zeros((len(lines), 2))
-    got = _stream(_CrossLines(StepRules(mu=0.1), "corrected", 2), lines, fbpal, zeros)
+    got = _stream(_CrossLines(StepRules(mu=0.1), 2), lines, fbpal, zeros)
     want = [[1, nan], [2, 2], [2, 2], [4, nan], [4, 5], [5, 5], [5, 5], [5, 5], [6, 6.5]]
     np.testing.assert_array_equal(got["fbpal_sgd"], want)
-    got = _stream(_CrossLines(StepRules(mu=0.1), "faithful", 2), lines, fbpal, zeros)
+    got = _stream(_CrossLines(StepRules(mu=0.1), 2, faithful=True), lines, fbpal, zeros)
     np.testing.assert_array_equal(got["fbpal_sgd"], [[1, nan]] + [[2, 2]] * 8)
     # 17 refreshes (corrected, one line per block): the mean of the last 15 of them
     k = np.arange(1, 18, dtype=np.float64)
     blocks = 100 * k.astype(int)
     zeros = np.zeros((k.size, 2))
-    got = _stream(_CrossLines(StepRules(mu=0.1), "corrected", 2), blocks, np.c_[k, 2 * k], zeros)
+    got = _stream(_CrossLines(StepRules(mu=0.1), 2), blocks, np.c_[k, 2 * k], zeros)
     want = np.r_[(k[:15] + 1) / 2, 9.0, 10.0]
     np.testing.assert_array_equal(got["fbpal_sgd"], np.c_[want, 2 * want])
 
@@ -288,15 +285,13 @@ def test_streamed_momentum_proxy_and_lambda_out_follow_the_rules_by_hand() -> No
     delta = np.array([[-1.0, 1.0], [-2.0, 0.0], [-3.0, 2.0], [-1.0, 0.0]])
     s_opt = [[1.0, 4.0], [3.0, np.nan], [8.0, 2.0], [0.0, 0.0]]  # λ*_s: s_opt/2
     fbpal = np.ones((4, 2))
-    got = _stream(_CrossLines(rules, "corrected", 2), lines, fbpal, delta, s_opt, norm=2.0)
+    got = _stream(_CrossLines(rules, 2), lines, fbpal, delta, s_opt, norm=2.0)
     d = np.array([[-1.0, 1.0], [-2.25, 0.25], [-4.125, 2.125], [-2.03125, 0.53125]])  # gaps 2, 1, 2
     np.testing.assert_array_equal(got["sgd_lambda_2_accum"], -2.0 * d)
     lam = [[np.nan, np.nan], [0.5, 2.0], [1.0, 2.0], [1.5, 1.5]]
     np.testing.assert_array_equal(got["lambda_out"], lam)
-    got = _stream(_CrossLines(rules, "faithful", 2), lines, fbpal, delta)
+    got = _stream(_CrossLines(rules, 2, faithful=True), lines, fbpal, delta)
     d = np.array([[-1.0, 1.0], [-2.5, 0.5], [-4.25, 2.25], [-3.125, 1.125]])  # every gap 1
     np.testing.assert_array_equal(got["sgd_lambda_2_accum"], -2.0 * d)
-    plain = _stream(
-        _CrossLines(dataclasses.replace(rules, beta=0.0), "corrected", 2), [0], fbpal, delta
-    )
+    plain = _stream(_CrossLines(dataclasses.replace(rules, beta=0.0), 2), [0], fbpal, delta)
     assert set(plain) == {"lambda_out", "fbpal_sgd"}  # no D_t without momentum

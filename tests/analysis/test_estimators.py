@@ -70,14 +70,14 @@ def test_labpal_parabola_equals_closed_form() -> None:
     z = int(np.flatnonzero(pos == 0.0)[0])
     u = int(np.flatnonzero(pos == 0.3)[0])
     mu = float(pos[z + 17])  # a measured position: l(µ) is read exactly
-    a, b, step = labpal_parabola(pos, parabola(pos), z, u, mu, "corrected")
+    a, b, step = labpal_parabola(pos, parabola(pos), z, u, mu)
     assert (a, b, step) == pytest.approx((A, B, S_MIN), abs=1e-9)
 
 
 def test_labpal_tap_averages_the_first_batches() -> None:
     rec = make_record(0, n=48, m=4, b=16)
     coef = coefficients(0, 48, 4, 16).train
-    tap = LabpalTap(batch_size=16, n_batches=2, mu=0.102, mode="corrected")
+    tap = LabpalTap(batch_size=16, n_batches=2, mu=0.102)
     a, b, step, used = tap.line(rec)
     assert used == 2
     ea, eb = coef[:32, 0].mean(), coef[:32, 1].mean()  # the first two batches only
@@ -86,7 +86,7 @@ def test_labpal_tap_averages_the_first_batches() -> None:
     assert step == pytest.approx(-eb / (2 * ea), rel=2e-3)
     assert a != pytest.approx(coef[:, 0].mean(), rel=1e-3)  # not the full batch's
     assert tap.line(rec)[:3] == (a, b, step)
-    assert LabpalTap(16, 10, 0.1, "corrected").line(rec)[3] == 3  # at most all batches
+    assert LabpalTap(16, 10, 0.1).line(rec)[3] == 3  # at most all batches
 
 
 # ---------------------------------------------------------------------- Armijo / SLS
@@ -137,7 +137,7 @@ def _lines(rows: list[np.ndarray], grad_norm: float, delta: float) -> SummaryLin
 def test_sls_reset_carries_the_accepted_step_to_the_next_line() -> None:
     pos = np.arange(-1000, 1001) * 0.001
     sl = _lines([parabola(pos)] * 3, grad_norm=0.6, delta=B)
-    steps, backs, eta0 = sls_steps(sl, "corrected", n_train=64, batch_size=16)
+    steps, backs, eta0 = sls_steps(sl, n_train=64, batch_size=16)
     growth = 2.0 ** (16 / 64)
     assert eta0[0] == 1.0
     first, k = armijo_step(pos, parabola(pos), B, 1.0 * 0.6)

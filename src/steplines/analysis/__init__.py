@@ -10,7 +10,7 @@ from __future__ import annotations
 from steplines.analysis.batch_size import BATCH_SIZES, batch_size_rows, simulate_batch
 from steplines.analysis.lines import SummaryLines, from_arrays, load_summary
 from steplines.analysis.run import analyze_run, ratio_stats
-from steplines.analysis.settings import AnalysisRequest, AnalysisSettings
+from steplines.analysis.settings import MODES, AnalysisRequest, AnalysisSettings
 from steplines.analysis.shape import (
     consecutive_distances,
     distance_matrix,
@@ -20,7 +20,6 @@ from steplines.analysis.shape import (
     shift_by_min,
 )
 from steplines.analysis.strategies import (
-    MODES,
     accumulate,
     evaluate_line,
     fbpal_sgd_steps,

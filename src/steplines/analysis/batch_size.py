@@ -45,7 +45,7 @@ This module never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -159,7 +159,7 @@ def simulate_batch(
 def batch_size_rows(
     records: Iterable[tuple[int, LineRecord]],
     *,
-    mode: str,
+    faithful: bool = False,
     momentum: float,
     batch_sizes: Sequence[int] = BATCH_SIZES,
     mu: float = 0.1,
@@ -175,7 +175,7 @@ def batch_size_rows(
 
     Args:
         records: Iterable of ``(t, LineRecord)`` in ascending ``t`` (read lazily).
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
         momentum: β of the run (faithful: δ at bs = B is ``−‖g‖`` only when β = 0).
         batch_sizes: Batch sizes to simulate.
         mu: PAL's µ.
@@ -186,63 +186,75 @@ def batch_size_rows(
     cols_out: dict[str, list] = {
         k: [] for k in ("line", "batch_size", "strategy", "step", "improvement", "delta", "clipped")
     }
-    faithful_rngs = {bs: np.random.RandomState(42) for bs in batch_sizes}
-
-    def add(t: int, bs: int, name: str, step: float, impr: float, delta: float, clip: bool):
-        for key, val in zip(cols_out, (t, bs, name, step, impr, delta, clip)):
-            cols_out[key].append(val)
-
+    rngs = {bs: np.random.RandomState(42) for bs in batch_sizes} if faithful else {}
     for t, rec in records:
-        pos = rec.positions
-        train, direction = rec.train_losses, rec.direction_losses
-        n, b = train.shape[0], direction.shape[0]
-        fulls: dict[int, np.ndarray] = {}
-        if mode == "faithful" and b > 0:
-            # the original's full batch per bs: N + B rows cut to a multiple of bs
-            rows_t = np.ascontiguousarray(np.concatenate([train, direction]).T, np.float64)
-            for bs in batch_sizes:
-                fulls[bs], _ = faithful_full_line(rows_t, bs)
-            first = batch_sizes[0] if len(batch_sizes) else n + b
-            full = fulls[first] if fulls else rows_t.mean(axis=1)
-            n_full = kept_rows(n + b, first)
-        else:
-            full = train.astype(np.float64).mean(axis=0)
-            n_full = n
-        zero = np.flatnonzero(pos == 0.0)
-        upd = np.flatnonzero(pos == rec.s_update)
-        cols = stencil_columns(
-            pos, int(zero[0]) if zero.size else -1, int(upd[0]) if upd.size else -1, mode
-        )
-        l0 = float(evaluate_line(pos, full, 0.0, mode)[0])
-        s_opt, l_min = first_argmin(pos, full)
-        d_full = fd_derivative_curvature(pos[cols], full[cols])[0] if cols is not None else np.nan
-        add(t, n_full, "optimal", s_opt, l0 - l_min, float(d_full), False)
-        if b == 0:
-            continue
-        slopes = per_sample_slopes(pos, direction, cols) if cols is not None else np.zeros(b)
-        for bs in batch_sizes:
-            draw = None
-            if bs > b and n > 0:
-                size = min(bs - b, n)
-                if mode == "faithful":
-                    draw = faithful_rngs[bs].choice(n, size=size, replace=False)
-                else:
-                    draw = np.random.default_rng([42, int(t)]).choice(n, size=size, replace=False)
-            l_bs = simulate_batch(direction, train, bs, slopes, draw)
-            if cols is None:
-                delta = np.nan
-            else:
-                delta = float(fd_derivative_curvature(pos[cols], l_bs[cols])[0])
-            if mode == "faithful" and bs == b and momentum == 0:
-                delta = -float(rec.grad_norm)
-            lam = float(rec.lr)
-            sgd = float(rec.s_update) if bs == b else lam * abs(delta)
-            lb = evaluate_line(pos, l_bs, np.array([0.0, mu]), mode)[0]
-            pal = float(pal_step(lb[0], lb[1], delta, mu))
-            exact, _ = first_argmin(pos, l_bs)
-            full_bs = fulls.get(bs, full)
-            l0_bs = l0 if full_bs is full else float(evaluate_line(pos, full_bs, 0.0, mode)[0])
-            for name, step in (("sgd", sgd), ("pal", pal), ("exact_batch", exact)):
-                val, clip = evaluate_line(pos, full_bs, step, mode)
-                add(t, bs, name, step, l0_bs - float(val), delta, bool(clip))
+        for row in _line_rows(int(t), rec, faithful, momentum, batch_sizes, mu, rngs):
+            for key, val in zip(cols_out, row):
+                cols_out[key].append(val)
     return cols_out
+
+
+def _full_lines(
+    rec: LineRecord, batch_sizes: Sequence[int], faithful: bool
+) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
+    """The line's full-batch line, the original's per-bs full lines (faithful: N + B rows cut
+    to a multiple of bs, else none) and the full line's row count."""
+    train, direction = rec.train_losses, rec.direction_losses
+    n, b = train.shape[0], direction.shape[0]
+    if not (faithful and b > 0):
+        return train.astype(np.float64).mean(axis=0), {}, n
+    rows_t = np.ascontiguousarray(np.concatenate([train, direction]).T, np.float64)
+    fulls = {bs: faithful_full_line(rows_t, bs)[0] for bs in batch_sizes}
+    first = batch_sizes[0] if len(batch_sizes) else n + b
+    full = fulls[first] if fulls else rows_t.mean(axis=1)
+    return full, fulls, kept_rows(n + b, first)
+
+
+def _line_rows(
+    t: int,
+    rec: LineRecord,
+    faithful: bool,
+    momentum: float,
+    batch_sizes: Sequence[int],
+    mu: float,
+    rngs: dict[int, np.random.RandomState],
+) -> Iterator[tuple]:
+    """The rows of one line: ``optimal``, then ``sgd``, ``pal``, ``exact_batch`` per bs."""
+    pos, train, direction = rec.positions, rec.train_losses, rec.direction_losses
+    n, b = train.shape[0], direction.shape[0]
+    full, fulls, n_full = _full_lines(rec, batch_sizes, faithful)
+    zero = np.flatnonzero(pos == 0.0)
+    upd = np.flatnonzero(pos == rec.s_update)
+    cols = stencil_columns(
+        pos,
+        int(zero[0]) if zero.size else -1,
+        int(upd[0]) if upd.size else -1,
+        faithful=faithful,
+    )
+    l0 = float(evaluate_line(pos, full, 0.0, faithful=faithful)[0])
+    s_opt, l_min = first_argmin(pos, full)
+    d_full = fd_derivative_curvature(pos[cols], full[cols])[0] if cols is not None else np.nan
+    yield t, n_full, "optimal", s_opt, l0 - l_min, float(d_full), False
+    if b == 0:
+        return
+    slopes = per_sample_slopes(pos, direction, cols) if cols is not None else np.zeros(b)
+    for bs in batch_sizes:
+        draw = None
+        if bs > b and n > 0:
+            rng = rngs[bs] if faithful else np.random.default_rng([42, t])
+            draw = rng.choice(n, size=min(bs - b, n), replace=False)
+        l_bs = simulate_batch(direction, train, bs, slopes, draw)
+        delta = np.nan if cols is None else float(fd_derivative_curvature(pos[cols], l_bs[cols])[0])
+        if faithful and bs == b and momentum == 0:
+            delta = -float(rec.grad_norm)
+        sgd = float(rec.s_update) if bs == b else float(rec.lr) * abs(delta)
+        lb = evaluate_line(pos, l_bs, np.array([0.0, mu]), faithful=faithful)[0]
+        pal = float(pal_step(lb[0], lb[1], delta, mu))
+        exact, _ = first_argmin(pos, l_bs)
+        full_bs = fulls.get(bs, full)
+        l0_bs = l0
+        if full_bs is not full:
+            l0_bs = float(evaluate_line(pos, full_bs, 0.0, faithful=faithful)[0])
+        for name, step in (("sgd", sgd), ("pal", pal), ("exact_batch", exact)):
+            val, clip = evaluate_line(pos, full_bs, step, faithful=faithful)
+            yield t, bs, name, step, l0_bs - float(val), delta, bool(clip)

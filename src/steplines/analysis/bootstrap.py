@@ -139,7 +139,7 @@ class SampleWeights:
         return self._table[ids].T.astype(np.float64)
 
 
-def step_weights(positions: np.ndarray, steps: np.ndarray, mode: str) -> np.ndarray:
+def step_weights(positions: np.ndarray, steps: np.ndarray, *, faithful: bool = False) -> np.ndarray:
     """``W [k, S]`` with ``values @ W = l(steps)`` for any line ``values [.., k]`` at ``positions``.
 
     The same rule as :func:`steplines.analysis.strategies.evaluate_line`: corrected — linear
@@ -150,7 +150,7 @@ def step_weights(positions: np.ndarray, steps: np.ndarray, mode: str) -> np.ndar
     Args:
         positions: float ``[k]`` finite, sorted positions.
         steps: float ``[S]``.
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
     """
     p = np.asarray(positions, dtype=np.float64)
     s = np.asarray(steps, dtype=np.float64)
@@ -159,7 +159,7 @@ def step_weights(positions: np.ndarray, steps: np.ndarray, mode: str) -> np.ndar
     finite = np.isfinite(s)
     sc = np.clip(np.where(finite, s, 0.0), p[0], p[-1])
     cols = np.arange(s.size)
-    if mode == "corrected" and k > 1:
+    if not faithful and k > 1:
         i = np.clip(np.searchsorted(p, sc, side="right") - 1, 0, k - 2)
         gap = p[i + 1] - p[i]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -235,14 +235,18 @@ class ReplicateCurves:
     stencil: np.ndarray | None
     batch_fd: float = np.nan
 
-    def at(self, values: np.ndarray, steps: np.ndarray, mode: str) -> np.ndarray:
+    def at(self, values: np.ndarray, steps: np.ndarray, *, faithful: bool = False) -> np.ndarray:
         """``values [R, k]`` of each replicate at its own step ``steps [R]``."""
-        w = step_weights(self.positions, steps, mode)  # [k, R]
+        w = step_weights(self.positions, steps, faithful=faithful)  # [k, R]
         return np.einsum("rk,kr->r", values, w)
 
 
 def replicate_curves(
-    record: LineRecord, *, mode: str, counts_train: np.ndarray, counts_direction: np.ndarray
+    record: LineRecord,
+    *,
+    faithful: bool = False,
+    counts_train: np.ndarray,
+    counts_direction: np.ndarray,
 ) -> ReplicateCurves:
     """Re-average one line with the weights ``counts_* [R, rows]`` (see the module docstring)."""
     pos = np.asarray(record.positions, dtype=np.float64)
@@ -256,11 +260,11 @@ def replicate_curves(
     with np.errstate(divide="ignore", invalid="ignore"):
         shape = sum_t / n_t
         batch = sum_d / n_d if b else np.full_like(shape, np.nan)
-        metric = (sum_t + sum_d) / (n_t + n_d) if (mode == "faithful" and b) else shape
+        metric = (sum_t + sum_d) / (n_t + n_d) if (faithful and b) else shape
     zero = first_match(p, 0.0)
     s_update = float(record.s_update)
     update = first_match(p, s_update) if np.isfinite(s_update) else -1
-    stencil = stencil_columns(p, zero, update, mode)
+    stencil = stencil_columns(p, zero, update, faithful=faithful)
     batch_fd = np.nan
     if b and stencil is not None:
         batch_fd = float(fd_derivative_curvature(p[stencil], direction[:, stencil].mean(axis=0))[0])
@@ -276,7 +280,7 @@ def replicate_curves(
 
 
 def line_steps(
-    curves: ReplicateCurves, rules: StepRules, batch_slope: float, mode: str
+    curves: ReplicateCurves, rules: StepRules, batch_slope: float, *, faithful: bool = False
 ) -> dict[str, np.ndarray]:
     """Each replicate's own steps of the strategies computed from this line's losses.
 
@@ -295,7 +299,7 @@ def line_steps(
     r = curves.metric.shape[0]
     nan = np.full(r, np.nan)
     p, mu = curves.positions, rules.mu
-    at = step_weights(p, np.array([0.0, mu]), mode)  # [k, 2]
+    at = step_weights(p, np.array([0.0, mu]), faithful=faithful)  # [k, 2]
     lf = curves.metric @ at
     slope_full, slope_batch = nan, nan
     if curves.stencil is not None:
@@ -346,7 +350,7 @@ def line_replicates(
     record: LineRecord,
     steps: dict[str, float | np.ndarray],
     *,
-    mode: str,
+    faithful: bool = False,
     window: float,
     counts_train: np.ndarray,
     counts_direction: np.ndarray,
@@ -365,8 +369,8 @@ def line_replicates(
             step (``[R]``). ``optimal`` and ``exact_batch`` are re-minimised per replicate (any
             value given for them is ignored); with ``rules``, so are the steps of
             :func:`line_steps` that are named here.
-        mode: ``corrected`` (metric line: the N training rows) or ``faithful`` (training and
-            direction rows together).
+        faithful: the metric line averages the training and direction rows together, as
+            the original; else the N training rows.
         window: Half-width ``w`` of the degree-2 fit.
         counts_train: ``[R, N]`` weights of the training rows (:class:`SampleWeights`).
         counts_direction: ``[R, B]`` weights of the direction rows.
@@ -377,7 +381,7 @@ def line_replicates(
             ``[R]`` steps (the strategies that combine several lines, :class:`ReplicateTap`).
     """
     curves = replicate_curves(
-        record, mode=mode, counts_train=counts_train, counts_direction=counts_direction
+        record, faithful=faithful, counts_train=counts_train, counts_direction=counts_direction
     )
     p, metric = curves.positions, curves.metric
     s_opt, l_min = _first_argmin(p, metric)
@@ -385,7 +389,7 @@ def line_replicates(
     if curves.has_batch and "exact_batch" in steps:
         own["exact_batch"], _ = _first_argmin(p, curves.batch)
     if rules is not None:
-        local = line_steps(curves, rules, batch_slope, mode)
+        local = line_steps(curves, rules, batch_slope, faithful=faithful)
         if cross is not None:
             local |= cross(local)
         own |= {k: v for k, v in local.items() if k in steps}
@@ -393,7 +397,7 @@ def line_replicates(
     fixed = [k for k in names if np.ndim(steps[k]) == 0]
     given = [k for k in names if np.ndim(steps[k]) != 0]
     cols = np.array([steps[k] for k in fixed] + [0.0], dtype=np.float64)
-    at = metric @ step_weights(p, cols, mode)  # [R, S + 1]; the last column is l(0)
+    at = metric @ step_weights(p, cols, faithful=faithful)  # [R, S + 1]; the last column is l(0)
     l0 = at[:, -1]
     impr = {name: l0 - at[:, j] for j, name in enumerate(fixed)}
     impr["optimal"] = l0 - l_min
@@ -401,7 +405,7 @@ def line_replicates(
         own[name] = np.asarray(steps[name], dtype=np.float64)
     for name, s in own.items():
         if name != "optimal":
-            impr[name] = l0 - curves.at(metric, s, mode)
+            impr[name] = l0 - curves.at(metric, s, faithful=faithful)
     inside = np.abs(p) <= window
     mae2, range_ = _fit2(p[inside], curves.shape[:, inside])
     return LineReplicates(
@@ -530,11 +534,11 @@ class _CrossLines:
     the order of the analysed lines.
     """
 
-    def __init__(self, rules: StepRules, mode: str, resamples: int) -> None:
+    def __init__(self, rules: StepRules, resamples: int, *, faithful: bool = False) -> None:
         self.rules = rules
         self.rates = RunningMedian(resamples)
-        self.fbpal_sgd = FbpalSgd(mode, resamples)
-        self.proxy = MomentumProxy(rules.beta, mode)
+        self.fbpal_sgd = FbpalSgd(resamples, faithful=faithful)
+        self.proxy = MomentumProxy(rules.beta, faithful=faithful)
 
     def lambda_out(self) -> np.ndarray:
         """The out-of-sample λ* of the next line, per replicate (NaN before any line)."""
@@ -569,7 +573,7 @@ class ReplicateTap:
         steps: dict[str, np.ndarray],
         lines: np.ndarray,
         *,
-        mode: str,
+        faithful: bool = False,
         window: float,
         resamples: int = DEFAULT_RESAMPLES,
         rules: StepRules | None = None,
@@ -578,13 +582,15 @@ class ReplicateTap:
     ) -> None:
         self.steps = steps
         self.row = {int(t): i for i, t in enumerate(lines)}
-        self.mode, self.window, self.resamples = mode, window, resamples
+        self.faithful, self.window, self.resamples = faithful, window, resamples
         self.rules = rules
         self.batch_slope = (
             np.full(len(lines), np.nan) if batch_slope is None else np.asarray(batch_slope)
         )
         self.weights = weights if weights is not None else SampleWeights(resamples)
-        self.cross = _CrossLines(rules, mode, self.weights.resamples) if rules is not None else None
+        self.cross = None
+        if rules is not None:
+            self.cross = _CrossLines(rules, self.weights.resamples, faithful=faithful)
         self._out: dict[str, list[np.ndarray]] = {}
 
     def tap(self, records):
@@ -608,7 +614,7 @@ class ReplicateTap:
         r = line_replicates(
             rec,
             steps,
-            mode=self.mode,
+            faithful=self.faithful,
             window=self.window,
             counts_train=ct,
             counts_direction=cd,

@@ -125,7 +125,8 @@ def labpal_parabola(
     zero_index: int,
     update_index: int,
     mu: float,
-    mode: str,
+    *,
+    faithful: bool = False,
 ) -> tuple[float, float, float]:
     """PAL's parabola of an estimated line: ``(a, b, step)`` (module docstring, LABPAL item).
 
@@ -134,13 +135,13 @@ def labpal_parabola(
         values: float ``[k]`` the line (the mean of a few mini-batches).
         zero_index, update_index: columns of 0 and of ``s_update`` (stencil choice).
         mu: the measuring step µ.
-        mode: ``corrected`` (interpolation) or ``faithful`` (nearest position).
+        faithful: read the line at the nearest position, as the original; else interpolate.
     """
-    cols = stencil_columns(positions, zero_index, update_index, mode)
+    cols = stencil_columns(positions, zero_index, update_index, faithful=faithful)
     if cols is None:
         return float("nan"), float("nan"), float("nan")
     b = float(fd_derivative_curvature(positions[cols], values[cols])[0])
-    l0, l_mu = evaluate_line(positions, values, np.array([0.0, mu]), mode)[0]
+    l0, l_mu = evaluate_line(positions, values, np.array([0.0, mu]), faithful=faithful)[0]
     a = (l_mu - l0 - b * mu) / mu**2
     return float(a), b, float(pal_step(l0, l_mu, b, mu))
 
@@ -155,11 +156,14 @@ class LabpalTap:
         batch_size: B, rows per mini-batch.
         n_batches: mini-batches averaged (:data:`LABPAL_BATCHES`).
         mu: the measuring step µ.
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
     """
 
-    def __init__(self, batch_size: int, n_batches: int, mu: float, mode: str) -> None:
-        self.batch_size, self.n_batches, self.mu, self.mode = batch_size, n_batches, mu, mode
+    def __init__(
+        self, batch_size: int, n_batches: int, mu: float, *, faithful: bool = False
+    ) -> None:
+        self.batch_size, self.n_batches, self.mu = batch_size, n_batches, mu
+        self.faithful = faithful
         self.rows: dict[int, tuple[float, float, float, int]] = {}
 
     def line(self, rec: LineRecord) -> tuple[float, float, float, int]:
@@ -180,7 +184,7 @@ class LabpalTap:
             int(zero[0]) if zero.size else -1,
             int(upd[0]) if upd.size else -1,
             self.mu,
-            self.mode,
+            faithful=self.faithful,
         )
         return a, b, step, used
 
@@ -199,7 +203,8 @@ def armijo_step(
     values: np.ndarray,
     delta: float,
     s0: float,
-    mode: str = "corrected",
+    *,
+    faithful: bool = False,
     c: float = ARMIJO["c"],
     beta: float = ARMIJO["beta"],
     max_backtracks: int = int(ARMIJO["max_backtracks"]),
@@ -216,10 +221,10 @@ def armijo_step(
     if not ok.any():
         return float("nan"), 0
     lo, hi = float(positions[ok].min()), float(positions[ok].max())
-    l0 = float(evaluate_line(positions, values, 0.0, mode)[0])
+    l0 = float(evaluate_line(positions, values, 0.0, faithful=faithful)[0])
     trials = s0 * beta ** np.arange(max_backtracks + 1)
     inside = (trials >= lo) & (trials <= hi)
-    vals = evaluate_line(positions, values, trials, mode)[0]
+    vals = evaluate_line(positions, values, trials, faithful=faithful)[0]
     accept = inside & (vals <= l0 + c * trials * delta)
     if not accept.any():
         return float("nan"), max_backtracks
@@ -228,7 +233,12 @@ def armijo_step(
 
 
 def sls_steps(
-    sl: SummaryLines, mode: str, n_train: int, batch_size: int, params: dict | None = None
+    sl: SummaryLines,
+    n_train: int,
+    batch_size: int,
+    params: dict | None = None,
+    *,
+    faithful: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SLS's steps along the analysed lines (one reset per analysed line; module docstring).
 
@@ -250,7 +260,7 @@ def sls_steps(
             sl.batch[i],
             float(sl.directional_derivative[i]),
             eta * gnorm,
-            mode,
+            faithful=faithful,
             c=p["c"],
             beta=p["beta"],
             max_backtracks=int(p["max_backtracks"]),
@@ -305,7 +315,7 @@ def estimator_columns(
     fit_batch: np.ndarray,
     labpal: dict[int, tuple[float, float, float, int]],
     *,
-    mode: str,
+    faithful: bool = False,
     n_train: int,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
@@ -319,7 +329,7 @@ def estimator_columns(
         fit_full, fit_batch: float ``[T, 3]`` degree-2 fit coefficients ``(c0, c1, c2)`` of the
             full-batch and the direction-batch line on the analysis window.
         labpal: line → :meth:`LabpalTap.line` output.
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
         n_train: N, training rows per line (SLS's reset uses ``B/N``).
         batch_size: B.
     """
@@ -336,7 +346,7 @@ def estimator_columns(
         alpha_true = np.where(s_opt > 0, s_u / s_opt - 1.0, np.nan)
     lab = np.array([labpal.get(int(t), (np.nan,) * 3 + (0,)) for t in sl.lines], np.float64)
     lab = lab.reshape(n, 4)
-    armijo, backs, eta0 = sls_steps(sl, mode, n_train, batch_size)
+    armijo, backs, eta0 = sls_steps(sl, n_train, batch_size, faithful=faithful)
     curv = inputs["est_curvature"]
     ns = noise_scale(inputs["est_sample_grad_sq"], inputs["est_batch_grad_sq"], batch_size)
     fit_a, fit_b = fit_full[:, 2], fit_full[:, 1]

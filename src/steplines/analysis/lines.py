@@ -72,17 +72,19 @@ class SummaryLines:
 
 def from_arrays(
     summary: dict[str, np.ndarray],
-    mode: str,
     n_train: int,
     n_direction: int,
     lines: np.ndarray | None = None,
+    *,
+    faithful: bool = False,
 ) -> SummaryLines:
     """Build :class:`SummaryLines` from ``read_summary()``-style arrays.
 
     Args:
         summary: Dict with at least ``positions, train_mean, direction_mean, s_update,
             direction_norm, grad_norm, directional_derivative, lr, zero_index, update_index``.
-        mode: ``corrected`` or ``faithful`` (decides ``metric_full``).
+        faithful: ``metric_full`` averages the N + B rows, as the original (docs/method.md
+            §10); else the N training rows.
         n_train: N (rows of ``train_mean``).
         n_direction: B (rows of ``direction_mean``).
         lines: Which rows to keep (default: rows with ``summary["done"]``, else all).
@@ -98,7 +100,7 @@ def from_arrays(
 
     train = take("train_mean")
     direction = take("direction_mean")
-    if mode == "faithful" and n_direction > 0:
+    if faithful and n_direction > 0:
         metric = (n_train * train + n_direction * direction) / (n_train + n_direction)
     else:
         metric = train
@@ -119,7 +121,7 @@ def from_arrays(
     )
 
 
-def load_summary(store: LineStore, mode: str) -> SummaryLines:
+def load_summary(store: LineStore, *, faithful: bool = False) -> SummaryLines:
     """Read the summary arrays of the done lines of ``store`` (no per-sample data).
 
     Raises:
@@ -128,7 +130,7 @@ def load_summary(store: LineStore, mode: str) -> SummaryLines:
     """
     refuse_bad_lines(store)
     summary = store.read_summary()
-    return from_arrays(summary, mode, store.n_train, store.n_direction)
+    return from_arrays(summary, store.n_train, store.n_direction, faithful=faithful)
 
 
 def scheduled_lines(config: RunConfig | None, n_lines: int) -> np.ndarray:

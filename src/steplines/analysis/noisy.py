@@ -21,7 +21,7 @@ from steplines.store.run import RunLayout
 
 
 def noisy_distances(
-    run_dir: Path, window: float = 0.2, mode: str = "corrected"
+    run_dir: Path, window: float = 0.2, faithful: bool = False
 ) -> dict[str, Any] | None:
     """Distance matrices of the noisy-direction lines of a run (None when none were measured).
 
@@ -48,7 +48,7 @@ def noisy_distances(
     mats, medians, heights, s_opt = [], [], [], []
     for pos, means, s_upd in zip(d["positions"], d["train_mean"], d["s_update"]):
         upd = np.array([int(np.argmax(p == s)) for p, s in zip(pos, s_upd)])
-        _, curves = shape_curves(pos, means, window, mode, update_index=upd)
+        _, curves = shape_curves(pos, means, window, faithful=faithful, update_index=upd)
         m = pairwise_mae(curves)
         mats.append(m)
         off = m[~np.eye(m.shape[0], dtype=bool)]

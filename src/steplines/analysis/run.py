@@ -10,6 +10,7 @@ This module never imports torch.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -149,11 +150,11 @@ def analyze_run(run_dir: Path, request: AnalysisRequest | None = None) -> Analys
     if not layout.lines_path.is_dir():
         raise RunDirError(f"{run_dir} has no {layout.lines_path.name}; measure the run first")
     store = LineStore.open(layout.lines_path)
-    sl = load_summary(store, request.mode)
+    sl = load_summary(store, faithful=request.faithful)
     if len(sl) == 0:
         raise RunDirError(f"{layout.lines_path} has no measured lines yet; measure the run first")
     config = layout.config_or_none()
-    q = line_quantities(sl, request.mode)
+    q = line_quantities(sl, faithful=request.faithful)
     settings = resolve_settings(
         config,
         request,
@@ -182,7 +183,7 @@ def _tables(
     if streamed.replicates:
         _add_intervals(strat, streamed.replicates, sl.direction_norm, settings.level)
     estimators, est_summary = _estimators(store, sl, q, shape, streamed.labpal_rows, settings)
-    noisy = noisy_distances(run_dir, settings.window, settings.mode)
+    noisy = noisy_distances(run_dir, settings.window, faithful=settings.faithful)
     data = _claim_data(
         run_dir.name,
         sl,
@@ -198,9 +199,9 @@ def _tables(
     claims = evaluate_claims(
         [data], resamples=resamples, level=settings.level, family=request.family
     )
-    training, views = line_views(store, sl.lines, settings.mode)
+    training, views = line_views(store, sl.lines, faithful=settings.faithful)
     bs_summary = _batch_size_summary(
-        streamed.batch_size, store.n_direction, settings.mode, request.smoothing
+        streamed.batch_size, store.n_direction, request.smoothing, faithful=settings.faithful
     )
     summary = {
         **_head(store, sl, config, settings),
@@ -242,7 +243,7 @@ def _head(
     store: LineStore, sl: SummaryLines, config: RunConfig | None, settings: AnalysisSettings
 ) -> dict[str, Any]:
     """The first entries of ``summary.json``: what was analysed, with which settings."""
-    faithful = settings.mode == "faithful"
+    faithful = settings.faithful
     return {
         "mode": settings.mode,
         "scale": settings.scale,
@@ -283,24 +284,24 @@ def _stream(
     """Read every line's rows once: the batch-size simulation, LABPAL's mini-batches, the
     row-bootstrap replicates and the line browser's views (bounded memory: one line at a time).
     """
-    mode = settings.mode
+    faithful = settings.faithful
     sizes = [int(b) for b in batch_sizes if int(b) <= store.n_train + store.n_direction]
     records = ((int(t), store.read_line(int(t))) for t in sl.lines)
-    labpal = LabpalTap(store.n_direction, LABPAL_BATCHES, settings.mu, mode)
-    step_star = _step_star(sl, q, mode)
+    labpal = LabpalTap(store.n_direction, LABPAL_BATCHES, settings.mu, faithful=faithful)
+    step_star = _step_star(sl, q, settings)
     rows = ReplicateTap(
         {k: m["step"] for k, m in strat.metrics.items()} | {STEP_STAR: step_star["step"]},
         sl.lines,
-        mode=mode,
+        faithful=faithful,
         window=settings.window,
         resamples=settings.resamples,
         rules=_step_rules(settings),
         batch_slope=strat.derivatives["delta_batch"].to_numpy(np.float64),
     )
-    browser = BrowserTap(sl.lines, mode)
+    browser = BrowserTap(sl.lines, faithful=faithful)
     columns = batch_size_rows(
         labpal.tap(rows.tap(browser.tap(records))),
-        mode=mode,
+        faithful=faithful,
         # the original's δ_B = −‖g‖ substitution is for SGD only: NaN never compares equal to 0
         momentum=settings.momentum if settings.optimizer.is_sgd else math.nan,
         batch_sizes=sizes,
@@ -349,7 +350,7 @@ def _estimators(
         shape.coefs[:, FIT_DEGREES.index(2), :3],
         batch_coefs[:, 0, :3],
         labpal_rows,
-        mode=settings.mode,
+        faithful=settings.faithful,
         n_train=store.n_train,
         batch_size=store.n_direction,
     )
@@ -415,9 +416,9 @@ def _far_distances(curves: np.ndarray, later_from: int) -> tuple[np.ndarray, np.
 
 def _shape(sl: SummaryLines, settings: AnalysisSettings, max_matrix_lines: int) -> _Shape:
     """Distance matrices and polynomial fits of the full-batch lines (docs/method.md §6.2)."""
-    n, mode, window = len(sl), settings.mode, settings.window
+    n, faithful, window = len(sl), settings.faithful, settings.window
     grid, curves = shape_curves(
-        sl.positions, sl.shape_full, window, mode, update_index=sl.update_index
+        sl.positions, sl.shape_full, window, faithful=faithful, update_index=sl.update_index
     )
     stride = max(1, math.ceil(n / max_matrix_lines))
     rows = np.arange(0, n, stride)
@@ -437,7 +438,7 @@ def _shape(sl: SummaryLines, settings: AnalysisSettings, max_matrix_lines: int) 
         "consecutive_lines": sl.lines[1:],
         "grid": grid if grid is not None else np.empty(0),
         "window": np.float64(window),
-        "mode": np.str_(mode),
+        "mode": np.str_(settings.mode),
     }
     summary = {
         "later_from_line_index": int(later_from),
@@ -462,10 +463,10 @@ def _shape(sl: SummaryLines, settings: AnalysisSettings, max_matrix_lines: int) 
             **{f"c{k}": coefs[:, :, k].reshape(-1) for k in range(5)},
         }
     )
-    sub = slice(None, None, 10) if mode == "faithful" else slice(None)
+    sub = slice(None, None, 10) if faithful else slice(None)
     fit_summary = {
         "window": window,
-        "lines": "every 10th line" if mode == "faithful" else "all lines",
+        "lines": "every 10th line" if faithful else "all lines",
         **{
             f"mean_mae_degree_{d}": _num(np.nanmean(mae[sub, j]))
             if np.isfinite(mae[sub, j]).any()
@@ -507,7 +508,7 @@ def _strategies(
     (docs/method.md §6.3–§6.9)."""
     momentum = settings.momentum
     steps, delta_batch, delta_accum = strategy_steps(sl, q, settings)
-    metrics = strategy_metrics(sl, q, steps, settings.mode)
+    metrics = strategy_metrics(sl, q, steps, faithful=settings.faithful)
     table = pd.concat(
         [pd.DataFrame({"line": sl.lines, "strategy": name, **m}) for name, m in metrics.items()],
         ignore_index=True,
@@ -532,23 +533,7 @@ def _strategies(
             "delta_accum": delta_accum,
         }
     )
-    opt_impr = metrics["optimal"]["improvement"]
-    summary: dict[str, Any] = {"strategies": {}}
-    for name, m in metrics.items():
-        ok = np.isfinite(m["improvement"])
-        # the share is taken over the lines where the strategy has a step (every line for
-        # all but lambda_star_out, which has none on the first line)
-        opt_total = float(np.nansum(opt_impr[ok]))
-        summary["strategies"][name] = {
-            "accumulated_improvement": _num(np.nansum(m["improvement"])),
-            "share_of_optimum": _num(np.nansum(m["improvement"]) / opt_total)
-            if opt_total != 0
-            else None,
-            "accumulated_abs_distance": _num(np.nansum(np.abs(m["distance"]))),
-            "median_step": _num(np.nanmedian(m["step"])) if np.isfinite(m["step"]).any() else None,
-            "clipped_lines": int(np.sum(m["clipped"])),
-            "lines": int(ok.sum()),
-        }
+    summary: dict[str, Any] = {"strategies": _strategy_summary(metrics)}
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = {
             "s_opt_over_grad_norm": q["s_opt"] / sl.grad_norm,
@@ -587,12 +572,38 @@ def _strategies(
     return _Strategies(table=table, derivatives=deriv, metrics=metrics, summary=summary)
 
 
-def _step_star(sl: SummaryLines, q: dict[str, np.ndarray], mode: str) -> dict[str, np.ndarray]:
+def _strategy_summary(metrics: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Per strategy: accumulated improvement, share of the optimum's, Σ|distance|, median step,
+    clipped lines and lines with a step (``summary.json``'s ``strategies``)."""
+    opt_impr = metrics["optimal"]["improvement"]
+    out = {}
+    for name, m in metrics.items():
+        ok = np.isfinite(m["improvement"])
+        # the share is taken over the lines where the strategy has a step (every line for
+        # all but lambda_star_out, which has none on the first line)
+        opt_total = float(np.nansum(opt_impr[ok]))
+        out[name] = {
+            "accumulated_improvement": _num(np.nansum(m["improvement"])),
+            "share_of_optimum": _num(np.nansum(m["improvement"]) / opt_total)
+            if opt_total != 0
+            else None,
+            "accumulated_abs_distance": _num(np.nansum(np.abs(m["distance"]))),
+            "median_step": _num(np.nanmedian(m["step"])) if np.isfinite(m["step"]).any() else None,
+            "clipped_lines": int(np.sum(m["clipped"])),
+            "lines": int(ok.sum()),
+        }
+    return out
+
+
+def _step_star(
+    sl: SummaryLines, q: dict[str, np.ndarray], settings: AnalysisSettings
+) -> dict[str, np.ndarray]:
     """One constant step length on every line, the median ``s_opt`` (in-sample): what the
     update's norm must beat if it explains ``s_opt`` (claim ``norm_explains``)."""
     ok = np.isfinite(q["s_opt"])
     s_star = float(np.median(q["s_opt"][ok])) if ok.any() else math.nan
-    return strategy_metrics(sl, q, {STEP_STAR: np.full(len(sl), s_star)}, mode)[STEP_STAR]
+    steps = {STEP_STAR: np.full(len(sl), s_star)}
+    return strategy_metrics(sl, q, steps, faithful=settings.faithful)[STEP_STAR]
 
 
 def _epochs(lines: np.ndarray, config: RunConfig | None) -> float | None:
@@ -688,13 +699,13 @@ def _claim_data(
 
 def _step_rules(settings: AnalysisSettings) -> StepRules:
     """The rules by which :func:`strategy_steps` reads steps off a line, for the replicates."""
-    momentum, mode = settings.momentum, settings.mode
+    momentum, faithful = settings.momentum, settings.faithful
     return StepRules(
         mu=settings.mu,
         lambdas=tuple(settings.lambdas),
         # batch_delta: faithful reads δ_B off l_B unless the run is plain SGD
-        slope_from_line=mode == "faithful" and not settings.optimizer.plain_sgd,
-        beta=(momentum if mode == "corrected" else 0.9) if momentum > 0 else 0.0,
+        slope_from_line=faithful and not settings.optimizer.plain_sgd,
+        beta=(0.9 if faithful else momentum) if momentum > 0 else 0.0,
     )
 
 
@@ -763,7 +774,9 @@ def _delta_ratios(table: pd.DataFrame, lines: np.ndarray, b: int) -> dict[int, n
     return out
 
 
-def _batch_size_summary(table: pd.DataFrame, b: int, mode: str, smoothing: int) -> dict[str, Any]:
+def _batch_size_summary(
+    table: pd.DataFrame, b: int, smoothing: int, *, faithful: bool
+) -> dict[str, Any]:
     """δ ratios vs ``B/bs`` and accumulated improvements per batch size (docs/method.md §6.6, §7).
 
     Corrected: median over lines of ``δ_bs/δ_B``. Faithful: median over the ratio of the
@@ -786,8 +799,9 @@ def _batch_size_summary(table: pd.DataFrame, b: int, mode: str, smoothing: int) 
         s = s.reindex(ref.index).to_numpy(dtype=np.float64)
         r_ = ref.to_numpy(dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            if mode == "faithful":
-                ratio = moving_average(s, smoothing, mode) / moving_average(r_, smoothing, mode)
+            if faithful:
+                ma = functools.partial(moving_average, window=smoothing, faithful=True)
+                ratio = ma(s) / ma(r_)
             else:
                 ratio = s / r_
         ok = np.isfinite(ratio)

@@ -272,6 +272,11 @@ class AnalysisRequest:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
 
     @property
+    def faithful(self) -> bool:
+        """The original code's rules (``mode`` ``faithful``; docs/method.md §9–§10)."""
+        return self.mode == "faithful"
+
+    @property
     def overrides(self) -> dict[str, Any]:
         """The settings the user set (window, lambdas, mu, resamples, level), in a fixed order."""
         return _given(
@@ -321,6 +326,11 @@ class AnalysisSettings:
     level: float = 0.95
     overrides: tuple[str, ...] = ()
     paper_setting: bool = False
+
+    @property
+    def faithful(self) -> bool:
+        """The original code's rules (``mode`` ``faithful``; docs/method.md §9–§10)."""
+        return self.mode == "faithful"
 
     @property
     def momentum(self) -> float:

@@ -67,7 +67,7 @@ def shape_curves(
     positions: np.ndarray,
     means: np.ndarray,
     window: float,
-    mode: str = "corrected",
+    faithful: bool = False,
     *,
     update_index: np.ndarray | None = None,
     n_grid: int | None = None,
@@ -78,7 +78,7 @@ def shape_curves(
         positions: float ``[T, K]`` positions, NaN-padded, sorted per row.
         means: float ``[T, K]`` mean losses.
         window: Half-width ``w`` (paper scale: 0.2 for β = 0, 0.5 for β > 0; run scale: 2·s_typ).
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
         update_index: int ``[T]`` column of the inserted ``s_update`` (corrected mode drops it;
             −1 or None: nothing to drop).
         n_grid: Corrected mode: number of common grid points (default: ``round(2w/h) + 1``,
@@ -91,7 +91,7 @@ def shape_curves(
     positions = np.asarray(positions, dtype=np.float64)
     means = np.asarray(means, dtype=np.float64)
     n_lines = positions.shape[0]
-    if mode == "faithful":
+    if faithful:
         c = shift_by_min(means)
         p0 = positions[0]
         k0 = int(np.sum(np.isfinite(p0) & (p0 >= -window) & (p0 <= window))) - 2
@@ -160,7 +160,7 @@ def distance_matrix(
     positions: np.ndarray,
     means: np.ndarray,
     window: float,
-    mode: str = "corrected",
+    faithful: bool = False,
     *,
     update_index: np.ndarray | None = None,
     n_grid: int | None = None,
@@ -175,7 +175,7 @@ def distance_matrix(
         positions: float ``[T, K]``.
         means: float ``[T, K]`` mean training losses.
         window: Half-width ``w``.
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
         update_index: int ``[T]`` ``s_update`` columns (corrected mode drops them).
         n_grid: Corrected mode: common grid size.
 
@@ -183,7 +183,7 @@ def distance_matrix(
         float64 ``[T, T]``.
     """
     _, curves = shape_curves(
-        positions, means, window, mode, update_index=update_index, n_grid=n_grid
+        positions, means, window, faithful=faithful, update_index=update_index, n_grid=n_grid
     )
     return pairwise_mae(curves)
 

@@ -29,16 +29,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from steplines.analysis.lines import SummaryLines
-from steplines.analysis.settings import MODES, AnalysisSettings, check_mode
+from steplines.analysis.settings import AnalysisSettings
 
 __all__ = [
-    "MODES",
     "FbpalSgd",
     "MomentumProxy",
     "RunningMedian",
     "accumulate",
     "batch_delta",
-    "check_mode",
     "coefficient_of_variation",
     "constant_rate_steps",
     "evaluate_line",
@@ -84,7 +82,7 @@ def fd_weights(x: Sequence[float]) -> np.ndarray:
 
 
 def stencil_columns(
-    positions: np.ndarray, zero_index: int, update_index: int, mode: str
+    positions: np.ndarray, zero_index: int, update_index: int, *, faithful: bool = False
 ) -> np.ndarray | None:
     """Columns of the five measured positions around ``s = 0`` (docs/method.md §6.3 item 5).
 
@@ -97,7 +95,7 @@ def stencil_columns(
         positions: float ``[K]`` positions of one line (NaN-padded, sorted).
         zero_index: Column of ``s = 0`` (−1: not measured).
         update_index: Column of ``s_update`` (−1: absent).
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
 
     Returns:
         int ``[5]`` column indices (centre = zero column), or None when 0 is not measured or
@@ -106,7 +104,7 @@ def stencil_columns(
     if zero_index < 0:
         return None
     cols = np.flatnonzero(np.isfinite(positions))
-    if mode == "corrected" and update_index >= 0 and update_index != zero_index:
+    if not faithful and update_index >= 0 and update_index != zero_index:
         cols = cols[cols != update_index]
     where = np.searchsorted(cols, zero_index)
     if where >= cols.size or cols[where] != zero_index or where < 2 or where + 2 >= cols.size:
@@ -157,7 +155,7 @@ def first_argmin(positions: np.ndarray, values: np.ndarray) -> tuple[float, floa
 
 
 def evaluate_line(
-    positions: np.ndarray, values: np.ndarray, s: np.ndarray | float, mode: str
+    positions: np.ndarray, values: np.ndarray, s: np.ndarray | float, *, faithful: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate one measured line at steps ``s`` (docs/method.md §6.3 "Metrics", §9.24).
 
@@ -169,7 +167,7 @@ def evaluate_line(
         positions: float ``[K]`` positions (NaN-padded, sorted).
         values: float ``[K]`` loss values at ``positions``.
         s: Step(s) to evaluate; NaN steps give NaN.
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
 
     Returns:
         ``(l(s), clipped)``: float64 and bool arrays of the shape of ``s``.
@@ -182,7 +180,7 @@ def evaluate_line(
     finite = np.isfinite(s)
     clipped = finite & ((s < p[0]) | (s > p[-1]))
     sc = np.clip(np.where(finite, s, 0.0), p[0], p[-1])
-    if mode == "corrected":
+    if not faithful:
         out = np.interp(sc, p, v)
     else:
         idx = np.argmin(np.abs(p[None, :] - np.atleast_1d(sc)[:, None]), axis=1)
@@ -233,8 +231,8 @@ class FbpalSgd:
     ``j`` of the FBPAL steps given.
     """
 
-    def __init__(self, mode: str, width: int = 1) -> None:
-        self.mode = mode
+    def __init__(self, width: int = 1, *, faithful: bool = False) -> None:
+        self.faithful = faithful
         self.value = np.full(width, np.nan)
         self.block = -1
         self.history: list[list[float]] = [[] for _ in range(width)]
@@ -251,11 +249,11 @@ class FbpalSgd:
         Returns:
             float64 ``[width]``: the FBPAL&SGD step of each column (a copy).
         """
-        n = int(index) if self.mode == "faithful" else int(t)
+        n = int(index) if self.faithful else int(t)
         r = np.asarray(fbpal, dtype=np.float64).reshape(self.value.shape)
         block, previous = n // FBPAL_SGD_REFRESH, self.block
         self.block = block
-        corrected = self.mode == "corrected"
+        corrected = not self.faithful
         # corrected also refreshes at a new block whose refresh line is missing, and while a
         # column has no step
         if n in (0, 1) or n % FBPAL_SGD_REFRESH == 0 or (corrected and block != previous):
@@ -277,7 +275,7 @@ class FbpalSgd:
         return self.value.copy()
 
 
-def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarray:
+def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, *, faithful: bool = False) -> np.ndarray:
     """FBPAL&SGD ("apal"): a constant step length refreshed from FBPAL (docs/method.md §6.3, §9.23).
 
     Keyed by the line number ``n`` (faithful: the position in the list of analysed lines;
@@ -291,12 +289,12 @@ def fbpal_sgd_steps(lines: np.ndarray, fbpal: np.ndarray, mode: str) -> np.ndarr
     Args:
         lines: int ``[T]`` step indices of the analysed lines, ascending.
         fbpal: float ``[T]`` FBPAL steps of these lines.
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
 
     Returns:
         float64 ``[T]`` steps.
     """
-    rule = FbpalSgd(mode)
+    rule = FbpalSgd(faithful=faithful)
     out = np.full(len(lines), np.nan)
     for i, t in enumerate(lines):
         out[i] = rule.step(int(t), i, fbpal[i])[0]
@@ -309,8 +307,8 @@ class MomentumProxy:
     Works on numbers or on arrays of any shape (one recursion per element).
     """
 
-    def __init__(self, beta: float, mode: str = "corrected") -> None:
-        self.beta, self.mode = beta, mode
+    def __init__(self, beta: float, *, faithful: bool = False) -> None:
+        self.beta, self.faithful = beta, faithful
         self.acc: np.ndarray = np.full((), np.nan)
         self.prev: int | None = None
 
@@ -320,14 +318,14 @@ class MomentumProxy:
         if self.prev is None:
             self.acc = d
         else:
-            gap = 1 if self.mode == "faithful" else int(t) - self.prev
+            gap = 1 if self.faithful else int(t) - self.prev
             self.acc = np.asarray(self.beta**gap * self.acc + d)
         self.prev = int(t)
         return self.acc.copy()
 
 
 def momentum_proxy(
-    lines: np.ndarray, delta: np.ndarray, beta: float, mode: str = "corrected"
+    lines: np.ndarray, delta: np.ndarray, beta: float, *, faithful: bool = False
 ) -> np.ndarray:
     """Accumulated directional derivative D_t = β·D_{t−1} + δ_t, D_{−1} = 0 (docs/method.md §6.9).
 
@@ -340,12 +338,12 @@ def momentum_proxy(
         lines: int ``[T]`` step indices, ascending.
         delta: float ``[T]`` directional derivatives δ_t.
         beta: Momentum β (faithful callers pass the original's hard-coded 0.9).
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
 
     Returns:
         float64 ``[T]``.
     """
-    rule = MomentumProxy(beta, mode)
+    rule = MomentumProxy(beta, faithful=faithful)
     out = np.empty(len(delta))
     for i, (t, d) in enumerate(zip(lines, delta)):
         out[i] = rule.step(int(t), d)
@@ -377,7 +375,7 @@ def sgd_lambda_steps(
 # ---------------------------------------------------------------------- series helpers
 
 
-def moving_average(x: np.ndarray, window: int = 25, mode: str = "corrected") -> np.ndarray:
+def moving_average(x: np.ndarray, window: int = 25, *, faithful: bool = False) -> np.ndarray:
     """Box-kernel moving average (docs/method.md §6.4, §9.25).
 
     Faithful: ``np.convolve(x, ones(w)/w, "valid")`` (length ``T − w + 1``; entry ``k`` is the
@@ -388,13 +386,13 @@ def moving_average(x: np.ndarray, window: int = 25, mode: str = "corrected") -> 
     Args:
         x: float ``[T]`` series.
         window: Kernel length ``w``.
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
 
     Returns:
         The smoothed series.
     """
     x = np.asarray(x, dtype=np.float64)
-    if mode == "faithful":
+    if faithful:
         if x.size < window:
             return np.empty(0)
         return np.convolve(x, np.ones(window) / window, mode="valid")
@@ -429,7 +427,7 @@ def coefficient_of_variation(x: np.ndarray) -> float:
 # ---------------------------------------------------------------------- per-line tables
 
 
-def line_quantities(sl: SummaryLines, mode: str) -> dict[str, np.ndarray]:
+def line_quantities(sl: SummaryLines, *, faithful: bool = False) -> dict[str, np.ndarray]:
     """Per-line quantities of docs/method.md §6.3 items 4–5 (bs = B, the measured direction batch).
 
     ``s_opt``/``l_min``: first minimum of the metric full-batch line ``l`` over all measured
@@ -439,7 +437,7 @@ def line_quantities(sl: SummaryLines, mode: str) -> dict[str, np.ndarray]:
 
     Args:
         sl: The analysed lines.
-        mode: ``corrected`` or ``faithful``.
+        faithful: The original code's rule (docs/method.md §10), not the corrected one.
 
     Returns:
         Dict of float64 ``[T]`` arrays.
@@ -462,8 +460,10 @@ def line_quantities(sl: SummaryLines, mode: str) -> dict[str, np.ndarray]:
         pos = sl.positions[i]
         out["s_opt"][i], out["l_min"][i] = first_argmin(pos, sl.metric_full[i])
         out["s_batch_min"][i], _ = first_argmin(pos, sl.batch[i])
-        out["l0"][i] = evaluate_line(pos, sl.metric_full[i], 0.0, mode)[0]
-        cols = stencil_columns(pos, int(sl.zero_index[i]), int(sl.update_index[i]), mode)
+        out["l0"][i] = evaluate_line(pos, sl.metric_full[i], 0.0, faithful=faithful)[0]
+        cols = stencil_columns(
+            pos, int(sl.zero_index[i]), int(sl.update_index[i]), faithful=faithful
+        )
         if cols is not None:
             x5 = pos[cols]
             d, c = fd_derivative_curvature(x5, sl.metric_full[i, cols])
@@ -474,14 +474,14 @@ def line_quantities(sl: SummaryLines, mode: str) -> dict[str, np.ndarray]:
 
 
 def batch_delta(
-    sl: SummaryLines, q: dict[str, np.ndarray], mode: str, plain_sgd: bool
+    sl: SummaryLines, q: dict[str, np.ndarray], plain_sgd: bool, *, faithful: bool = False
 ) -> np.ndarray:
     """δ_B, the direction-batch slope at 0 of SGD λ and PAL (docs/method.md §6.3.5, §9.21).
 
     Corrected: the exact ``g_t·d_t`` stored for every line (any optimizer). Faithful: ``−‖g_t‖``
     for plain SGD (the original's exact substitution), the finite difference otherwise.
     """
-    if mode == "corrected":
+    if not faithful:
         return sl.directional_derivative.copy()
     return -sl.grad_norm if plain_sgd else q["delta_fd_batch"].copy()
 
@@ -586,8 +586,8 @@ def strategy_steps(
         unless SGD with momentum). ``D_t`` uses β (corrected) or the hard-coded 0.9 (faithful).
     """
     n = len(sl)
-    mode, momentum, mu = settings.mode, settings.momentum, settings.mu
-    delta = batch_delta(sl, q, mode, settings.optimizer.plain_sgd)
+    faithful, momentum, mu = settings.faithful, settings.momentum, settings.mu
+    delta = batch_delta(sl, q, settings.optimizer.plain_sgd, faithful=faithful)
     steps: dict[str, np.ndarray] = {
         "optimal": q["s_opt"].copy(),
         "exact_batch": q["s_batch_min"].copy(),
@@ -595,26 +595,30 @@ def strategy_steps(
     }
     accum = np.full(n, np.nan)
     if momentum > 0:
-        beta = momentum if mode == "corrected" else 0.9
-        accum = momentum_proxy(sl.lines, delta, beta, mode)
+        beta = 0.9 if faithful else momentum
+        accum = momentum_proxy(sl.lines, delta, beta, faithful=faithful)
     steps.update(sgd_lambda_steps(settings.lambdas, delta, accum if momentum > 0 else None))
     pal = np.full(n, np.nan)
     fbpal = np.full(n, np.nan)
     for i in range(n):
         pos = sl.positions[i]
-        lb = evaluate_line(pos, sl.batch[i], np.array([0.0, mu]), mode)[0]
-        lf = evaluate_line(pos, sl.metric_full[i], np.array([0.0, mu]), mode)[0]
+        lb = evaluate_line(pos, sl.batch[i], np.array([0.0, mu]), faithful=faithful)[0]
+        lf = evaluate_line(pos, sl.metric_full[i], np.array([0.0, mu]), faithful=faithful)[0]
         pal[i] = pal_step(lb[0], lb[1], delta[i], mu)
         fbpal[i] = pal_step(lf[0], lf[1], q["delta_fd_full"][i], mu)
     steps["pal"] = pal
     steps["fbpal"] = fbpal
-    steps["fbpal_sgd"] = fbpal_sgd_steps(sl.lines, fbpal, mode)
+    steps["fbpal_sgd"] = fbpal_sgd_steps(sl.lines, fbpal, faithful=faithful)
     steps.update(constant_rate_steps(q["s_opt"], sl.direction_norm)[0])
     return steps, delta, accum
 
 
 def strategy_metrics(
-    sl: SummaryLines, q: dict[str, np.ndarray], steps: dict[str, np.ndarray], mode: str
+    sl: SummaryLines,
+    q: dict[str, np.ndarray],
+    steps: dict[str, np.ndarray],
+    *,
+    faithful: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Distance, improvement and clip flag of every strategy (docs/method.md §6.3 "Metrics").
 
@@ -631,7 +635,7 @@ def strategy_metrics(
     impr = np.full(mat.shape, np.nan)
     clip = np.zeros(mat.shape, bool)
     for i in range(len(sl)):
-        val, clip[i] = evaluate_line(sl.positions[i], sl.metric_full[i], mat[i], mode)
+        val, clip[i] = evaluate_line(sl.positions[i], sl.metric_full[i], mat[i], faithful=faithful)
         impr[i] = q["l0"][i] - val
     return {
         k: {

@@ -75,14 +75,14 @@ class LineView:
 
 
 def line_view(
-    record: LineRecord, t: int, mode: str = "corrected", group_size: int | None = None
+    record: LineRecord, t: int, *, faithful: bool = False, group_size: int | None = None
 ) -> LineView:
     """Reduce a stored line to a :class:`LineView` (docs/method.md §6.3 item 2, §6.7).
 
     Args:
         record: ``LineStore.read_line(t)``.
         t: Its step index.
-        mode: ``corrected`` (l = mean of the N training rows) or ``faithful`` (N + B rows).
+        faithful: l = mean of the N + B rows, as the original; else of the N training rows.
         group_size: Rows per mini-batch of the min–max band (default: the direction batch
             size B). The N training rows are grouped consecutively; a remainder is dropped.
     """
@@ -90,7 +90,7 @@ def line_view(
     direction = np.asarray(record.direction_losses, np.float64)
     n, b = train.shape[0], direction.shape[0]
     full = train.mean(axis=0)
-    if mode == "faithful" and b:
+    if faithful and b:
         full = (n * full + b * direction.mean(axis=0)) / (n + b)
     batch = direction.mean(axis=0) if b else np.full_like(full, np.nan)
     g = int(group_size or b or n)
@@ -127,7 +127,7 @@ def representative_lines(lines: np.ndarray, n_total: int) -> list[int]:
 
 
 def line_views(
-    store: LineStore, lines: np.ndarray, mode: str
+    store: LineStore, lines: np.ndarray, *, faithful: bool = False
 ) -> tuple[pd.DataFrame, list[LineView]]:
     """The training curve and the representative lines, for the figures of whole lines.
 
@@ -151,7 +151,7 @@ def line_views(
         }
     )
     reps = representative_lines(lines, int(np.asarray(sm["positions"]).shape[0]))
-    return training, [line_view(store.read_line(t), t, mode) for t in reps]
+    return training, [line_view(store.read_line(t), t, faithful=faithful) for t in reps]
 
 
 def views_arrays(views: Iterable[LineView]) -> dict[str, np.ndarray]:
@@ -220,21 +220,21 @@ class BrowserTap:
     ``browser.json``.
     """
 
-    def __init__(self, lines: np.ndarray, mode: str) -> None:
+    def __init__(self, lines: np.ndarray, *, faithful: bool = False) -> None:
         lines = np.asarray(lines)
         stride = max(1, int(np.ceil(lines.size / BROWSER_LINES)))
         keep = lines[::stride]
         if lines.size and keep[-1] != lines[-1]:
             keep = np.append(keep, lines[-1])
         self.keep = {int(t) for t in keep}
-        self.mode = mode
+        self.faithful = faithful
         self.rows: list[dict[str, object]] = []
 
     def tap(self, records: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
         """Yield the records unchanged, keeping the view of each selected line."""
         for t, rec in records:
             if int(t) in self.keep:
-                v = line_view(rec, int(t), self.mode)
+                v = line_view(rec, int(t), faithful=self.faithful)
                 ok = np.isfinite(v.positions) & np.isfinite(v.full)
                 p = v.positions[ok]
                 i = _keep(p, [0.0, v.s_update, v.s_opt], BROWSER_POINTS)

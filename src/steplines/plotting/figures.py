@@ -168,9 +168,9 @@ def _smooth(
     (shifted by ``(w−1)/2`` lines, as the original).
     """
     if valid:
-        y = moving_average(x, max(1, min(window, np.size(x))), "faithful")
+        y = moving_average(x, max(1, min(window, np.size(x))), faithful=True)
     else:
-        y = moving_average(x, max(1, window), "corrected")
+        y = moving_average(x, max(1, window))
     return lines[: y.size], y
 
 
