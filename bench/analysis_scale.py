@@ -234,7 +234,7 @@ def child(step: str, run_dir: Path) -> dict[str, Any]:
     """Run one step in this (fresh) process; return seconds and peak RSS (MiB)."""
     from steplines.analysis import analyze_run
     from steplines.analysis.settings import AnalysisRequest
-    from steplines.report import build_report
+    from steplines.reporting import build_report
 
     baseline = _peak_mib()  # after the imports
     info: dict[str, Any] = {"step": step}

@@ -112,7 +112,7 @@ def main() -> None:
             )
     probe.close()
     if args.report:
-        from steplines.report import build_report
+        from steplines.reporting import build_report
 
         print(f"report: {build_report([args.out])}")
     else:

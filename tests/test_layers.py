@@ -1,5 +1,6 @@
-"""The package's import structure: imports go downward, the engine has no cycle, and a
-resumed run may change exactly where the data lives and how lines are measured."""
+"""The package's import structure: imports go downward, the engine and the report have no
+cycle, the report reads the analysis tables and never analyses, and a resumed run may change
+exactly where the data lives and how lines are measured."""
 
 from __future__ import annotations
 
@@ -14,11 +15,16 @@ from steplines.config import DataLocation, EngineConfig, MeasureConfig, RunConfi
 SRC = Path(__file__).resolve().parents[1] / "src" / "steplines"
 
 
-def _imports(path: Path) -> set[str]:
-    """Modules ``path`` imports, as dotted names under ``steplines`` (relative ones resolved)."""
+def _imports(path: Path, *, at_runtime: bool = False) -> set[str]:
+    """Modules ``path`` imports, as dotted names under ``steplines`` (relative ones resolved),
+    function-level imports included; ``at_runtime``: not those under ``if TYPE_CHECKING:``."""
     package = path.relative_to(SRC.parent).with_suffix("").parts[:-1]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = _type_checking_nodes(tree) if at_runtime else set()
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
@@ -32,11 +38,45 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def _package_imports(package: str) -> dict[str, set[str]]:
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """The ids of the nodes inside ``if TYPE_CHECKING:`` blocks of ``tree``."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        test = getattr(node, "test", None)
+        name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+        if isinstance(node, ast.If) and name == "TYPE_CHECKING":
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
+def _package_imports(package: str, *, at_runtime: bool = False) -> dict[str, set[str]]:
     return {
-        ".".join(p.relative_to(SRC.parent).with_suffix("").parts): _imports(p)
+        ".".join(p.relative_to(SRC.parent).with_suffix("").parts): _imports(
+            p, at_runtime=at_runtime
+        )
         for p in (SRC / package).glob("*.py")
     }
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """An import cycle of ``graph`` (module → the modules of the graph it imports), or []."""
+    done: set[str] = set()
+
+    def visit(m: str, path: tuple[str, ...]) -> list[str]:
+        if m in path:
+            return [*path[path.index(m) :], m]
+        if m in done:
+            return []
+        for n in sorted(graph[m]):
+            if found := visit(n, (*path, m)):
+                return found
+        done.add(m)
+        return []
+
+    for m in sorted(graph):
+        if found := visit(m, ()):
+            return found
+    return []
 
 
 @pytest.mark.parametrize(
@@ -83,26 +123,84 @@ def test_only_the_store_imports_zarr() -> None:
     assert not outside, f"import zarr outside steplines.store: {outside}"
 
 
+def _graph(package: str) -> dict[str, set[str]]:
+    """Module → the modules of ``package`` it imports (the package itself: its ``__init__``)."""
+    imports = _package_imports(package)
+    init = f"steplines.{package}.__init__"
+    return {
+        m: {init if n == f"steplines.{package}" else n for n in names} & set(imports) - {m}
+        for m, names in imports.items()
+    }
+
+
 def test_engine_modules_import_no_cycle() -> None:
     """Within ``engine/`` the imports form a DAG (the fast engine and the worker pool used to
     import each other)."""
-    graph = {
-        m: {n for n in names if n in _package_imports("engine") and n != m}
-        for m, names in _package_imports("engine").items()
-    }
-    done: set[str] = set()
-
-    def visit(m: str, path: tuple[str, ...]) -> None:
-        assert m not in path, f"import cycle: {' -> '.join((*path, m))}"
-        if m not in done:
-            for n in graph[m]:
-                visit(n, (*path, m))
-            done.add(m)
-
-    for m in graph:
-        visit(m, ())
+    graph = _graph("engine")
+    assert not _cycle(graph), f"import cycle: {' -> '.join(_cycle(graph))}"
     assert "steplines.engine.fast" in graph["steplines.engine.workers"]
     assert "steplines.engine.workers" not in graph["steplines.engine.fast"]
+
+
+REPORT_MAY_IMPORT = (
+    "steplines.analysis.tables",
+    "steplines.analysis.settings",
+    "steplines.analysis.claims",
+    "steplines.analysis.views",
+    "steplines.plotting",
+    "steplines.store.run",
+    "steplines.report",
+    "steplines.errors",
+    "steplines.atomic",
+    "steplines.locks",
+)
+"""What ``report/`` may import from steplines: the tables it reads, never the line store,
+the analysis that writes them, the pooling or the orchestrator ``steplines.reporting`` (and
+``steplines.config`` only under ``TYPE_CHECKING``)."""
+
+
+def _within(name: str, modules: tuple[str, ...]) -> bool:
+    return any(name == m or name.startswith(f"{m}.") for m in modules)
+
+
+def test_the_report_reads_tables_and_never_analyses() -> None:
+    """``report/`` draws from the analysis tables alone (issue 22): it imports neither the
+    line store nor the analysis that writes the tables, nor ``steplines.reporting``, which
+    decides when to analyse."""
+    typed = _package_imports("report")
+    for module, names in _package_imports("report", at_runtime=True).items():
+        bad = sorted(n for n in names if not _within(n, REPORT_MAY_IMPORT))
+        assert not bad, f"{module} imports {bad}"
+        only_typed = typed[module] - names
+        bad = sorted(
+            n for n in only_typed if not _within(n, (*REPORT_MAY_IMPORT, "steplines.config"))
+        )
+        assert not bad, f"{module} imports {bad} (under TYPE_CHECKING)"
+    for module, names in typed.items():  # the reasons, spelt out
+        for never in (
+            "steplines.store.lines",
+            "steplines.analysis.run",
+            "steplines.analysis.pooled",
+            "steplines.reporting",
+        ):
+            assert not any(_within(n, (never,)) for n in names), f"{module} imports {never}"
+        assert "steplines.store" not in names, f"{module} imports steplines.store (LineStore)"
+    graph = _graph("report")
+    assert not _cycle(graph), f"import cycle: {' -> '.join(_cycle(graph))}"
+    # the figures are drawn by the page, and know nothing of it (they used to import each other)
+    assert "steplines.report.figures" in graph["steplines.report.page"]
+    assert "steplines.report.page" not in graph["steplines.report.figures"]
+    data = "steplines.report.data"
+    assert "steplines.config" in typed[data] - _package_imports("report", at_runtime=True)[data]
+
+
+def test_report_functions_are_short() -> None:
+    """No function of ``report/`` is longer than 80 lines (def line to the end of its body)."""
+    for path in sorted((SRC / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 80, f"{path.name}: {node.name} has {length} lines"
 
 
 def test_engine_config_is_the_how_of_measure() -> None:

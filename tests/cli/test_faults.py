@@ -81,12 +81,12 @@ def test_an_undecodable_line_chunk_stops_analyze_in_one_line(run: Path) -> None:
 
 
 def test_a_full_disk_during_report_is_one_line(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import steplines.report
+    import steplines.reporting
 
     def full(*args: object, **kwargs: object) -> None:  # what matplotlib's PDF writer raised
         raise zlib.error("Error -2 while flushing: inconsistent stream state")
 
-    monkeypatch.setattr(steplines.report, "build_report", full)
+    monkeypatch.setattr(steplines.reporting, "build_report", full)
     line = _one_line(*_cli("report", str(run)))
     assert "disk may be full" in line and "line" not in line.replace("one line", ""), line
 
@@ -125,7 +125,7 @@ def test_temporary_names_are_per_process_and_a_killed_ones_are_removed(tmp_path:
 
 
 def test_the_report_book_is_written_under_a_name_of_its_own(tmp_path: Path) -> None:
-    from steplines.report.build import _book
+    from steplines.report.page import book as _book
 
     page = tmp_path / "report.html"
     other = tmp_path / f".report.pdf.{os.getppid()}.tmp"  # a second report writing now

@@ -102,7 +102,7 @@ def test_bad_inputs_of_pooled_analyze(seeds: list[Path], tmp_path: Path) -> None
 
 def test_report_of_seeds_shows_each_seeds_verdict(seeds: list[Path], tmp_path: Path) -> None:
     from steplines.analysis.settings import AnalysisRequest
-    from steplines.report import build_report
+    from steplines.reporting import build_report
 
     holm = AnalysisRequest(family="holm")
     page = build_report(seeds, tmp_path / "compare.html", holm, formats=("png",))
@@ -123,7 +123,7 @@ def test_report_of_seeds_shows_each_seeds_verdict(seeds: list[Path], tmp_path: P
 
 def test_report_of_different_setups_is_not_pooled(seeds: list[Path], tmp_path: Path) -> None:
     from steplines.analysis.settings import AnalysisRequest
-    from steplines.report.build import pooled_section
+    from steplines.reporting import pooled_section
 
     other = seeded_run(tmp_path / "lr05", 4, lr=0.05)
     section = pooled_section([seeds[0], other], AnalysisRequest())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from steplines.config import load_config
 from steplines.measure import run_all
-from steplines.report import build_report
 from steplines.report.numbers import fmt as _f
+from steplines.reporting import build_report
 from steplines.rundir import RunDir
 
 from support import TINY

@@ -18,7 +18,7 @@ from steplines.errors import ConfigError, RunDirError
 from steplines.measure import run_all
 from steplines.probe import schedule_mask
 from steplines.problems.problem import make_problem
-from steplines.report import build_report
+from steplines.reporting import build_report
 from steplines.rundir import RunDir
 from steplines.seeding import derive_seed
 from steplines.store import LineStore

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from steplines.report import core_results, load_run
+from steplines.report import core_results
+from steplines.reporting import load_run
 
 from analysis_fixtures import make_run
 

@@ -32,9 +32,10 @@ from steplines.plotting import (
     plot_training,
     save_figure,
 )
-from steplines.report import build_report, core_results, load_run
+from steplines.report import core_results
 from steplines.report.numbers import fmt as _f
 from steplines.report.numbers import pct as _pct
+from steplines.reporting import build_report, load_run
 from steplines.store import LineStore
 
 from analysis_fixtures import make_run
@@ -368,7 +369,8 @@ def test_cli_report_errors_and_analyze_output(tmp_path: Path) -> None:
 
 def test_plotting_and_report_never_import_torch() -> None:
     code = (
-        "import sys, steplines.plotting, steplines.report, steplines.cli.report_cmds\n"
+        "import sys, steplines.plotting, steplines.report, steplines.reporting\n"
+        "import steplines.cli.report_cmds\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not bad, bad[:5]\n"
     )

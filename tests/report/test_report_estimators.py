@@ -14,13 +14,10 @@ from matplotlib.figure import Figure
 from steplines.analysis import analyze_run
 from steplines.analysis.tables import MANIFEST, AnalysisTables
 from steplines.plotting.estimators import plot_estimators
-from steplines.report import build_report, load_run
-from steplines.report.build import (
-    _estimator_figure,
-    _estimator_section,
-    _noise_scale_note,
-)
+from steplines.report.figures import estimator_figure
 from steplines.report.numbers import fmt as _f
+from steplines.report.sections import estimator_section, noise_scale_note
+from steplines.reporting import build_report, load_run
 
 from analysis_fixtures import make_run, make_version_1, with_exact_inputs
 
@@ -75,8 +72,8 @@ def test_report_of_an_analysis_made_before_the_estimators(tmp_path: Path) -> Non
     del summary["estimators"]
     summary_path.write_text(json.dumps(summary))
     old = load_run(run)
-    assert old.estimators is None and _estimator_figure(old) is None
-    assert "Not analysed" in _estimator_section(old)["note"]
+    assert old.estimators is None and estimator_figure(old) is None
+    assert "Not analysed" in estimator_section(old)["note"]
 
 
 def test_plot_estimators_marks_unmeasured_panels() -> None:
@@ -101,9 +98,9 @@ def test_noise_scale_note_beside_the_batch_size_table(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", n_lines=4)
     with_exact_inputs(run)  # S = 5, G² = 1, B = 16 on every line
     analyze_run(run)
-    note = _noise_scale_note(load_run(run, reanalyze=False))
+    note = noise_scale_note(load_run(run, reanalyze=False))
     assert note.startswith("Gradient noise scale B_simple") and "on 4 lines" in note
     assert _f((64 / 15) / (1 - 64 / 15 / 16)) in note and "batch size 16" in note
     plain = make_run(tmp_path / "plain", n_lines=4)
     analyze_run(plain)
-    assert _noise_scale_note(load_run(plain, reanalyze=False)) == ""
+    assert noise_scale_note(load_run(plain, reanalyze=False)) == ""

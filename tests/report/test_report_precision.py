@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from steplines.config import validate_config
-from steplines.report import build_report
-from steplines.report.build import PRECISION_CHECKS, RunData, _precision_section
+from steplines.report.data import RunData
+from steplines.report.sections import precision_section
+from steplines.reporting import build_report
+from steplines.store.run import PRECISION_CHECKS
 
 from analysis_fixtures import make_run
 
 
 def _run_data(path: Path, measure: dict) -> RunData:
-    empty = pd.DataFrame()
     config = validate_config({"measure": measure}, torch_checks=False)
-    return RunData(path, config, {}, {}, empty, empty, empty, empty, {})
+    return RunData(path, config, {}, tables=None)  # the section reads no table
 
 
 def _check(t: int, per_sample: float, full: float, s_diff: float) -> dict:
@@ -32,8 +31,8 @@ def _check(t: int, per_sample: float, full: float, s_diff: float) -> dict:
 
 
 def test_fp32_run_without_checks_has_no_section(tmp_path: Path) -> None:
-    assert _precision_section(_run_data(tmp_path, {})) is None
-    assert _precision_section(_run_data(tmp_path, {"precision": "fp32"})) is None
+    assert precision_section(_run_data(tmp_path, {})) is None
+    assert precision_section(_run_data(tmp_path, {"precision": "fp32"})) is None
 
 
 def test_worst_of_each_error_over_the_checks(tmp_path: Path) -> None:
@@ -44,9 +43,7 @@ def test_worst_of_each_error_over_the_checks(tmp_path: Path) -> None:
     ]
     checks[2]["full_batch_max"] = None  # nothing finite to compare on that line
     (tmp_path / PRECISION_CHECKS).write_text("".join(json.dumps(c) + "\n" for c in checks))
-    sec = _precision_section(
-        _run_data(tmp_path, {"precision": "bf16", "precision_check_every": 50})
-    )
+    sec = precision_section(_run_data(tmp_path, {"precision": "bf16", "precision_check_every": 50}))
     assert sec is not None and sec["note"] == ""
     assert "measured in bf16" in sec["intro"] and "one in every 50 lines" in sec["intro"]
     assert sec["rows"] == [
@@ -61,7 +58,7 @@ def test_worst_of_each_error_over_the_checks(tmp_path: Path) -> None:
 
 
 def test_missing_or_garbled_checks_are_said_and_the_report_is_built(tmp_path: Path) -> None:
-    sec = _precision_section(_run_data(tmp_path, {"precision": "bf16"}))
+    sec = precision_section(_run_data(tmp_path, {"precision": "bf16"}))
     assert sec is not None and sec["rows"] == [] and "No precision check" in sec["note"]
 
     run = make_run(tmp_path / "run", n_lines=6)

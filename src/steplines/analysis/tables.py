@@ -140,6 +140,18 @@ class AnalysisTables:
             int(s.get("lines_total") or 0),
         )
 
+    def accumulated_bands(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """Each strategy's row-bootstrap band of its accumulated improvement after every line
+        (:func:`steplines.analysis.bootstrap.accumulated_bands` at the level of
+        ``summary.bootstrap``); None without ``bootstrap.npz``."""
+        if self.bootstrap is None:
+            return None
+        from steplines.analysis.bootstrap import accumulated_bands
+
+        reps = {k: v for k, v in self.bootstrap.items() if k.startswith(("impr:", "point:impr:"))}
+        level = float((self.summary.get("bootstrap") or {}).get("level") or 0.95)
+        return accumulated_bands(reps, level)
+
     def path(self, name: str) -> Path:
         """The file of field ``name`` in :attr:`directory`."""
         if self.directory is None:

@@ -187,7 +187,7 @@ def _run_one(cfg: RunConfig, out: Path, quiet: bool, no_report: bool) -> Path:
     from ..errors import DivergenceError
     from ..measure import run_all
     from ..problems.problem import make_problem
-    from ..report import build_report
+    from ..reporting import build_report
     from ..rundir import RunDir, resolve_device
     from ..trajectory.loop import check_optimizer
 
@@ -213,7 +213,8 @@ def _run_one(cfg: RunConfig, out: Path, quiet: bool, no_report: bool) -> Path:
         f"results: {rd.path.resolve()}  (inspect: steplines info {shlex.quote(str(rd.path))})"
     )
     if not no_report:
-        from ..report.build import claims_text, load_run
+        from ..report.sections import claims_text
+        from ..reporting import load_run
 
         click.echo(f"report: {build_report([rd.path])}")
         click.echo(claims_text(load_run(rd.path, reanalyze=False)))

@@ -106,7 +106,8 @@ _FAMILY = click.option(
 
 def core_table(run_dir: Path, request: AnalysisRequest) -> str:
     """The claims and core results of an analysed run as aligned plain-text rows."""
-    from ..report.build import claims_text, core_results, load_run
+    from ..report.sections import claims_text, core_results
+    from ..reporting import load_run
 
     run = load_run(run_dir, request, reanalyze=False)
     rows = [(r["quantity"], r["ours"]) for r in core_results(run)]
@@ -191,7 +192,7 @@ def report(
     --force; a directory as --out is refused before anything is written.
     """
     from ..atomic import watch_work_dirs
-    from ..report import build_report
+    from ..reporting import build_report
 
     if out is not None:
         _check_out(out, force)

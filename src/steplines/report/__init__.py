@@ -1,19 +1,26 @@
-"""The static HTML report of one or several runs (``docs/report.md``).
+"""The static HTML report of one or several runs (``docs/report.md``), drawn from their
+analysis tables alone.
 
-Entry point: :func:`build_report`. This package never imports torch.
+:mod:`~steplines.report.data` holds what a run's page draws from (:class:`RunData`),
+:mod:`~steplines.report.sections` its numbers and text, :mod:`~steplines.report.figures` the
+registry of its figures, :mod:`~steplines.report.page` draws them and writes the page and
+:mod:`~steplines.report.compare` the page of several runs. Deciding what to analyse first is
+not this package's job: the entry point is :func:`steplines.reporting.build_report`. This
+package never imports torch.
 """
 
 from __future__ import annotations
 
-from steplines.report.build import RunData, build_report, build_run_report, core_results, load_run
+from steplines.report.data import RunData
+from steplines.report.page import build_run_report
 from steplines.report.paper import match_preset, paper_values
+from steplines.report.sections import claims_text, core_results
 
 __all__ = [
     "RunData",
-    "build_report",
     "build_run_report",
+    "claims_text",
     "core_results",
-    "load_run",
     "match_preset",
     "paper_values",
 ]

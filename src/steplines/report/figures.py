@@ -4,13 +4,15 @@ Each entry of :data:`FIGURES` draws one figure of the paper from a run's analysi
 (``RUN/analysis/`` or ``RUN/analysis-<tag>/``: the tables, ``training.csv``, ``views.npz``,
 ``bootstrap.npz``, ``directions.npz``) and the trajectory's eval-mode records — never from the
 line store — and writes a caption that puts this run's numbers next to the paper's. Adding a
-figure is adding an entry.
+figure is adding an entry. :func:`figures_of` makes the entries a run has the data for into
+:class:`PageFigure` objects, ready for :mod:`steplines.report.page` to draw.
 
 This module never imports torch.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from steplines.analysis.bootstrap import accumulated_bands
 from steplines.plotting import (
     plot_approximations,
     plot_batch_size,
@@ -30,15 +31,16 @@ from steplines.plotting import (
     plot_strategies,
     plot_training,
 )
+from steplines.plotting.estimators import plot_estimators
 from steplines.plotting.noisy import plot_noisy_matrices
 from steplines.report.numbers import fmt, overshoot, pct, read_json
 from steplines.store.run import RunLayout
 
 if TYPE_CHECKING:
     from steplines.config import RunConfig
-    from steplines.report.build import RunData
+    from steplines.report.data import RunData
 
-__all__ = ["FIGURES", "FigureSpec", "eval_metrics"]
+__all__ = ["FIGURES", "FigureSpec", "PageFigure", "estimator_figure", "eval_metrics", "figures_of"]
 
 
 @dataclass(frozen=True)
@@ -49,22 +51,18 @@ class FigureSpec:
         name: File stem (``RUN/figures/<name>.png``) and HTML id.
         title: Heading on the page.
         caption: This run's numbers beside the paper's, from the loaded run.
-        draw: The figure of a run, in an analysis mode.
+        draw: The figure of a run (smoothed as its analysis mode says).
         available: Whether the run has what the figure needs.
     """
 
     name: str
     title: str
     caption: Callable[[RunData], str]
-    draw: Callable[[RunData, str], Figure]
+    draw: Callable[[RunData], Figure]
     available: Callable[[RunData], bool] = lambda run: True
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _tables(run: RunData) -> Path:
-    return run.analysis
 
 
 def _strategy_share(run: RunData, name: str) -> str:
@@ -82,17 +80,6 @@ def eval_metrics(run_dir: Path) -> pd.DataFrame | None:
     rows = [read_json(p) for p in RunLayout(run_dir).eval_paths()]
     rows = [r for r in rows if "val_accuracy" in r]
     return pd.DataFrame(rows).sort_values("step") if rows else None
-
-
-def _bands(run: RunData) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """Row-bootstrap bands of the accumulated improvements (None without ``bootstrap.npz``)."""
-    path = _tables(run) / "bootstrap.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as z:
-        reps = {k: z[k] for k in z.files if k.startswith(("impr:", "point:impr:"))}
-    level = float((run.summary.get("bootstrap") or {}).get("level") or 0.95)
-    return accumulated_bands(reps, level)
 
 
 # ------------------------------------------------------------------------------ Fig. 1
@@ -149,7 +136,7 @@ def _training_caption(run: RunData) -> str:
     )
 
 
-def _draw_training(run: RunData, mode: str) -> Figure:
+def _draw_training(run: RunData) -> Figure:
     tr = run.training.sort_values("line")
     ok = np.isfinite(tr.train_l0.to_numpy(float))
     tr = tr[ok]
@@ -187,7 +174,7 @@ def _approx_caption(run: RunData) -> str:
     )
 
 
-def _draw_approx(run: RunData, mode: str) -> Figure:
+def _draw_approx(run: RunData) -> Figure:
     view = run.views[0]
     row = run.derivatives.set_index("line").loc[view.t]
     return plot_approximations(
@@ -216,7 +203,7 @@ def _distances_caption(run: RunData) -> str:
     )
 
 
-def _draw_distances(run: RunData, mode: str) -> Figure:
+def _draw_distances(run: RunData) -> Figure:
     dist = run.summary.get("distances", {})
     return plot_distance_matrices(
         run.distances, int(dist.get("later_from_line_index") or 0), dist.get("matrix_stride")
@@ -236,9 +223,8 @@ def _noisy_caption(run: RunData) -> str:
     )
 
 
-def _draw_noisy(run: RunData, mode: str) -> Figure:
-    with np.load(_tables(run) / "directions.npz") as z:
-        return plot_noisy_matrices({k: z[k] for k in z.files})
+def _draw_noisy(run: RunData) -> Figure:
+    return plot_noisy_matrices(run.tables.directions or {})
 
 
 def _fits_caption(run: RunData) -> str:
@@ -285,14 +271,14 @@ def _strategies_caption(run: RunData) -> str:
     return text
 
 
-def _draw_strategies(run: RunData, mode: str) -> Figure:
+def _draw_strategies(run: RunData) -> Figure:
     return plot_strategies(
         run.strategies,
         run.derivatives,
         momentum=run.momentum,
-        valid=mode == "faithful",
+        valid=run.mode == "faithful",
         mu=float(run.summary.get("mu", 0.1)),
-        bands=_bands(run),
+        bands=run.tables.accumulated_bands(),
     )
 
 
@@ -313,11 +299,11 @@ def _batch_size_caption(run: RunData) -> str:
     )
 
 
-def _draw_batch_size(run: RunData, mode: str) -> Figure:
+def _draw_batch_size(run: RunData) -> Figure:
     return plot_batch_size(
         run.batch_size,
         reference_batch_size=int(run.summary["batch_size"]["reference_batch_size"]),
-        valid=mode == "faithful",
+        valid=run.mode == "faithful",
         lr=run.lr,
         mu=float(run.summary.get("mu", 0.1)),
     )
@@ -337,7 +323,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "lines",
         "Fig. 2 — representative lines",
         _lines_caption,
-        lambda run, mode: plot_lines(run.views),
+        lambda run: plot_lines(run.views),
         lambda run: bool(run.views),
     ),
     FigureSpec(
@@ -348,16 +334,13 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Fig. 8 — lines along noisy directions",
         _noisy_caption,
         _draw_noisy,
-        lambda run: (
-            bool(run.summary.get("noisy_directions"))
-            and (_tables(run) / "directions.npz").is_file()
-        ),
+        lambda run: bool(run.summary.get("noisy_directions")) and run.tables.directions is not None,
     ),
     FigureSpec(
         "fits",
         "Figs. 4/13/14 — polynomial fits",
         _fits_caption,
-        lambda run, mode: plot_fits(run.fits),
+        lambda run: plot_fits(run.fits),
     ),
     FigureSpec(
         "approximations",
@@ -384,3 +367,37 @@ FIGURES: tuple[FigureSpec, ...] = (
     ),
 )
 """The report's figures, in page order."""
+
+
+@dataclass(frozen=True)
+class PageFigure:
+    """A figure of a page, ready to draw: file stem, heading, caption and drawing function."""
+
+    name: str
+    title: str
+    caption: str
+    draw: Callable[[], Figure]
+
+
+def figures_of(run: RunData) -> list[PageFigure]:
+    """The figures of :data:`FIGURES` this run has the data for, in page order."""
+    return [
+        PageFigure(spec.name, spec.title, spec.caption(run), functools.partial(spec.draw, run))
+        for spec in FIGURES
+        if spec.available(run)
+    ]
+
+
+def estimator_figure(run: RunData) -> PageFigure | None:
+    """The figure of the estimators section (None when the tables have no estimators)."""
+    if run.estimators is None or run.estimators.empty:
+        return None
+    b = (run.summary.get("estimators") or {}).get("batch_size")
+    return PageFigure(
+        "estimators",
+        "Cheap estimators against the measured line",
+        "Top: each estimator's error at every line (grey), its rolling median and 25–75 % "
+        "band; dashed: no error (B_simple: the run's batch size). Bottom: distribution over "
+        "all lines (red: median). Panels without data say 'not measured'.",
+        lambda: plot_estimators(run.estimators, batch_size=b),
+    )

@@ -2,7 +2,7 @@
 
 Supplementary numbers were read off the paper's plots (docs/method.md §7 says so); they are quoted
 as text with "≈" so nobody mistakes them for exact values. Keys are the row keys of
-:func:`steplines.report.build.core_results`.
+:func:`steplines.report.sections.core_results`.
 """
 
 from __future__ import annotations
