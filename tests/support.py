@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 TINY = """
 [problem]
 dataset = "digits"
@@ -139,3 +142,24 @@ def wait_for_lines(run: Path, n: int, procs: list[subprocess.Popen], timeout: fl
         time.sleep(0.05)
         done = lines_done(run)
     return done
+
+
+def overlaps(fig: Figure) -> list[tuple[str, str]]:
+    """Pairs of texts (and images) of ``fig`` whose drawn extents intersect, and any that
+    leave the page."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    page = fig.bbox
+    boxes = [(t.get_text()[:30], t.get_window_extent(renderer)) for t in fig.texts if t.get_text()]
+    boxes += [(f"axes {i}", ax.get_window_extent(renderer)) for i, ax in enumerate(fig.axes)]
+    out = []
+    for i, (a, ba) in enumerate(boxes):
+        if not (page.x0 <= ba.x0 and ba.x1 <= page.x1 and page.y0 <= ba.y0 and ba.y1 <= page.y1):
+            out.append((a, "off the page"))
+        for b, bb in boxes[i + 1 :]:
+            if ba.overlaps(bb) and ba.intersection(ba, bb).width > 0.5:
+                inter = ba.intersection(ba, bb)
+                if inter.height > 0.5:
+                    out.append((a, b))
+    return out

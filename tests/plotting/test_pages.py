@@ -6,31 +6,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from steplines.plotting.pages import PAGE, Heading, Table, image_page, text_pages
 
-
-def overlaps(fig: Figure) -> list[tuple[str, str]]:
-    """Pairs of texts (and images) of ``fig`` whose drawn extents intersect, and any that
-    leave the page."""
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    page = fig.bbox
-    boxes = [(t.get_text()[:30], t.get_window_extent(renderer)) for t in fig.texts if t.get_text()]
-    boxes += [(f"axes {i}", ax.get_window_extent(renderer)) for i, ax in enumerate(fig.axes)]
-    out = []
-    for i, (a, ba) in enumerate(boxes):
-        if not (page.x0 <= ba.x0 and ba.x1 <= page.x1 and page.y0 <= ba.y0 and ba.y1 <= page.y1):
-            out.append((a, "off the page"))
-        for b, bb in boxes[i + 1 :]:
-            if ba.overlaps(bb) and ba.intersection(ba, bb).width > 0.5:
-                inter = ba.intersection(ba, bb)
-                if inter.height > 0.5:
-                    out.append((a, b))
-    return out
+from support import overlaps
 
 
 def test_the_overlap_check_sees_a_title_over_another() -> None:

@@ -1,7 +1,7 @@
 """The report's "Fig. N — …" title above a figure never overlaps a panel or a panel's title.
 
-The report saves each figure (PNG, then PDF), then sets the title (``fig.suptitle``) and
-appends the figure to the page's PDF book (report/build.py ``_draw_all``). This draws every
+A figure is saved (PNG, then PDF) and may be titled afterwards (``fig.suptitle``) and saved
+again, as a book of figures does. This draws every
 figure function the report uses the same way, from a small synthetic run, and compares the
 title's extent with every axes' extent and title's.
 """
@@ -31,9 +31,9 @@ from steplines.plotting import (
 )
 from steplines.plotting.estimators import plot_estimators
 from steplines.plotting.noisy import plot_noisy_matrices
-from steplines.report import load_run
-from steplines.report.build import RunData
+from steplines.report.data import RunData
 from steplines.report.figures import FIGURES, eval_metrics
+from steplines.reporting import load_run
 
 from analysis_fixtures import make_run
 

@@ -39,6 +39,7 @@ from steplines.reporting import build_report, load_run
 from steplines.store import LineStore
 
 from analysis_fixtures import make_run
+from support import overlaps
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -216,11 +217,62 @@ def test_two_runs_side_by_side_as_the_paper_sets_them(built: Path, tmp_path: Pat
         single = imread(flat / "figures" / f"{name}.png")
         assert stacked.shape[0] > 1.6 * single.shape[0] * stacked.shape[1] / single.shape[1]
     assert not page.with_suffix(".pdf").exists()  # PNG only: no book
-    # the fixture's report was built with PDFs: its book holds every figure of its page
-    own = (built / "report.pdf").read_bytes()
-    assert len(re.findall(rb"/Type\s*/Page\b(?!s)", own)) == len(
-        _imgs((built / "report.html").read_text())
-    )
+
+
+def test_report_pdf_is_the_whole_report_page_by_page(built: Path) -> None:
+    """report.pdf holds the claims with verdicts and reasons, what was run, the core results,
+    then one page per figure of the page, headed by its title, with its caption."""
+    pypdf = pytest.importorskip("pypdf")
+    pages = [p.extract_text() for p in pypdf.PdfReader(built / "report.pdf").pages]
+    html = (built / "report.html").read_text()
+    titles = re.findall(r'<img src="[^"]*" alt="([^"]*)"', html)
+    text_pages = len(pages) - len(titles)
+    assert text_pages >= 1 and pages[0].startswith("steplines report — run")
+    text = "\n".join(pages[:text_pages])
+    for heading in ("Claims of the paper", "What was run", "Core results"):
+        assert heading in text
+    squashed = re.sub(r"\s+", "", text)  # table cells wrap inside words
+    for c in json.loads((built / "analysis" / "claims.json").read_text()):
+        assert c["key"] in squashed and re.sub(r"\s+", "", c["reason"]) in squashed
+    assert squashed.count("inconclusive") >= 1
+    for row in core_results(load_run(built, reanalyze=False)):
+        assert re.sub(r"\s+", "", row["ours"]) in squashed
+    heads = {page.split("\n", 1)[0]: page for page in pages[text_pages:]}
+    assert set(heads) == {t.replace("&#39;", "'") for t in titles}  # one page per figure
+    assert all(len(page) > len(title) + 40 for title, page in heads.items())  # and its caption
+
+
+def test_report_pages_draw_no_text_over_other_text(built: Path) -> None:
+    from steplines.report.page import _page_values, report_pages
+
+    run = load_run(built, reanalyze=False)
+    figures = [
+        {"src": f"figures/{p.name}", "title": p.stem, "caption": "caption " * 30}
+        for p in sorted((built / "figures").glob("*.png"))[:2]
+    ]
+    for page in report_pages(_page_values(run), run.banners, figures, built):
+        assert overlaps(page) == []
+
+
+def test_a_failed_pdf_leaves_no_page_and_no_pdf(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    run = tmp_path / "run"
+    shutil.copytree(built, run)
+    calls = []
+
+    def disk_full(self: object, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PdfPages, "savefig", disk_full)
+    out = tmp_path / "page.html"
+    with pytest.raises(OSError, match="No space"):
+        build_report([run], out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no page, no PDF, no temp
 
 
 def test_a_run_being_measured_is_reported_as_such(built: Path, tmp_path: Path) -> None:

@@ -15,18 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from steplines.atomic import write_atomic
 from steplines.plotting import plot_compare, plot_rows
+from steplines.plotting.pages import Heading, Table, image_page, text_pages
 from steplines.report.data import RunData
 from steplines.report.figures import FIGURES, PageFigure
 from steplines.report.numbers import fmt, pct
-from steplines.report.page import book, draw_all, env, rel
+from steplines.report.page import draw_all, env, publish, rel
 from steplines.report.pooled import min_units_note, pooled_rows
 from steplines.report.sections import claim_rows, problem_label
 from steplines.report.templates import COMPARE_TEMPLATE
 
-__all__ = ["build_compare_page", "claims_matrix", "not_pooled", "pooled_claims"]
+__all__ = ["build_compare_page", "claims_matrix", "compare_pages", "not_pooled", "pooled_claims"]
 
 _HEADER = [
     "run",
@@ -73,27 +74,62 @@ def build_compare_page(
     out.parent.mkdir(parents=True, exist_ok=True)
     extra: list[dict[str, str]] = []
     figs_dir = out.parent / "figures"
-    with book(out, formats) as pdf:
-        figs = draw_all(_compare_figures(runs, out.stem), figs_dir, out.parent, extra, formats, pdf)
+    figs = draw_all(_compare_figures(runs, out.stem), figs_dir, out.parent, extra, formats)
     banners = [
         {"text": f"{r.name}: {b['text']}"} for r in runs for b in r.banners if b["level"] == "error"
     ]
+    values = {
+        "runs": [_run_row(run, page, out) for run, page in zip(runs, pages)],
+        "header": _HEADER,
+        "mode": runs[0].mode,
+        "banners": banners + extra,
+        "figures": figs,
+        "claims": claims_matrix(runs),
+        "pooled": pooled,
+    }
     html = (
         env()
         .from_string(COMPARE_TEMPLATE)
-        .render(
-            runs=[_run_row(run, page, out) for run, page in zip(runs, pages)],
-            header=_HEADER,
-            mode=runs[0].mode,
-            banners=banners + extra,
-            figures=figs,
-            claims=claims_matrix(runs),
-            pooled=pooled,
-            book=rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "",
-        )
+        .render(**values, book=rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "")
     )
-    write_atomic(out, html)  # a reader (or a killed report) never leaves half a page
+    publish(out, html, compare_pages(values, out.parent) if "pdf" in formats else None)
     return out
+
+
+def compare_pages(values: dict[str, Any], page_dir: Path) -> list[Figure]:
+    """The pages of ``compare.pdf``: the runs' table, the claims of every run, the claims pooled
+    over them, then one page per figure with its title and caption."""
+    v, pooled = values, values["pooled"] or {}
+    names = v["claims"]["runs"]
+    blocks: list[Any] = [
+        f"Analysis mode: {v['mode']}.",
+        *(f"Note: {b['text']}" for b in v["banners"]),
+        Heading("Runs"),
+        Table(
+            ["run", *v["header"][1:]],
+            [[r["name"], *r["cells"]] for r in v["runs"]],
+            [0.1] * 10,
+        ),
+        Heading("Claims of the paper, run by run"),
+        Table(
+            ["claim", *names],
+            [[r["claim"], *(c["verdict"] for c in r["cells"])] for r in v["claims"]["rows"]],
+            [0.4] + [0.6 / max(1, len(names))] * len(names),
+        ),
+        Heading("Claims pooled over the runs"),
+    ]
+    if pooled.get("rows"):
+        blocks.append(
+            Table(
+                ["claim", "pooled value", "verdict", "reason"],
+                [[r["claim"], r["value"], r["verdict"], r["reason"]] for r in pooled["rows"]],
+                [0.3, 0.2, 0.13, 0.37],
+            )
+        )
+    blocks.append(pooled.get("note", ""))
+    pages = text_pages("steplines — runs compared", [b for b in blocks if b])
+    pages += [image_page(page_dir / f["src"], f["title"], f["caption"]) for f in v["figures"]]
+    return pages
 
 
 def _run_row(run: RunData, page: Path, out: Path) -> dict[str, Any]:

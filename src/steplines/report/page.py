@@ -1,30 +1,35 @@
 """The page of one run: draw its figures into ``RUN/figures/`` (PNG for the page, PDF for
-papers, every figure also a page of ``report.pdf``) and render ``RUN/report.html`` from the
-numbers of :mod:`steplines.report.sections` (``docs/report.md``).
+papers), render ``RUN/report.html`` from the numbers of :mod:`steplines.report.sections`, and
+write ``report.pdf``, the whole report on A4 — the claims with their verdicts and reasons, what
+was run, the core results and every figure with its caption (``docs/report.md``).
 
-The drawing helpers (:func:`draw_all`, :func:`book`) serve the comparison page as well. This
-module never imports torch.
+The page and its PDF are written under temporary names and put in place together at the end:
+a report that fails (or is killed) leaves neither, and never half of one. The drawing helper
+(:func:`draw_all`) and :func:`publish` serve the comparison page as well. This module never imports
+torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
 
 from steplines.analysis.settings import match_preset
-from steplines.atomic import temporary_path, write_atomic
+from steplines.atomic import temporary_path
 from steplines.errors import SteplinesError
 from steplines.plotting import save_figure
+from steplines.plotting.pages import Heading, Table, image_page, text_pages
 from steplines.report.data import RunData, banner
 from steplines.report.figures import PageFigure, estimator_figure, figures_of
 from steplines.report.paper import paper_values
 from steplines.report.sections import (
+    SCOPE_NOTE,
     bs_table,
     claim_rows,
     claims_note,
@@ -39,11 +44,12 @@ from steplines.report.sections import (
 )
 from steplines.report.templates import RUN_TEMPLATE
 
-__all__ = ["book", "build_run_report", "draw_all", "env", "rel"]
+__all__ = ["build_run_report", "draw_all", "env", "publish", "rel", "report_pages"]
 
 
 def build_run_report(run: RunData, out: Path, formats: Sequence[str] = ("png", "pdf")) -> Path:
-    """Draw the figures of ``run`` into ``RUN/figures/`` and write its page to ``out``.
+    """Draw the figures of ``run`` into ``RUN/figures/``, write its page to ``out`` and, when
+    PDFs are written, the whole report to ``out`` with suffix ``.pdf``.
 
     Args:
         run: The loaded run (:func:`steplines.reporting.load_run`); the figures are smoothed
@@ -54,26 +60,102 @@ def build_run_report(run: RunData, out: Path, formats: Sequence[str] = ("png", "
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     banners = list(run.banners)
-    with book(out, formats) as pdf:
-        figures = draw_all(figures_of(run), run.figures, out.parent, banners, formats, pdf)
-        est = estimator_section(run)
-        est_fig = estimator_figure(run)
-        if est_fig is not None:
-            drawn = draw_all([est_fig], run.figures, out.parent, banners, formats, pdf)
-            est["figure"] = drawn[0] if drawn else None
+    figures = draw_all(figures_of(run), run.figures, out.parent, banners, formats)
+    est = estimator_section(run)
+    est_fig = estimator_figure(run)
+    if est_fig is not None:
+        drawn = draw_all([est_fig], run.figures, out.parent, banners, formats)
+        est["figure"] = drawn[0] if drawn else None
+    values = _page_values(run)
     html = (
         env()
         .from_string(RUN_TEMPLATE)
         .render(
-            **_page_values(run),
+            **values,
             banners=banners,
             figures=figures,
             est=est,
             book=rel(out.with_suffix(".pdf"), out.parent) if "pdf" in formats else "",
         )
     )
-    write_atomic(out, html)  # a reader (or a killed report) never leaves half a page
+    pages = None
+    if "pdf" in formats:
+        shown = figures + ([est["figure"]] if est.get("figure") else [])
+        pages = report_pages(values, banners, shown, out.parent)
+    publish(out, html, pages)
     return out
+
+
+def report_pages(
+    values: dict[str, Any],
+    banners: Sequence[dict[str, str]],
+    figures: Sequence[dict[str, str]],
+    page_dir: Path,
+) -> list[Figure]:
+    """The pages of ``report.pdf``: the text of the report, then one page per figure with its
+    title and caption (``figures`` as :func:`draw_all` returns them, relative to
+    ``page_dir``)."""
+    v = values
+    blocks: list[Any] = [
+        f"Analysis mode: {v['mode']}; {v['lines_used']} of {v['lines_total']} lines measured. "
+        f"steplines {v['version']}.",
+        *(f"{'Error' if b.get('level') == 'error' else 'Note'}: {b['text']}" for b in banners),
+        Heading("Claims of the paper"),
+        v["claims_note"],
+        Table(
+            ["claim", "verdict", "value [interval]", "threshold", "reason"],
+            [
+                [f"{c['key']}: {c['claim']}", c["verdict"], c["value"], c["threshold"], c["reason"]]
+                for c in v["claims"]
+            ],
+            [0.28, 0.13, 0.17, 0.1, 0.32],
+        ),
+        Heading("What was run"),
+        *(Table([name, ""], rows, [0.3, 0.7]) for name, rows in v["meta"]),
+        Heading("Core results" + (f" beside {v['paper_title']}" if v["paper_title"] else "")),
+        v["settings_line"],
+        f"[low, high]: {v['level']} interval from resampling each line's full-batch rows "
+        f"({v['row_note']}). {v['scope_note']}",
+        Table(
+            ["quantity", "this run", "paper"],
+            [[r["quantity"], r["ours"], r["paper"]] for r in v["core"]],
+            [0.45, 0.33, 0.22],
+        ),
+        v["paper_note"],
+    ]
+    if v["bs_table"]:
+        n = len(v["bs_strategies"])
+        blocks += [
+            Heading("Batch size (simulated)"),
+            Table(["batch size", *v["bs_strategies"]], v["bs_table"], [0.16] + [0.84 / n] * n),
+            v["bs_note"],
+        ]
+    pages = text_pages(f"steplines report — {v['name']}", [b for b in blocks if b])
+    pages += [image_page(page_dir / f["src"], f["title"], f["caption"]) for f in figures]
+    return pages
+
+
+def publish(out: Path, html: str, pages: Sequence[Figure] | None) -> None:
+    """Write ``out`` and, with ``pages``, its ``.pdf`` under temporary names, then put both in
+    place: a failure before that leaves neither (and an existing pair as it was)."""
+    pdf_tmp = temporary_path(out.with_suffix(".pdf")) if pages is not None else None
+    html_tmp = temporary_path(out)
+    try:
+        if pdf_tmp is not None:
+            with PdfPages(pdf_tmp, metadata={"CreationDate": None}) as pdf:
+                for page in pages or ():
+                    pdf.savefig(page)
+        with html_tmp.open("w", encoding="utf-8") as f:
+            f.write(html)
+            f.flush()
+            os.fsync(f.fileno())
+        if pdf_tmp is not None:
+            os.replace(pdf_tmp, out.with_suffix(".pdf"))
+        os.replace(html_tmp, out)
+    finally:
+        for tmp in (pdf_tmp, html_tmp):
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
 
 def _page_values(run: RunData) -> dict[str, Any]:
@@ -91,6 +173,7 @@ def _page_values(run: RunData) -> dict[str, Any]:
         "claims_note": claims_note(run),
         "settings_line": settings_line(run),
         **interval_note(run),
+        "scope_note": SCOPE_NOTE,
         "paper_title": title,
         "paper_note": paper_note(title),
         "bs_strategies": bs_header,
@@ -118,21 +201,14 @@ def draw_all(
     page_dir: Path,
     banners: list[dict[str, str]],
     formats: Sequence[str] = ("png", "pdf"),
-    book: PdfPages | None = None,
 ) -> list[dict[str, str]]:
-    """Draw and save every figure (PNG always); a failed figure becomes a banner.
-
-    With ``book``, every drawn figure is also appended as a page of that PDF.
-    """
+    """Draw and save every figure (PNG always); a failed figure becomes a banner."""
     formats = ("png", *[f for f in formats if f != "png"])
     out = []
     for f in figs:
         try:
             fig = f.draw()
             paths = save_figure(fig, fig_dir, f.name, formats)
-            if book is not None:
-                fig.suptitle(f.title, fontsize=10, x=0.01, ha="left")
-                book.savefig(fig)
         except SteplinesError as exc:
             banners.append(banner(f"{f.title} not drawn: {exc}"))
             continue
@@ -149,22 +225,6 @@ def draw_all(
             }
         )
     return out
-
-
-@contextlib.contextmanager
-def book(page: Path, formats: Sequence[str]) -> Iterator[PdfPages | None]:
-    """``<page>.pdf``, every figure of the page in one PDF (only when PDFs are written).
-
-    Written under a temporary name and renamed at the end, so a reader never sees half a book.
-    """
-    if "pdf" not in formats:
-        yield None
-        return
-    target = page.with_suffix(".pdf")
-    tmp = temporary_path(target)  # per process; a killed one's is removed here
-    with PdfPages(tmp, metadata={"CreationDate": None}) as pdf:
-        yield pdf
-    os.replace(tmp, target)
 
 
 def rel(path: Path, start: Path) -> str:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from steplines.config import RunConfig
 
 __all__ = [
+    "SCOPE_NOTE",
     "bs_table",
     "claim_rows",
     "claims_note",
@@ -331,6 +332,15 @@ def claims_text(run: RunData) -> str:
 
 
 # ------------------------------------------------------------------------------ notes
+
+
+SCOPE_NOTE = (
+    "These intervals cover the sampling of each line's full batch only; a claim's interval "
+    "also resamples blocks of lines (how the lines vary over training), so a share of the "
+    "optimum shown in both places (e.g. λ* out-of-sample here, constant_rate_out in the "
+    "claims) has one value and a wider interval in the claims."
+)
+"""Why a quantity of the core results and of the claims has one value and two intervals."""
 
 
 def interval_note(run: RunData) -> dict[str, str]:

@@ -92,7 +92,7 @@ docs/analysis.md, "Claims".</p>
 {% if paper_title %}<td>{{ r.paper }}</td>{% endif %}</tr>
 {% endfor %}</table>
 <p class="note">{{ paper_note }} [low, high]: {{ level }} interval from resampling each line's
-full-batch rows ({{ row_note }}).</p>
+full-batch rows ({{ row_note }}). {{ scope_note }}</p>
 
 {% if bs_table %}<h3>Accumulated improvement per batch size (share of the optimum's)</h3>
 <table id="batch-size-results">
