@@ -124,20 +124,34 @@ def test_temporary_names_are_per_process_and_a_killed_ones_are_removed(tmp_path:
     assert not tmp.exists() and alive.exists()
 
 
-def test_the_report_book_is_written_under_a_name_of_its_own(tmp_path: Path) -> None:
-    from steplines.report.page import book as _book
+def test_the_report_and_its_pdf_are_written_under_names_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.figure
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from steplines.report.page import publish
 
     page = tmp_path / "report.html"
-    other = tmp_path / f".report.pdf.{os.getppid()}.tmp"  # a second report writing now
-    other.write_bytes(b"theirs")
-    with _book(page, ["pdf"]) as book:
-        import matplotlib.figure
+    theirs = [tmp_path / f".report.{e}.{os.getppid()}.tmp" for e in ("pdf", "html")]
+    for other in theirs:  # a second report writing now
+        other.write_bytes(b"theirs")
+    seen = []
+    save = PdfPages.savefig
 
-        book.savefig(matplotlib.figure.Figure())
-        assert (tmp_path / f".report.pdf.{os.getpid()}.tmp").exists()  # this process's name
+    def savefig(self: PdfPages, *args: object, **kwargs: object) -> None:
+        save(self, *args, **kwargs)
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+
+    monkeypatch.setattr(PdfPages, "savefig", savefig)
+    publish(page, "<html></html>", [matplotlib.figure.Figure()])
+    assert f".report.pdf.{os.getpid()}.tmp" in seen[0]  # this process's own name
     assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
-    assert other.read_bytes() == b"theirs"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "report.pdf"]
+    assert page.read_text() == "<html></html>"
+    assert all(other.read_bytes() == b"theirs" for other in theirs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*(o.name for o in theirs), "report.html", "report.pdf"]
+    )
 
 
 def test_ctrl_c_in_analyze_leaves_no_work_directory(
