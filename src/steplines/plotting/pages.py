@@ -175,7 +175,7 @@ def image_page(image: Path, title: str, caption: str) -> Figure:
             h / PAGE[1],
         )
     )
-    ax.imshow(img, interpolation="lanczos")
+    ax.imshow(img, interpolation="none")
     ax.set_axis_off()
     pages.y += h + 0.12
     pages.paragraph(caption)

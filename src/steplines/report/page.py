@@ -11,6 +11,7 @@ torch.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,11 +187,8 @@ def _page_values(run: RunData) -> dict[str, Any]:
 
 
 def _browser_json(run: RunData) -> str:
-    """``browser.json`` for embedding in a ``<script>`` element (``""`` when absent)."""
-    path = run.analysis / "browser.json"
-    if not path.is_file():
-        return ""
-    text = path.read_text()
+    """The line picker's lines (``browser.json``) for embedding in a ``<script>`` element."""
+    text = json.dumps(run.tables.browser, separators=(",", ":"))  # as the analysis wrote it
     # inside <script>, "</" would end the element: JSON allows the escaped form
     return text.replace("</", "<\\/")
 
