@@ -139,3 +139,20 @@ def test_a_worker_whose_parent_is_gone_exits_without_a_traceback() -> None:
     parent.send((None, None, None, None, None))
     parent.close()
     _serve(_Link(to_worker_r, from_worker_w))  # before the fix: BrokenPipeError
+
+
+def test_a_worker_closed_before_its_engine_arrives_exits_quietly() -> None:
+    """Ctrl-C while the workers start: the pool closes them with None before it sent the
+    engine; the worker returns instead of unpickling None (a traceback on the user's screen)."""
+    import os
+    from multiprocessing.connection import Connection
+
+    from steplines.engine.workers import _Link, _serve
+
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    parent = Connection(to_worker_w, readable=False)
+    parent.send(None)
+    parent.close()
+    _serve(_Link(to_worker_r, from_worker_w))  # before the fix: TypeError from pickle.loads
+    os.close(from_worker_r)

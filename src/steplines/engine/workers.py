@@ -90,9 +90,12 @@ def _serve(link: _Link) -> None:
     """
     torch.set_num_threads(1)
     try:
-        ev: FastEvaluator = pickle.loads(link.recv())
+        first = link.recv()
     except (EOFError, OSError):
         return
+    if first is None:  # closed before it was sent its engine (Ctrl-C while starting)
+        return
+    ev: FastEvaluator = pickle.loads(first)
     batches: list[EvalBatch] = []
     while True:
         try:
