@@ -231,8 +231,7 @@ def test_optimizer_values_are_checked_before_the_run_directory(tmp_path: Path) -
     assert load_config(None, cfg).train.optimizer_kwargs == {"betas": [2.0, 0.9]}
     needles = ["cannot build optimizer 'adam'", "beta", "fix train.optimizer_kwargs"]
     for command in ("train", "run"):
-        res = steplines(command, "--config", str(cfg), "--out", str(tmp_path / "r"))
-        _one_line_error(res, *needles)
+        _cli_error([command, "--config", str(cfg), "--out", str(tmp_path / "r")], *needles)
         assert not (tmp_path / "r").exists()
 
 

@@ -255,12 +255,14 @@ def test_report_pages_draw_no_text_over_other_text(built: Path) -> None:
 
 
 def test_a_failed_pdf_leaves_no_page_and_no_pdf(
-    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from matplotlib.backends.backend_pdf import PdfPages
 
-    run = tmp_path / "run"
-    shutil.copytree(built, run)
+    from steplines.report.page import publish
+
+    out = tmp_path / "page.html"
+    out.write_text("the page before")
     calls = []
 
     def disk_full(self: object, *args: object, **kwargs: object) -> None:
@@ -269,10 +271,10 @@ def test_a_failed_pdf_leaves_no_page_and_no_pdf(
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(PdfPages, "savefig", disk_full)
-    out = tmp_path / "page.html"
     with pytest.raises(OSError, match="No space"):
-        build_report([run], out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no page, no PDF, no temp
+        publish(out, "the new page", [Figure() for _ in range(5)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]  # no PDF, no temp
+    assert out.read_text() == "the page before"
 
 
 def test_a_run_being_measured_is_reported_as_such(built: Path, tmp_path: Path) -> None:
