@@ -93,7 +93,7 @@ def test_holm_and_bonferroni_are_passed_through() -> None:
 
 def test_analyze_runs_writes_claims_and_summary(tmp_path: Path) -> None:
     runs = [seeded_run(tmp_path / f"seed-{s}", s) for s in (1, 2, 3)]
-    out = analyze_runs(runs, tmp_path / "pooled", AnalysisRequest(family="holm"))
+    out = analyze_runs(runs, tmp_path / "pooled", AnalysisRequest(family="holm")).directory
     claims = json.loads((out / "claims.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     assert len(claims) == len(CLAIMS)

@@ -58,12 +58,14 @@ class Pooled:
     """Claims judged on several runs together.
 
     Attributes:
-        claims: One record per claim (``Claim.to_json()``), with ``per_run``.
+        claims: One record per claim (``Claim.to_json()``), with ``per_run``: ``DIR/claims.json``.
         summary: What ``DIR/summary.json`` holds (runs, paths, settings, the family note).
+        directory: Where they were written (None: not written).
     """
 
     claims: list[dict[str, Any]]
     summary: dict[str, Any]
+    directory: Path | None = None
 
     @property
     def note(self) -> str:
@@ -298,7 +300,7 @@ def pool_runs(
     return Pooled(claims=claims, summary=_json_safe(summary))
 
 
-def analyze_runs(run_dirs: Sequence[Path], out_dir: Path, request: AnalysisRequest) -> Path:
+def analyze_runs(run_dirs: Sequence[Path], out_dir: Path, request: AnalysisRequest) -> Pooled:
     """Pool the claims of ``run_dirs`` (seeds of one setup) and write ``out_dir``.
 
     Args:
@@ -308,7 +310,7 @@ def analyze_runs(run_dirs: Sequence[Path], out_dir: Path, request: AnalysisReque
         request: The analysis of every run, and the family of the pooled verdicts.
 
     Returns:
-        ``out_dir``.
+        The pooled claims as written, with ``directory`` = ``out_dir``.
 
     Raises:
         ConfigError: ``out_dir`` inside a run, runs of different setups.
@@ -320,7 +322,7 @@ def analyze_runs(run_dirs: Sequence[Path], out_dir: Path, request: AnalysisReque
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_dir / "claims.json", pooled.claims)
     _write(out_dir / "summary.json", pooled.summary)
-    return out_dir
+    return replace(pooled, directory=out_dir)
 
 
 def _write(path: Path, obj: Any) -> None:

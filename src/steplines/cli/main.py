@@ -149,11 +149,9 @@ def run(out: Path, quiet: bool, no_report: bool, seeds: str | None, **kw: Any) -
     from ..analysis.settings import AnalysisRequest
     from ..report.pooled import pooled_text
 
-    written = analyze_runs(dirs, out / "pooled", AnalysisRequest())
-    claims = json.loads((written / "claims.json").read_text())
-    summary = json.loads((written / "summary.json").read_text())
-    click.echo(pooled_text(claims, summary["family_note"]))
-    click.echo(f"pooled tables: {written}")
+    pooled = analyze_runs(dirs, out / "pooled", AnalysisRequest())
+    click.echo(pooled_text(pooled.claims, pooled.note))
+    click.echo(f"pooled tables: {pooled.directory}")
     runs = " ".join(shlex.quote(str(d)) for d in dirs)
     click.echo(f"pooled report: steplines report {runs}")
 

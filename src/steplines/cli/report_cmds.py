@@ -5,7 +5,6 @@ Both import only the analysis/plotting/report layers, never torch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,11 +152,9 @@ def analyze(
         from ..analysis.pooled import analyze_runs
         from ..report.pooled import pooled_text
 
-        written = analyze_runs(list(run_dirs), out, request)
-        claims = json.loads((written / "claims.json").read_text())
-        summary = json.loads((written / "summary.json").read_text())
-        click.echo(pooled_text(claims, summary["family_note"]))
-        click.echo(f"pooled tables: {written}")
+        pooled = analyze_runs(list(run_dirs), out, request)
+        click.echo(pooled_text(pooled.claims, pooled.note))
+        click.echo(f"pooled tables: {pooled.directory}")
         return
     tables = analyze_run(run_dirs[0], request)
     click.echo(core_table(run_dirs[0], request))

@@ -132,7 +132,9 @@ class _Pages:
             self.row(row, xs, widths)
         self.y += 0.06
 
-    def row(self, cells: Sequence[str], xs: list[float], widths: list[float], bold: bool = False):
+    def row(
+        self, cells: Sequence[str], xs: list[float], widths: list[float], bold: bool = False
+    ) -> None:
         wrapped = [_wrap(c, w) for c, w in zip(cells, widths)]
         lines = max(len(w) for w in wrapped)
         self.room(lines * _height(_BODY) + 0.05)

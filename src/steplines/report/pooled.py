@@ -14,6 +14,7 @@ from steplines.report.numbers import fmt
 
 __all__ = [
     "claim_quantity",
+    "claim_row",
     "claim_value",
     "min_units_note",
     "pooled_rows",
@@ -55,40 +56,47 @@ def min_units_note() -> str:
     )
 
 
+def claim_row(c: dict[str, Any]) -> dict[str, str]:
+    """One claim record (one run's or pooled) as a row of a claims table: the claim, the
+    paper's sentence and figure, the metric, value [interval], threshold, verdict and reason,
+    the paper's quantity beside the run's."""
+    verdict = str(c.get("verdict", "inconclusive"))
+    return {
+        "key": str(c.get("key", "")),
+        "claim": str(c.get("claim", "")),
+        "metric": str(c.get("metric", "")),
+        "value": claim_value(c),
+        "threshold": str(c.get("threshold", "")),
+        "verdict": verdict,
+        "css": verdict.replace(" ", "-"),
+        "reason": str(c.get("reason", "")),
+        "paper": str(c.get("paper", "")),
+        "n": str(c.get("n", "")),
+        "quote": str(c.get("quote", "")),
+        "figure": str(c.get("figure", "")),
+        "quantity": claim_quantity(c),
+    }
+
+
 def pooled_rows(claims: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of the pooled claims table: the claim, its quote, value, verdict and each run's."""
-    rows = []
-    for c in claims:
-        verdict = str(c.get("verdict", "inconclusive"))
-        rows.append(
-            {
-                "key": str(c.get("key", "")),
-                "claim": str(c.get("claim", "")),
-                "quote": str(c.get("quote", "")),
-                "figure": str(c.get("figure", "")),
-                "metric": str(c.get("metric", "")),
-                "quantity": claim_quantity(c),
-                "paper": str(c.get("paper", "")),
-                "value": claim_value(c),
-                "n": str(c.get("n", "")),
-                "threshold": str(c.get("threshold", "")),
-                "verdict": verdict,
-                "css": verdict.replace(" ", "-"),
-                "reason": str(c.get("reason", "")),
-                "runs": [
-                    {
-                        "run": str(r.get("run", "")),
-                        "verdict": str(r.get("verdict", "")),
-                        "css": str(r.get("verdict", "")).replace(" ", "-"),
-                        "value": claim_value(r),
-                        "n": str(r.get("n", "")),
-                        "reason": str(r.get("reason", "")),
-                    }
-                    for r in c.get("per_run") or []
-                ],
-            }
-        )
-    return rows
+    """Rows of the pooled claims table: :func:`claim_row` and each run's verdict."""
+    return [
+        claim_row(c)
+        | {
+            "runs": [
+                {
+                    "run": str(r.get("run", "")),
+                    "verdict": str(r.get("verdict", "")),
+                    "css": str(r.get("verdict", "")).replace(" ", "-"),
+                    "value": claim_value(r),
+                    "n": str(r.get("n", "")),
+                    "reason": str(r.get("reason", "")),
+                }
+                for r in c.get("per_run") or []
+            ]
+        }
+        for c in claims
+    ]
 
 
 def pooled_text(claims: Sequence[dict[str, Any]], note: str) -> str:

@@ -23,7 +23,7 @@ from steplines.plotting import STRATEGY_ORDER, strategy_label
 from steplines.report.data import RunData
 from steplines.report.numbers import fmt, overshoot, pct, span
 from steplines.report.paper import paper_values
-from steplines.report.pooled import claim_quantity, min_units_note
+from steplines.report.pooled import claim_row, min_units_note
 from steplines.store.run import PRECISION_CHECKS, RunLayout
 
 if TYPE_CHECKING:
@@ -271,35 +271,9 @@ def paper_note(title: str) -> str:
 
 
 def claim_rows(run: RunData) -> list[dict[str, str]]:
-    """Rows of the "Claims" table: each claim of the paper with this run's verdict.
-
-    From ``claims.json`` (:mod:`steplines.analysis.claims`): the claim, its metric, this run's
-    value with its 95 % interval, the threshold, the verdict and its reason, the paper's value.
-    """
-    rows = []
-    for c in run.claims:
-        value = fmt(c.get("value"))
-        if c.get("low") is not None and c.get("high") is not None:
-            value += f" [{fmt(c['low'])}, {fmt(c['high'])}]"
-        verdict = str(c.get("verdict", "inconclusive"))
-        rows.append(
-            {
-                "key": str(c.get("key", "")),
-                "claim": str(c.get("claim", "")),
-                "metric": str(c.get("metric", "")),
-                "value": value,
-                "threshold": str(c.get("threshold", "")),
-                "verdict": verdict,
-                "css": verdict.replace(" ", "-"),
-                "reason": str(c.get("reason", "")),
-                "paper": str(c.get("paper", "")),
-                "n": str(c.get("n", "")),
-                "quote": str(c.get("quote", "")),
-                "figure": str(c.get("figure", "")),
-                "quantity": claim_quantity(c),
-            }
-        )
-    return rows
+    """Rows of the "Claims" table: each claim of the paper with this run's verdict
+    (:func:`~steplines.report.pooled.claim_row` of each record of ``claims.json``)."""
+    return [claim_row(c) for c in run.claims]
 
 
 def claims_note(run: RunData) -> str:
