@@ -171,7 +171,7 @@ class AnalysisTables:
             value = getattr(self, name)
             if value is None:
                 continue
-            _write_file(work / file, name, value, self.settings.mode)
+            _write_file(work / file, name, value, self.settings)
             digests[file] = _sha256(work / file)
         manifest = {"files": digests}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -260,8 +260,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_file(path: Path, name: str, value: Any, mode: str) -> None:
-    """One file in the format :func:`_read_file` reads back."""
+def _write_file(path: Path, name: str, value: Any, settings: AnalysisSettings) -> None:
+    """One file in the format :func:`_read_file` reads back (``directions.npz`` also records
+    the mode of ``settings``, as it always has)."""
     if name in _CSV:
         value.to_csv(path, index=False)
     elif name == "settings":
@@ -278,7 +279,7 @@ def _write_file(path: Path, name: str, value: Any, mode: str) -> None:
     elif name == "views":
         np.savez_compressed(path, **views_arrays(value))
     elif name == "directions":
-        np.savez(path, mode=mode, **value)
+        np.savez(path, mode=settings.mode, **value)
     else:  # distances, bootstrap
         np.savez_compressed(path, **value)
 
