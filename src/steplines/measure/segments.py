@@ -101,20 +101,9 @@ def measure_lines(
         )
     if recorded == 0:
         raise RunDirError(f"{run.path} has no recorded trajectory; run `steplines train` first")
-    if not run.lines_path.exists() or (
-        cfg.measure.noisy_every and not run.layout.directions_path.exists()
-    ):
-        # training was killed before it made the stores (they are made when it stops)
-        with train_lock(run.path):
-            open_or_create_store(run, problem)
-            if cfg.measure.noisy_every:
-                open_or_create_direction_store(run)
+    _make_missing_stores(run, problem)
     all_segments = traj.segments(steps, every)
-    segments = list(segments) if segments is not None else all_segments
-    if redo:
-        segments = sorted(
-            {*segments, *(s for s in all_segments if any(s[0] <= t < s[1] for t in redo))}
-        )
+    segments = _with_redo(segments if segments is not None else all_segments, all_segments, redo)
     store = LineStore.open(run.lines_path, mode="r+")
     store.repair_val_indices()  # written once at creation: rewritten if damaged
     # a damaged [T]/[T, K] chunk of the lines this process writes is repaired only by
@@ -155,6 +144,29 @@ def measure_lines(
             workers_ok,
             hold=set(redo or ()),
         )
+
+
+def _make_missing_stores(run: RunDir, problem: Problem) -> None:
+    """Create the line store (and the noisy-direction store) when training was killed before
+    it made them (they are made when it stops)."""
+    noisy = run.config.measure.noisy_every
+    if not run.lines_path.exists() or (noisy and not run.layout.directions_path.exists()):
+        with train_lock(run.path):
+            open_or_create_store(run, problem)
+            if noisy:
+                open_or_create_direction_store(run)
+
+
+def _with_redo(
+    segments: Iterable[tuple[int, int]],
+    all_segments: list[tuple[int, int]],
+    redo: list[int] | None,
+) -> list[tuple[int, int]]:
+    """``segments`` plus every segment holding a line of ``redo`` (sorted when there is one)."""
+    segments = list(segments)
+    if not redo:
+        return segments
+    return sorted({*segments, *(s for s in all_segments if any(s[0] <= t < s[1] for t in redo))})
 
 
 def _noisy_missing(run: RunDir, recorded: int) -> set[int]:

@@ -148,6 +148,44 @@ def first_match(positions: np.ndarray, value: float) -> int:
     return int(hits[0]) if hits.size else -1
 
 
+def _checked_inputs(
+    path: Path, sizes: dict[str, int], val_indices: np.ndarray, lines_per_chunk: int, attrs: dict
+) -> tuple[np.ndarray, dict]:
+    """:meth:`LineStore.create`'s arguments checked: ``val_indices`` as an array and ``attrs``
+    as JSON would read them back.
+
+    Raises:
+        RunDirError: ``path`` already exists.
+        ValueError: A size, ``val_indices`` or ``attrs`` is invalid.
+    """
+    n_lines, n_train, n_val, n_direction, n_positions = (sizes[k] for k in "TNMBK")
+    if path.exists():
+        raise RunDirError(
+            f"{path} already exists; open it with LineStore.open(path, mode='r+') to resume, "
+            "or delete it to start over"
+        )
+    if n_lines < 1 or n_positions < 1 or lines_per_chunk < 1:
+        raise ValueError(
+            f"n_lines, n_positions and lines_per_chunk must be >= 1, got "
+            f"{n_lines}, {n_positions}, {lines_per_chunk}"
+        )
+    if min(n_train, n_val, n_direction) < 0:
+        raise ValueError(
+            f"n_train, n_val, n_direction must be >= 0, got {n_train}, {n_val}, {n_direction}"
+        )
+    val_indices = np.asarray(val_indices)
+    if val_indices.shape != (n_val,) or val_indices.dtype.kind not in "iu":
+        raise ValueError(
+            f"val_indices must be an integer array of shape ({n_val},), "
+            f"got {val_indices.dtype} {val_indices.shape}"
+        )
+    try:
+        run_attrs = json.loads(json.dumps(attrs, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"attrs must be JSON-serialisable: {exc}") from exc
+    return val_indices, run_attrs
+
+
 class LineStore:
     """A ``lines.zarr`` group of per-sample line measurements.
 
@@ -267,32 +305,8 @@ class LineStore:
             ValueError: A size, ``val_indices`` or ``attrs`` is invalid.
         """
         path = Path(path)
-        if path.exists():
-            raise RunDirError(
-                f"{path} already exists; open it with LineStore.open(path, mode='r+') to resume, "
-                "or delete it to start over"
-            )
-        if n_lines < 1 or n_positions < 1 or lines_per_chunk < 1:
-            raise ValueError(
-                f"n_lines, n_positions and lines_per_chunk must be >= 1, got "
-                f"{n_lines}, {n_positions}, {lines_per_chunk}"
-            )
-        if min(n_train, n_val, n_direction) < 0:
-            raise ValueError(
-                f"n_train, n_val, n_direction must be >= 0, got {n_train}, {n_val}, {n_direction}"
-            )
-        val_indices = np.asarray(val_indices)
-        if val_indices.shape != (n_val,) or val_indices.dtype.kind not in "iu":
-            raise ValueError(
-                f"val_indices must be an integer array of shape ({n_val},), "
-                f"got {val_indices.dtype} {val_indices.shape}"
-            )
-        try:
-            run_attrs = json.loads(json.dumps(attrs, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"attrs must be JSON-serialisable: {exc}") from exc
-
         sizes = {"T": n_lines, "N": n_train, "M": n_val, "B": n_direction, "K": n_positions}
+        val_indices, run_attrs = _checked_inputs(path, sizes, val_indices, lines_per_chunk, attrs)
         group = zarr.open_group(path, mode="w-", zarr_format=3)
         for spec in ARRAYS:
             group.create_array(
