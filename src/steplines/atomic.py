@@ -22,6 +22,7 @@ from typing import IO, Any
 
 __all__ = [
     "append_line",
+    "process_alive",
     "read_json_lines",
     "remove_own_temporaries",
     "temporary_path",
@@ -35,7 +36,8 @@ _OURS: set[Path] = set()
 _WORK_DIRS: set[Path] = set()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (another user's process counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,7 +57,7 @@ def temporary_path(target: Path) -> Path:
     target = Path(target)
     for old in target.parent.glob(f".{target.name}.*.tmp"):
         pid = old.name[len(target.name) + 2 : -4]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 old.unlink()
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

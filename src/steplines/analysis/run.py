@@ -163,12 +163,13 @@ def analyze_run(run_dir: Path, request: AnalysisRequest | None = None) -> Analys
         direction_norm=sl.direction_norm,
         grad_norm=sl.grad_norm,
     )
-    tables = _tables(run_dir, store, sl, q, settings, request)
+    tables = _tables(run_dir, config, store, sl, q, settings, request)
     return tables.write(layout.analysis_dir(settings.tag))
 
 
 def _tables(
     run_dir: Path,
+    config: RunConfig | None,
     store: LineStore,
     sl: SummaryLines,
     q: dict[str, np.ndarray],
@@ -176,7 +177,6 @@ def _tables(
     request: AnalysisRequest,
 ) -> AnalysisTables:
     """Every stage of the analysis, in order; the tables they make (nothing is written)."""
-    config = RunLayout(run_dir).config_or_none()
     shape = _shape(sl, settings, request.max_matrix_lines)
     strat = _strategies(sl, q, settings)
     streamed = _stream(store, sl, q, strat, settings, request.batch_sizes)

@@ -29,6 +29,7 @@ import pandas as pd
 from steplines.analysis.claims import ClaimData
 from steplines.analysis.settings import AnalysisSettings, Optimizer
 from steplines.analysis.views import LineView, views_arrays, views_from_arrays
+from steplines.atomic import process_alive
 from steplines.errors import RunDirError
 from steplines.store.run import RunLayout, store_mtime
 
@@ -331,22 +332,12 @@ def _work_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     for old in final.parent.glob(f".{final.name}.*-*"):
         pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     work = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     return work
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _publish(work: Path, final: Path) -> None:

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from steplines.analysis.settings import match_preset
-from steplines.atomic import temporary_path
+from steplines.atomic import temporary_path, write_atomic
 from steplines.errors import SteplinesError
 from steplines.plotting import save_figure
 from steplines.plotting.pages import Heading, Table, image_page, text_pages
@@ -137,26 +137,22 @@ def report_pages(
 
 
 def publish(out: Path, html: str, pages: Sequence[Figure] | None) -> None:
-    """Write ``out`` and, with ``pages``, its ``.pdf`` under temporary names, then put both in
-    place: a failure before that leaves neither (and an existing pair as it was)."""
-    pdf_tmp = temporary_path(out.with_suffix(".pdf")) if pages is not None else None
-    html_tmp = temporary_path(out)
+    """Write ``out`` and, with ``pages``, its ``.pdf``: the PDF under a temporary name first,
+    then the page (:func:`~steplines.atomic.write_atomic`), then the PDF renamed beside it. A
+    failure while writing either leaves neither new file (and an existing pair as it was)."""
+    pdf = out.with_suffix(".pdf")
+    tmp = temporary_path(pdf) if pages is not None else None
     try:
-        if pdf_tmp is not None:
-            with PdfPages(pdf_tmp, metadata={"CreationDate": None}) as pdf:
+        if tmp is not None:
+            with PdfPages(tmp, metadata={"CreationDate": None}) as book:
                 for page in pages or ():
-                    pdf.savefig(page)
-        with html_tmp.open("w", encoding="utf-8") as f:
-            f.write(html)
-            f.flush()
-            os.fsync(f.fileno())
-        if pdf_tmp is not None:
-            os.replace(pdf_tmp, out.with_suffix(".pdf"))
-        os.replace(html_tmp, out)
+                    book.savefig(page)
+        write_atomic(out, html)
+        if tmp is not None:
+            os.replace(tmp, pdf)
     finally:
-        for tmp in (pdf_tmp, html_tmp):
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _page_values(run: RunData) -> dict[str, Any]:
